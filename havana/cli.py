@@ -1,0 +1,59 @@
+"""`havana` command line: one subcommand per pipeline stage; each calls the library and never reads Snakemake's config.
+
+Every subcommand lives in `havana/commands/<name>.py` and exposes `register(subparsers)`, which adds its parser and
+sets `func(args) -> int`. A HavanaError becomes one sentence on stderr and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from havana import __version__
+from havana.errors import HavanaError
+
+COMMAND_MODULES = (
+    "prepare",
+    "synth",
+    "train_extractor",
+    "extract",
+    "train_head",
+    "evaluate",
+    "table",
+    "figure",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with every subcommand registered."""
+    parser = argparse.ArgumentParser(prog="havana", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"havana {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"havana.commands.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"havana.commands.{name}":
+                continue  # a stage not built yet is simply not offered
+            raise
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse `argv`, run the subcommand, and turn user errors into a one-line message and exit status 2."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except HavanaError as exc:
+        print(f"havana {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"havana {args.command}: interrupted; rerun the same command to resume.", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""One module per `havana` subcommand; each exposes `register(subparsers)` and sets `func(args) -> int`."""

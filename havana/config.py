@@ -1,0 +1,108 @@
+"""Reading YAML config files into typed dataclasses, with one clear sentence for an unknown key or a wrong type."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from havana.errors import HavanaError
+
+T = TypeVar("T")
+
+
+def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
+    """Load a YAML mapping from `path`, or raise HavanaError saying why it cannot be read."""
+    path = Path(path)
+    if not path.is_file():
+        raise HavanaError(f"config file {path} does not exist; pass an existing YAML file (e.g. config/config.yaml).")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise HavanaError(f"config file {path} is not valid YAML ({exc.__class__.__name__}); fix its syntax.") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise HavanaError(f"config file {path} must hold a mapping at the top level, not a {type(data).__name__}.")
+    return data
+
+
+def section(config: dict[str, Any], *keys: str) -> Any:
+    """`config[k1][k2]...`, or HavanaError naming the missing key path and the keys that exist."""
+    node: Any = config
+    for depth, key in enumerate(keys):
+        if not isinstance(node, dict) or key not in node:
+            where = ".".join(keys[:depth]) or "the top level"
+            known = ", ".join(sorted(node)) if isinstance(node, dict) else "none"
+            raise HavanaError(f"config has no '{key}' under {where} (known: {known}); add it or pick a known name.")
+        node = node[key]
+    return node
+
+
+def _coerce(value: Any, annotation: Any, where: str) -> Any:
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, where)
+            except HavanaError:
+                continue
+        raise HavanaError(f"config value {where}={value!r} has the wrong type; expected {annotation}.")
+    if dataclasses.is_dataclass(annotation):
+        if not isinstance(value, dict):
+            raise HavanaError(f"config value {where} must be a mapping, not {value!r}.")
+        return from_mapping(annotation, value, where)
+    if origin in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            raise HavanaError(f"config value {where}={value!r} must be a list.")
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(value) != len(args):
+                raise HavanaError(f"config value {where}={value!r} must have {len(args)} items.")
+            return tuple(_coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+        item = args[0] if args else Any
+        coerced = [_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+        return tuple(coerced) if origin is tuple else coerced
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise HavanaError(f"config value {where} must be a mapping, not {value!r}.")
+        return dict(value)
+    if annotation is Any:
+        return value
+    if annotation is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if annotation is float and isinstance(value, str):
+        try:
+            return float(value)  # YAML reads "1e-5" as a string
+        except ValueError:
+            pass
+    if annotation is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if annotation is bool and isinstance(value, bool):
+        return value
+    if annotation is str and isinstance(value, str):
+        return value
+    raise HavanaError(f"config value {where}={value!r} has the wrong type; expected {getattr(annotation, '__name__', annotation)}.")
+
+
+def from_mapping(cls: type[T], mapping: dict[str, Any], where: str = "config") -> T:
+    """Build dataclass `cls` from `mapping`; missing keys take the field defaults, unknown keys are an error."""
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(mapping) - set(fields))
+    if unknown:
+        raise HavanaError(f"config {where} has unknown key(s) {', '.join(unknown)}; valid keys are {', '.join(fields)}.")
+    values = {name: _coerce(value, hints[name], f"{where}.{name}") for name, value in mapping.items()}
+    try:
+        return cls(**values)
+    except TypeError as exc:
+        raise HavanaError(f"config {where} is incomplete: {exc}.") from None
