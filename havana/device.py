@@ -1,0 +1,118 @@
+"""Device selection: CPU, or one GPU claimed exclusively by this process through a lock file per device.
+
+Snakemake only counts GPUs (`resources: gpu=1`, `--resources gpu=2`); it does not say which one a job gets. So each
+job claims a free device itself: an exclusive `fcntl.flock` on `<lock dir>/gpu<id>.lock`, held for the life of the
+process (the OS drops it on exit, crash included), and `CUDA_VISIBLE_DEVICES` narrowed to that device before CUDA
+initialises. GPUs are counted without initialising CUDA (`CUDA_VISIBLE_DEVICES`, else `nvidia-smi -L`). Under SLURM
+the allocation already is exclusive, so its devices are used as they are.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+from havana.errors import HavanaError
+
+LOCK_DIR_ENV = "HAVANA_GPU_LOCK_DIR"
+DEFAULT_LOCK_DIR = "/tmp/havana-gpu-locks"
+WAIT_ENV = "HAVANA_GPU_WAIT_S"
+DEFAULT_WAIT_S = 300.0  # how long to wait for a busy GPU before giving up (another workflow may hold them all)
+_held: dict[str, int] = {}  # device id -> open lock fd, kept open until the process exits
+
+
+def visible_gpus() -> list[str]:
+    """The GPU ids this process may use, found without initialising CUDA (so CUDA_VISIBLE_DEVICES can still change)."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        ids = [d.strip() for d in visible.split(",") if d.strip()]
+        if not ids or ids[0].startswith("-"):
+            return []  # "" or "-1" hides every GPU
+        return ids
+    if shutil.which("nvidia-smi") is None:
+        return []
+    try:
+        listing = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [m.group(1) for m in re.finditer(r"^GPU (\d+):", listing, flags=re.MULTILINE)]
+
+
+def _try_lock(lock_dir: Path, device_id: str) -> int | None:
+    """An fd holding an exclusive lock on `device_id`'s lock file, or None when another process holds it."""
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", device_id)
+    fd = os.open(lock_dir / f"gpu{safe}.lock", os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd
+
+
+def claim_gpu(candidates: list[str], lock_dir: str | os.PathLike | None = None, wait_s: float | None = None,
+              poll_s: float = 1.0) -> str:
+    """Claim the first free device among `candidates` and return its id; the lock lives until the process exits.
+
+    Waits up to `wait_s` seconds (env HAVANA_GPU_WAIT_S, default 300) for one to free up, then raises HavanaError.
+    A device this process already holds is returned again.
+    """
+    for device_id in candidates:
+        if device_id in _held:
+            return device_id
+    if not candidates:
+        raise HavanaError("no GPU is visible to claim; run on CPU with --device cpu or expose a GPU.")
+    lock_dir = Path(lock_dir or os.environ.get(LOCK_DIR_ENV, DEFAULT_LOCK_DIR))
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    wait_s = float(os.environ.get(WAIT_ENV, DEFAULT_WAIT_S)) if wait_s is None else wait_s
+    deadline = time.monotonic() + wait_s
+    while True:
+        for device_id in candidates:
+            fd = _try_lock(lock_dir, device_id)
+            if fd is not None:
+                _held[device_id] = fd
+                return device_id
+        if time.monotonic() >= deadline:
+            raise HavanaError(f"all {len(candidates)} GPU(s) ({', '.join(candidates)}) are held by other jobs "
+                              f"(locks in {lock_dir}); run with --resources gpu=N no larger than the GPU count.")
+        time.sleep(poll_s)
+
+
+def select_device(requested: str = "auto"):
+    """`auto` (a claimed GPU when one is visible, else CPU), `cpu`, `cuda` (a claimed GPU) or `cuda:N` (that GPU)."""
+    import torch
+
+    requested = requested.strip().lower()
+    if requested == "cpu":
+        return torch.device("cpu")
+    if requested not in ("auto", "cuda") and not re.fullmatch(r"cuda:\d+", requested):
+        raise HavanaError(f"unknown device '{requested}'; use auto, cpu, cuda or cuda:N.")
+    if re.fullmatch(r"cuda:\d+", requested):
+        if not torch.cuda.is_available():
+            raise HavanaError(f"device {requested} was asked for but CUDA is not available; use auto or cpu.")
+        return torch.device(requested)
+    candidates = visible_gpus()
+    if not candidates:
+        if requested == "cuda":
+            raise HavanaError("device cuda was asked for but no GPU is visible; use auto or cpu.")
+        return torch.device("cpu")
+    if os.environ.get("SLURM_JOB_ID") and os.environ.get("CUDA_VISIBLE_DEVICES") is not None:
+        chosen_index = 0  # SLURM already gave this job its own GPU(s)
+    else:
+        chosen = claim_gpu(candidates)
+        chosen_index = candidates.index(chosen)
+        if not torch.cuda.is_initialized():
+            os.environ["CUDA_VISIBLE_DEVICES"] = chosen
+            chosen_index = 0
+    if not torch.cuda.is_available():
+        if requested == "cuda":
+            raise HavanaError("device cuda was asked for but torch cannot use the GPU (CPU-only build or driver); use cpu.")
+        return torch.device("cpu")
+    return torch.device(f"cuda:{chosen_index}")

@@ -1,0 +1,124 @@
+"""MLflow tracking against a real SQLite store: run lifecycle, resume, params limits, and eight concurrent writers."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from havana import tracking
+
+EPOCHS = 6
+TERMS = ("total", "cls", "jst", "lr")
+
+
+def _client(uri):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def test_no_tracking_uri_records_nothing(tmp_path):
+    with tracking.job_run(None, "synthetic", "x", tmp_path / "run", {"a": 1}) as run:
+        run.log_epoch(0, {"loss": 1.0})
+        run.log_metrics({"mAP": 0.5})
+        run.set_tags({"k": "v"})
+    assert not run.active
+    assert not (tmp_path / "run").exists()
+
+
+def test_flatten_params_nests_with_dots_and_truncates_to_mlflow_limits():
+    flat = tracking.flatten_params({"head": {"alpha": 0.2, "switches": {"klv": True}}, "long": "x" * 7000,
+                                    "k" * 300: 1, "empty": {}})
+    assert flat["head.alpha"] == "0.2" and flat["head.switches.klv"] == "True"
+    assert len(flat["long"]) == 6000 and flat["k" * 250] == "1" and flat["empty"] == "{}"
+
+
+def test_run_records_params_epochs_final_metrics_artifacts_tags_and_rerun_resumes(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    run_dir = tmp_path / "job"
+    params = {"head": {"alpha": 0.2, "beta": 1.0}, "seed": 0}
+    with tracking.job_run(uri, "synthetic", "bot_r18/havana/seed0", run_dir, params, tags={"rule": "train_head"}) as run:
+        for epoch in range(3):
+            run.log_epoch(epoch, {"total": 3.0 - epoch, "lr": 1e-5})
+        run.log_metrics({"mAP": 0.42})
+        (run_dir / "history.csv").write_text("epoch,total\n0,3.0\n")
+        run.log_artifact(run_dir / "history.csv")
+    stored_id = (run_dir / "mlflow_run_id").read_text().strip()
+    assert stored_id == run.run_id
+    client = _client(uri)
+    stored = client.get_run(run.run_id)
+    assert stored.info.status == "FINISHED" and stored.info.run_name == "bot_r18/havana/seed0"
+    assert stored.data.params == {"head.alpha": "0.2", "head.beta": "1.0", "seed": "0"}
+    assert [m.value for m in sorted(client.get_metric_history(run.run_id, "total"), key=lambda m: m.step)] == [3, 2, 1]
+    assert stored.data.metrics["mAP"] == pytest.approx(0.42)
+    assert stored.data.tags["rule"] == "train_head" and stored.data.tags["havana_version"]
+    assert [f.path for f in client.list_artifacts(run.run_id)] == ["history.csv"]
+
+    with tracking.job_run(uri, "synthetic", "bot_r18/havana/seed0", run_dir, params) as again:
+        again.log_metrics({"mAP": 0.43})
+    assert again.run_id == run.run_id
+    experiment = client.get_experiment_by_name("synthetic")
+    assert len(client.search_runs([experiment.experiment_id])) == 1
+
+    changed = {**params, "head": {"alpha": 0.5, "beta": 1.0}}
+    with tracking.job_run(uri, "synthetic", "bot_r18/havana/seed0", run_dir, changed) as fresh:
+        pass
+    assert fresh.run_id != run.run_id
+    assert (run_dir / "mlflow_run_id").read_text().strip() == fresh.run_id
+
+
+def test_run_ends_failed_when_the_job_raises(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    with pytest.raises(ValueError, match="boom"):
+        with tracking.job_run(uri, "market1501", "r", tmp_path / "job", {"a": 1}) as run:
+            raise ValueError("boom")
+    assert _client(uri).get_run(run.run_id).info.status == "FAILED"
+
+
+def test_with_retries_retries_locked_errors_and_not_others():
+    calls = []
+
+    def flaky():
+        calls.append(1)
+        if len(calls) < 3:
+            raise RuntimeError("(sqlite3.OperationalError) database is locked")
+        return "ok"
+
+    assert tracking.with_retries(flaky) == "ok" and len(calls) == 3
+    with pytest.raises(KeyError):
+        tracking.with_retries(lambda: (calls.append(1), {}["missing"]))
+
+
+WRITER = textwrap.dedent(f"""
+    import sys
+    from havana import tracking
+    uri, run_dir, worker = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    params = {{"worker": worker, "head": {{"alpha": 0.2, "rows": list(range(50))}}}}
+    with tracking.job_run(uri, "synthetic", f"worker{{worker}}", run_dir, params, tags={{"rule": "train_head"}}) as run:
+        for epoch in range({EPOCHS}):
+            run.log_epoch(epoch, {{name: worker * 100 + epoch for name in {TERMS!r}}})
+        run.log_metrics({{"mAP": worker / 10}})
+""")
+
+
+def test_eight_concurrent_jobs_lose_nothing(tmp_path):
+    uri = f"sqlite:///{tmp_path}/store/mlflow.db"
+    procs = [subprocess.Popen([sys.executable, "-c", WRITER, uri, str(tmp_path / f"job{w}"), str(w)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for w in range(8)]
+    for proc in procs:
+        _, err = proc.communicate(timeout=240)
+        assert proc.returncode == 0, err[-2000:]
+    client = _client(uri)
+    experiment = client.get_experiment_by_name("synthetic")
+    runs = client.search_runs([experiment.experiment_id])
+    assert sorted(r.info.run_name for r in runs) == [f"worker{w}" for w in range(8)]
+    for run in runs:
+        worker = int(run.data.params["worker"])
+        assert run.info.status == "FINISHED"
+        assert run.data.metrics["mAP"] == pytest.approx(worker / 10)
+        for name in TERMS:
+            history = sorted(client.get_metric_history(run.info.run_id, name), key=lambda m: m.step)
+            assert [(m.step, m.value) for m in history] == [(e, worker * 100 + e) for e in range(EPOCHS)]
