@@ -1,0 +1,393 @@
+"""The paper's tables from per-seed metrics: config + metrics dict -> pure table model -> Markdown, CSV and LaTeX.
+
+A table is `tables.<name>` in the config (columns, rows with the paper's values, optional literature rows). Each
+reproduced cell is the mean ± sample std over the config's `seeds` of one metric, in percent, beside the paper's value
+and the difference. Reading JSON files and writing outputs happens only in `collect_metrics` and `write_table`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from havana import atomic, provenance
+from havana.config import from_mapping, section
+from havana.errors import HavanaError
+
+METRICS = ("mAP", "mINP", "R1", "R5", "R10")
+METRIC_TITLES = {"mAP": "mAP", "mINP": "mINP", "R1": "R-1", "R5": "R-5", "R10": "R-10"}
+DATASET_TITLES = {"market1501": "Market-1501", "dukemtmc": "DukeMTMC", "msmt17": "MSMT17", "synthetic": "Synthetic"}
+BASELINE = "baseline"  # the head name that means raw extractor features, evaluated without a head
+REPRODUCED_GROUP = "Reproduced by this pipeline"
+
+RunKey = tuple[str, str, str, int]  # (dataset, extractor, head row, seed) of one metrics JSON
+
+
+@dataclass(frozen=True)
+class ColumnSpec:
+    metric: str  # one of METRICS; read from the metrics JSON's "plain" or "flip" block
+    dataset: str | None = None  # the dataset this column reads; None: each row's own dataset
+
+
+@dataclass(frozen=True)
+class RowSpec:
+    label: str  # shown as-is (a dagger in the label marks flip test)
+    extractor: str  # extractors.<name>
+    head: str  # heads.rows.<name>, or "baseline" for raw extractor features
+    dataset: str | None = None  # needed when a column names no dataset
+    flip: bool = False  # True: the metrics JSON's "flip" block (flip-test features), else "plain"
+    paper: list[float | None] = field(default_factory=list)  # the paper's value per column, null where none
+
+
+@dataclass(frozen=True)
+class LiteratureRow:
+    label: str  # method and venue, as the paper prints it
+    group: str  # e.g. "non-generative", "generative"; rows are shown under their group heading
+    values: list[float | None]  # reported values per column, shown as reported and never as reproduced
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    caption: str  # what the table shows
+    columns: list[ColumnSpec]  # one entry per numeric column
+    rows: list[RowSpec]  # one displayed, reproduced row each
+    literature: list[LiteratureRow] = field(default_factory=list)  # Table 2's reported rows
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One reproduced cell: the per-seed values found (percent), how many seeds were expected, the paper's value."""
+
+    values: tuple[float, ...]
+    expected: int
+    paper: float | None
+
+    @property
+    def mean(self) -> float | None:
+        return statistics.fmean(self.values) if self.values else None
+
+    @property
+    def std(self) -> float | None:
+        """Sample standard deviation over seeds (ddof=1); 0 for a single seed, None for none."""
+        if not self.values:
+            return None
+        return statistics.stdev(self.values) if len(self.values) > 1 else 0.0
+
+    @property
+    def delta(self) -> float | None:
+        return None if self.mean is None or self.paper is None else self.mean - self.paper
+
+
+@dataclass(frozen=True)
+class TableRow:
+    """A displayed row: a reproduced row (spec set, cells) or a literature row (reported values only)."""
+
+    label: str
+    group: str
+    dataset: str | None
+    spec: RowSpec | None
+    cells: tuple[Cell, ...] = ()
+    reported: tuple[float | None, ...] = ()
+
+
+@dataclass(frozen=True)
+class TableModel:
+    """Everything a renderer needs: titles, column headings, rows grouped in display order, and the note."""
+
+    name: str
+    caption: str
+    columns: tuple[ColumnSpec, ...]
+    rows: tuple[TableRow, ...]
+    note: str
+
+    @property
+    def has_dataset_column(self) -> bool:
+        return any(column.dataset is None for column in self.columns)
+
+
+def dataset_title(dataset: str | None) -> str:
+    """The paper's spelling of a dataset name (unknown names shown as given)."""
+    return DATASET_TITLES.get(dataset, dataset) if dataset else ""
+
+
+def column_title(column: ColumnSpec) -> str:
+    """'Market-1501 mAP', or just 'mAP' when the column takes each row's dataset."""
+    metric = METRIC_TITLES[column.metric]
+    return f"{dataset_title(column.dataset)} {metric}" if column.dataset else metric
+
+
+def metrics_path(results_dir: str | os.PathLike, key: RunKey) -> Path:
+    """`<results>/<ds>/metrics/<extractor>/<row>/seed<k>.json`, the agreed location of one evaluation."""
+    dataset, extractor, head, seed = key
+    return Path(results_dir) / dataset / "metrics" / extractor / head / f"seed{seed}.json"
+
+
+def table_spec(config: Mapping[str, Any], name: str) -> TableSpec:
+    """Parse and check `tables.<name>`: known metrics, one paper value per column, a dataset for every cell."""
+    spec = from_mapping(TableSpec, section(config, "tables", name), f"tables.{name}")
+    known_rows = set(config.get("heads", {}).get("rows", {}) or {}) | {BASELINE}
+    width = len(spec.columns)
+    for column in spec.columns:
+        if column.metric not in METRICS:
+            raise HavanaError(f"tables.{name} has a column with metric '{column.metric}'; use one of {', '.join(METRICS)}.")
+    for row in spec.rows:
+        where = f"tables.{name} row '{row.label}'"
+        if row.paper and len(row.paper) != width:
+            raise HavanaError(f"{where} has {len(row.paper)} paper values for {width} columns; give one per column (null where none).")
+        if row.head not in known_rows:
+            raise HavanaError(f"{where} uses head '{row.head}', which is not in heads.rows; add it or use one of {', '.join(sorted(known_rows))}.")
+        if row.dataset is None and any(column.dataset is None for column in spec.columns):
+            raise HavanaError(f"{where} names no dataset but some columns do not either; add 'dataset:' to the row.")
+    for row in spec.literature:
+        if len(row.values) != width:
+            raise HavanaError(f"tables.{name} literature row '{row.label}' has {len(row.values)} values for {width} columns.")
+    return spec
+
+
+def table_names(config: Mapping[str, Any]) -> list[str]:
+    """The configured paper tables (`tables.table<N>`), in numeric order."""
+    names = [name for name in config.get("tables", {}) or {} if name.startswith("table") and name[5:].isdigit()]
+    return sorted(names, key=lambda name: int(name[5:]))
+
+
+def cell_keys(spec: TableSpec, seeds: Sequence[int]) -> list[list[list[RunKey]]]:
+    """For each row and column, the metrics files (one per seed) its cell averages."""
+    return [
+        [[(column.dataset or row.dataset, row.extractor, row.head, seed) for seed in seeds] for column in spec.columns]
+        for row in spec.rows
+    ]
+
+
+def required_runs(spec: TableSpec, seeds: Sequence[int]) -> set[RunKey]:
+    """Every metrics file the table reads."""
+    return {key for row in cell_keys(spec, seeds) for keys in row for key in keys}
+
+
+def collect_metrics(results_dir: str | os.PathLike, keys: set[RunKey]) -> dict[RunKey, dict]:
+    """Read the metrics JSONs that exist among `keys`; absent ones are simply left out (their cells show n/a)."""
+    found: dict[RunKey, dict] = {}
+    for key in sorted(keys):
+        path = metrics_path(results_dir, key)
+        if not path.is_file():
+            continue
+        try:
+            found[key] = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise HavanaError(f"metrics file {path} cannot be read ({exc.__class__.__name__}); delete it and rerun its evaluate job.") from None
+    return found
+
+
+def metric_percent(metrics: Mapping[str, Any], key: RunKey, metric: str, flip: bool) -> float:
+    """One metric of one metrics JSON, in percent, from its "flip" or "plain" block."""
+    block_name = "flip" if flip else "plain"
+    try:
+        value = metrics[block_name][metric]
+    except (KeyError, TypeError):
+        raise HavanaError(f"metrics for {key} have no {block_name}.{metric}; rerun its evaluate job with the current code.") from None
+    return 100.0 * float(value)
+
+
+def build_table(name: str, spec: TableSpec, metrics: Mapping[RunKey, Mapping[str, Any]], seeds: Sequence[int],
+                note: str = "") -> TableModel:
+    """The table model: literature rows by group (as reported), then reproduced cells from whichever seeds exist."""
+    rows: list[TableRow] = []
+    groups: list[str] = []
+    for lit in spec.literature:
+        if lit.group not in groups:
+            groups.append(lit.group)
+    for group in groups:
+        rows.extend(TableRow(label=lit.label, group=group, dataset=None, spec=None, reported=tuple(lit.values))
+                    for lit in spec.literature if lit.group == group)
+    for row, row_keys in zip(spec.rows, cell_keys(spec, seeds)):
+        cells = []
+        for index, (column, keys) in enumerate(zip(spec.columns, row_keys)):
+            values = tuple(metric_percent(metrics[key], key, column.metric, row.flip) for key in keys if key in metrics)
+            paper = row.paper[index] if row.paper else None
+            cells.append(Cell(values=values, expected=len(seeds), paper=paper))
+        rows.append(TableRow(label=row.label, group=REPRODUCED_GROUP, dataset=row.dataset, spec=row, cells=tuple(cells)))
+    return TableModel(name=name, caption=spec.caption, columns=tuple(spec.columns), rows=tuple(rows), note=note)
+
+
+def table_note(config: Mapping[str, Any], spec: TableSpec, seeds: Sequence[int]) -> str:
+    """What was run for this table: datasets, extractors (with epochs), head rows, head epochs, seeds, flip test."""
+    datasets = sorted({c.dataset for c in spec.columns if c.dataset} | {r.dataset for r in spec.rows if r.dataset})
+    extractors = list(dict.fromkeys(row.extractor for row in spec.rows))
+    heads = list(dict.fromkeys(row.head for row in spec.rows))
+    extractor_configs = config.get("extractors", {}) or {}
+    extractor_text = ", ".join(
+        f"{name} ({extractor_configs[name]['epochs']} epochs)"
+        if isinstance(extractor_configs.get(name), dict) and "epochs" in extractor_configs[name] else name
+        for name in extractors)
+    head_epochs = ((config.get("heads", {}) or {}).get("train", {}) or {}).get("epochs")
+    head_rows = [h for h in heads if h != BASELINE]
+    flipped = [row.label for row in spec.rows if row.flip]
+    parts = [
+        f"Reproduced on {', '.join(dataset_title(d) for d in datasets) or 'no dataset'}",
+        f"extractor(s) {extractor_text or 'none'}",
+        "head rows " + (", ".join(head_rows) if head_rows else "none")
+        + (f" ({head_epochs} epochs each)" if head_rows and head_epochs is not None else "")
+        + ("; baseline = raw extractor features, no head" if BASELINE in heads else ""),
+        f"seeds {', '.join(str(s) for s in seeds)} (n={len(seeds)})",
+        "flip test (plain and flipped features averaged) on " + (", ".join(flipped) if flipped else "no row"),
+    ]
+    legend = ("Per column: reproduced mean ± sample std over seeds (percent), the paper's value, and the "
+              "difference reproduced − paper; n/a: no metrics found; k/n seeds: only k of n seeds found; "
+              "— : the paper gives no value.")
+    literature = " Literature rows are the values reported in the paper, not reproduced." if spec.literature else ""
+    return "; ".join(parts) + "." + literature + " " + legend
+
+
+def fmt(value: float | None, signed: bool = False) -> str:
+    """Percent with one decimal ('n/a' for None); `signed` adds + and never prints -0.0."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    value = round(value, 1) + 0.0
+    return f"{value:+.1f}" if signed else f"{value:.1f}"
+
+
+def cell_text(cell: Cell) -> str:
+    """'86.5 ± 0.3', with '(k/n seeds)' when seeds are missing, or 'n/a' when none exist."""
+    if cell.mean is None:
+        return "n/a"
+    text = f"{fmt(cell.mean)} ± {fmt(cell.std)}"
+    return text if len(cell.values) >= cell.expected else f"{text} ({len(cell.values)}/{cell.expected} seeds)"
+
+
+def paper_text(value: float | None) -> str:
+    return "—" if value is None else fmt(value)
+
+
+def delta_text(cell: Cell) -> str:
+    if cell.paper is None:
+        return "—"
+    return fmt(cell.delta, signed=True)
+
+
+def _row_triples(model: TableModel, row: TableRow) -> list[tuple[str, str, str]]:
+    """(reproduced, paper, delta) texts per column of one row; literature rows fill only the paper slot."""
+    if row.spec is None:
+        return [("", paper_text(value), "") for value in row.reported]
+    return [(cell_text(cell), paper_text(cell.paper), delta_text(cell)) for cell in row.cells]
+
+
+def render_markdown(model: TableModel) -> str:
+    """A Markdown table: per column three sub-columns (reproduced, paper, Δ), group headings, caption and note."""
+    head = ["Method"] + (["Dataset"] if model.has_dataset_column else [])
+    for column in model.columns:
+        title = column_title(column)
+        head += [f"{title} (ours)", f"{title} (paper)", f"{title} Δ"]
+    lines = [f"**{_display_name(model.name)}.** {model.caption}", "", "| " + " | ".join(head) + " |",
+             "|" + "|".join([":--"] * (len(head) - 3 * len(model.columns)) + ["--:"] * 3 * len(model.columns)) + "|"]
+    group = None
+    for row in model.rows:
+        if row.group != group:
+            group = row.group
+            lines.append("| " + " | ".join([f"*{group}*"] + [""] * (len(head) - 1)) + " |")
+        cells = [row.label] + ([dataset_title(row.dataset)] if model.has_dataset_column else [])
+        cells += [text for triple in _row_triples(model, row) for text in triple]
+        lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
+    lines += ["", f"*Note.* {model.note}", ""]
+    return "\n".join(lines)
+
+
+def render_csv(model: TableModel) -> str:
+    """A wide CSV: one line per displayed row, per column mean, std, seeds found/expected, paper and delta."""
+    head = ["group", "method", "dataset", "extractor", "head", "flip"]
+    for column in model.columns:
+        prefix = f"{column.dataset}/{column.metric}" if column.dataset else column.metric
+        head += [f"{prefix}/mean", f"{prefix}/std", f"{prefix}/seeds", f"{prefix}/paper", f"{prefix}/delta"]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(head)
+    for row in model.rows:
+        if row.spec is None:
+            line = [row.group, row.label, "", "", "", ""]
+            for value in row.reported:
+                line += ["", "", "", "" if value is None else fmt(value), ""]
+        else:
+            line = [row.group, row.label, row.dataset or "", row.spec.extractor, row.spec.head, str(row.spec.flip).lower()]
+            for cell in row.cells:
+                line += ["" if cell.mean is None else fmt(cell.mean), "" if cell.std is None else fmt(cell.std),
+                         f"{len(cell.values)}/{cell.expected}", "" if cell.paper is None else fmt(cell.paper),
+                         "" if cell.delta is None else fmt(cell.delta, signed=True)]
+        writer.writerow(line)
+    return buffer.getvalue()
+
+
+_LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+                  "†": r"$^\dagger$", "±": r"$\pm$", "Δ": r"$\Delta$", "−": "-", "—": "--"}
+
+
+def latex_escape(text: str) -> str:
+    """Text safe inside a LaTeX table cell (special characters escaped, dagger/± as math)."""
+    return "".join(_LATEX_ESCAPES.get(char, char) for char in text)
+
+
+def render_latex(model: TableModel) -> str:
+    """A booktabs LaTeX table: column titles spanning (ours, paper, Δ) sub-columns, group headings, note below."""
+    lead = 2 if model.has_dataset_column else 1
+    width = lead + 3 * len(model.columns)
+    spans = " & ".join(rf"\multicolumn{{3}}{{c}}{{{latex_escape(column_title(c))}}}" for c in model.columns)
+    rules = " ".join(rf"\cmidrule(lr){{{lead + 3 * i + 1}-{lead + 3 * i + 3}}}" for i in range(len(model.columns)))
+    lines = [r"\begin{table}[t]", r"\centering", r"\small",
+             rf"\caption{{{latex_escape(model.caption)}}}", rf"\label{{tab:{model.name}}}",
+             r"\begin{tabular}{" + "l" * lead + "rrr" * len(model.columns) + "}", r"\toprule",
+             "Method" + (" & Dataset" if lead == 2 else "") + " & " + spans + r" \\", rules,
+             " & " * (lead - 1) + " & " + " & ".join([r"Ours & Paper & $\Delta$"] * len(model.columns)) + r" \\",
+             r"\midrule"]
+    group = None
+    for row in model.rows:
+        if row.group != group:
+            if group is not None:
+                lines.append(r"\midrule")
+            group = row.group
+            lines.append(rf"\multicolumn{{{width}}}{{l}}{{\textit{{{latex_escape(group)}}}}} \\")
+        cells = [row.label] + ([dataset_title(row.dataset)] if lead == 2 else [])
+        cells += [text for triple in _row_triples(model, row) for text in triple]
+        lines.append(" & ".join(latex_escape(cell) for cell in cells) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}", "", rf"\par\footnotesize {latex_escape(model.note)}", r"\end{table}", ""]
+    return "\n".join(lines)
+
+
+def _display_name(name: str) -> str:
+    """'table3' -> 'Table 3'."""
+    return f"Table {name[5:]}" if name.startswith("table") and name[5:].isdigit() else name.capitalize()
+
+
+def config_seeds(config: Mapping[str, Any]) -> list[int]:
+    """The config's `seeds`, checked to be a non-empty list of integers."""
+    seeds = section(config, "seeds")
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+        raise HavanaError(f"config 'seeds' must be a non-empty list of integers, not {seeds!r}.")
+    return seeds
+
+
+def write_rendered(out_prefix: str | os.PathLike, rendered: Mapping[str, str], provenance_config: Any) -> list[Path]:
+    """Write `<prefix>.<ext>` for each rendering atomically, each with its provenance file; return the paths."""
+    written = []
+    for extension, text in rendered.items():
+        path = Path(f"{os.fspath(out_prefix)}.{extension}")
+        atomic.write_text(path, text)
+        provenance.write_beside(path, provenance_config)
+        written.append(path)
+    return written
+
+
+def write_table(config: Mapping[str, Any], name: str, results_dir: str | os.PathLike,
+                out_prefix: str | os.PathLike) -> TableModel:
+    """Read the table's metrics under `results_dir` and write `<out_prefix>.{md,csv,tex}`; return the model."""
+    spec = table_spec(config, name)
+    seeds = config_seeds(config)
+    metrics = collect_metrics(results_dir, required_runs(spec, seeds))
+    model = build_table(name, spec, metrics, seeds, table_note(config, spec, seeds))
+    rendered = {"md": render_markdown(model), "csv": render_csv(model), "tex": render_latex(model)}
+    write_rendered(out_prefix, rendered, {"table": name, "spec": spec, "seeds": seeds, "results_dir": str(results_dir)})
+    return model
