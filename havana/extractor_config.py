@@ -1,0 +1,85 @@
+"""The `extractors.<name>` config section as typed dataclasses: model, transforms, training and extraction settings.
+
+Defaults are the paper's BoT recipe (§4.1) as reid-strong-baseline implements it, where the paper is silent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from havana.config import from_mapping, section
+from havana.errors import HavanaError
+
+ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "mgn")
+
+
+@dataclass
+class TransformConfig:
+    """Image augmentation switches (BoT: resize, flip, pad + crop, normalise, random erasing)."""
+
+    flip: bool = True  # random horizontal flip, p = 0.5
+    pad_crop: bool = True  # pad by `padding` pixels, then random crop back to image_size
+    padding: int = 10  # BoT pads 10 pixels
+    normalize: bool = True  # ImageNet mean/std normalisation
+    random_erasing: bool = True  # Random Erasing (Zhong et al.); Table 6 turns it off
+    erasing_p: float = 0.5  # probability of erasing one rectangle
+    erasing_scale: tuple[float, float] = (0.02, 0.4)  # erased area fraction range (BoT sl, sh)
+    erasing_ratio: float = 0.3  # aspect ratio range is (r, 1/r) (BoT r1)
+
+
+@dataclass
+class ExtractorTrainConfig:
+    """BoT optimisation schedule and losses (paper §4.1; values from reid-strong-baseline)."""
+
+    epochs: int = 120  # training epochs
+    lr: float = 3.5e-4  # Adam base learning rate
+    weight_decay: float = 5e-4  # Adam weight decay
+    warmup_epochs: int = 10  # linear warm-up length in epochs
+    warmup_factor: float = 0.01  # warm-up starts at this fraction of lr
+    milestones: tuple[int, ...] = (40, 70)  # epochs at which lr is multiplied by gamma
+    gamma: float = 0.1  # step decay factor
+    p: int = 16  # identities per batch
+    k: int = 4  # images per identity in a batch
+    label_smoothing: float = 0.1  # epsilon of the label-smoothed cross-entropy
+    triplet_margin: float = 0.3  # batch-hard triplet margin
+    num_workers: int = 4  # DataLoader worker processes
+    amp: bool = True  # bf16 autocast and channels_last on CUDA (ignored on CPU)
+    device: str = "auto"  # "auto" (CUDA when available), "cpu" or "cuda[:i]"
+
+
+@dataclass
+class ExtractionConfig:
+    """How `havana extract` runs: augmented views of train images and batching."""
+
+    views: int = 1  # train views per image; view 0 is un-augmented, others use the train augmentation
+    batch_size: int = 128  # images per forward pass
+    num_workers: int = 4  # DataLoader worker processes
+    amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
+    device: str = "auto"  # "auto" (CUDA when available), "cpu" or "cuda[:i]"
+    seed: int = 0  # seeds the per-image augmentation of train views 1..V-1
+
+
+@dataclass
+class ExtractorConfig:
+    """One extractor: BoT ResNet-18…152 or MGN (ResNet-50); num_classes comes from the training data at build time."""
+
+    arch: str = "resnet50"  # one of ARCHS
+    pretrained: bool = True  # start from ImageNet weights (torchvision IMAGENET1K_V1, as BoT did)
+    weights: str | None = None  # a local ImageNet state-dict file instead of torchvision's download
+    last_stride: int = 1  # stride of the first block of layer4 (BoT: 1, giving a 16×8 map at 256×128)
+    image_size: tuple[int, int] = (256, 128)  # (height, width) images are resized to
+    transforms: TransformConfig = field(default_factory=TransformConfig)  # augmentation switches
+    train: ExtractorTrainConfig = field(default_factory=ExtractorTrainConfig)  # optimisation schedule
+    extraction: ExtractionConfig = field(default_factory=ExtractionConfig)  # feature extraction settings
+
+    def __post_init__(self) -> None:
+        if self.arch not in ARCHS:
+            raise HavanaError(f"unknown extractor arch '{self.arch}'; valid: {', '.join(ARCHS)}.")
+        if self.last_stride not in (1, 2):
+            raise HavanaError(f"last_stride must be 1 or 2, not {self.last_stride}.")
+
+
+def extractor_config(config: dict[str, Any], name: str) -> ExtractorConfig:
+    """The typed `extractors.<name>` section of a loaded config file."""
+    return from_mapping(ExtractorConfig, section(config, "extractors", name), f"extractors.{name}")

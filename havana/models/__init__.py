@@ -1,0 +1,1 @@
+"""Networks: the baseline re-ID extractors and the HAVANA head."""

@@ -1,0 +1,103 @@
+"""Extractors: feature sizes per backbone, last stride 1, BNNeck wiring, MGN's 8 × 256 feature, weights and checkpoints."""
+
+import pytest
+import torch
+
+from havana.errors import HavanaError
+from havana.extractor_config import ExtractorConfig
+from havana.models.extractor import build_extractor, imagenet_resnet, load_extractor, save_extractor
+
+torch.set_num_threads(2)
+SMALL = (2, 3, 64, 32)
+
+
+@pytest.mark.parametrize("arch,dim", [("resnet18", 512), ("resnet34", 512), ("resnet50", 2048),
+                                      ("resnet101", 2048), ("resnet152", 2048), ("mgn", 2048)])
+def test_test_feature_and_training_outputs_have_the_backbone_sizes(arch, dim):
+    torch.manual_seed(0)
+    model = build_extractor(ExtractorConfig(arch=arch, pretrained=False), num_classes=7)
+    assert model.feature_dim == dim
+    with torch.no_grad():
+        assert model.eval()(torch.randn(*SMALL)).shape == (2, dim)
+        out = model.train()(torch.randn(*SMALL))
+    heads = 8 if arch == "mgn" else 1
+    assert [tuple(x.shape) for x in out.logits] == [(2, 7)] * heads
+    assert [x.shape[1] for x in out.triplet_features] == ([256] * 3 if arch == "mgn" else [dim])
+
+
+@pytest.mark.parametrize("last_stride,size", [(1, (16, 8)), (2, (8, 4))])
+def test_last_stride_sets_the_resnet50_map_at_256x128(last_stride, size):
+    model = build_extractor(ExtractorConfig(arch="resnet50", pretrained=False, last_stride=last_stride), 3).eval()
+    with torch.no_grad():
+        feature_map = model.trunk(torch.zeros(1, 3, 256, 128))
+    assert feature_map.shape == (1, 2048, *size)
+
+
+def test_bnneck_gives_triplet_feature_before_bn_and_test_feature_after():
+    torch.manual_seed(1)
+    model = build_extractor(ExtractorConfig(arch="resnet18", pretrained=False), 4)
+    assert model.classifier.bias is None and not model.bnneck.bias.requires_grad
+    images = torch.randn(*SMALL)
+    with torch.no_grad():
+        out = model.train()(images)
+        pooled = model.trunk(images).mean(dim=(2, 3))  # GAP by hand
+        torch.testing.assert_close(out.triplet_features[0], pooled)
+        model.eval()
+        pooled = model.trunk(images).mean(dim=(2, 3))
+        bn = model.bnneck
+        expected = (pooled - bn.running_mean) / torch.sqrt(bn.running_var + bn.eps) * bn.weight + bn.bias
+        torch.testing.assert_close(model(images), expected)
+
+
+def test_mgn_concatenates_eight_bn_features_from_three_branches():
+    torch.manual_seed(2)
+    model = build_extractor(ExtractorConfig(arch="mgn", pretrained=False), 5).eval()
+    shapes = [None] * 3
+    for i, branch in enumerate(model.branches):
+        branch.register_forward_hook(lambda _m, _i, out, i=i: shapes.__setitem__(i, tuple(out.shape[2:])))
+    images = torch.randn(*SMALL)
+    with torch.no_grad():
+        feature = model(images)
+        shared = model.trunk(images)
+        stripes = torch.tensor_split(model.branches[2](shared), 3, dim=2)
+        last = model.heads[7](stripes[2])[1]
+    assert shapes == [(2, 1), (4, 2), (4, 2)]  # global branch keeps stride 2, part branches stride 1
+    torch.testing.assert_close(feature[:, 7 * 256:], last)  # the last 256 dims: bottom stripe of the 3-part branch
+
+
+def test_checkpoint_round_trip_rebuilds_the_same_model(tmp_path):
+    torch.manual_seed(3)
+    config = ExtractorConfig(arch="resnet18", pretrained=False, image_size=(64, 32))
+    model = build_extractor(config, 6).eval()
+    save_extractor(tmp_path / "model.pt", model, config, 6)
+    loaded, loaded_config = load_extractor(tmp_path / "model.pt")
+    assert loaded_config == config and not loaded.training
+    images = torch.randn(*SMALL)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(images), model(images), rtol=0, atol=0)
+    with pytest.raises(HavanaError, match="does not exist"):
+        load_extractor(tmp_path / "missing.pt")
+
+
+def test_local_weights_file_is_loaded_and_a_missing_one_is_named(tmp_path):
+    reference = imagenet_resnet("resnet18", pretrained=False, weights=None)
+    torch.save(reference.state_dict(), tmp_path / "r18.pth")
+    loaded = imagenet_resnet("resnet18", pretrained=True, weights=tmp_path / "r18.pth")
+    torch.testing.assert_close(loaded.conv1.weight, reference.conv1.weight, rtol=0, atol=0)
+    with pytest.raises(HavanaError, match="nope.pth"):
+        imagenet_resnet("resnet18", pretrained=True, weights=tmp_path / "nope.pth")
+
+
+def test_offline_download_failure_names_the_file_to_place(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    for proxy in ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY"):
+        monkeypatch.setenv(proxy, "http://127.0.0.1:9")  # discard port: the download fails at once, offline or not
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    with pytest.raises(HavanaError, match=r"hub/checkpoints/resnet18-f37072fd\.pth"):
+        imagenet_resnet("resnet18", pretrained=True, weights=None)
+
+
+def test_unknown_arch_is_a_clear_error():
+    with pytest.raises(HavanaError, match="unknown extractor arch"):
+        ExtractorConfig(arch="vgg16")
