@@ -1,0 +1,84 @@
+"""Extractor training engine: lr schedule, loss on a hand-built batch, exact resume, NaN guard, checkpoint checks."""
+
+import math
+
+import pytest
+import torch
+
+from havana.errors import HavanaError
+from havana.extractor_config import ExtractorConfig, ExtractorTrainConfig, TransformConfig
+from havana.models.extractor import ExtractorOutput, load_extractor
+from havana.train_extractor import extractor_loss, train_extractor, warmup_multistep_factor
+from image_folder import make_image_folder
+
+torch.set_num_threads(2)
+
+
+def tiny_config(epochs: int, **train) -> ExtractorConfig:
+    return ExtractorConfig(arch="resnet18", pretrained=False, image_size=(32, 16),
+                           transforms=TransformConfig(padding=2),
+                           train=ExtractorTrainConfig(**{"epochs": epochs, "p": 3, "k": 2, "warmup_epochs": 2,
+                                                         "milestones": (2,), "num_workers": 0, "device": "cpu",
+                                                         **train}))
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory):
+    return make_image_folder(tmp_path_factory.mktemp("images"))
+
+
+def test_warmup_then_step_schedule_matches_hand_values():
+    train = ExtractorTrainConfig()  # warm-up 10 epochs from 0.01, steps at 40 and 70
+    expected = {0: 0.01, 5: 0.505, 9: 0.01 * 0.1 + 0.9, 10: 1.0, 39: 1.0, 40: 0.1, 69: 0.1, 70: 0.01, 119: 0.01}
+    for epoch, factor in expected.items():
+        assert warmup_multistep_factor(epoch, train) == pytest.approx(factor)
+
+
+def test_loss_on_a_hand_built_batch():
+    labels = torch.tensor([0, 0, 1, 1])
+    features = torch.tensor([[0.0], [1.0], [3.0], [5.0]])
+    # zero logits: CE = log(C) whatever the smoothing; triplet: only anchor 3.0 is active (2 - 2 + 0.3) -> 0.3 / 4
+    output = ExtractorOutput(logits=[torch.zeros(4, 5)], triplet_features=[features])
+    loss, parts = extractor_loss(output, labels, ExtractorTrainConfig())
+    assert parts["ce"] == pytest.approx(math.log(5))
+    assert parts["triplet"] == pytest.approx(0.075)
+    assert float(loss) == pytest.approx(math.log(5) + 0.075)
+    two = ExtractorOutput(logits=[torch.zeros(4, 5)] * 2, triplet_features=[features] * 2)
+    assert float(extractor_loss(two, labels, ExtractorTrainConfig())[0]) == pytest.approx(2 * float(loss))
+
+
+def _weights(path):
+    return torch.load(path, weights_only=True)["state_dict"]
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_killed_after_epoch_one_and_resumed_equals_uninterrupted(manifest, tmp_path, workers):
+    whole = train_extractor(manifest, tiny_config(3, num_workers=workers), tmp_path / "whole", seed=4)
+    train_extractor(manifest, tiny_config(1, num_workers=workers), tmp_path / "resumed", seed=4)  # stops after 1
+    resumed = train_extractor(manifest, tiny_config(3, num_workers=workers), tmp_path / "resumed", seed=4)
+    a, b = _weights(whole.model_path), _weights(resumed.model_path)
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+    assert whole.last_metrics["loss"] == resumed.last_metrics["loss"]
+    model, config = load_extractor(whole.model_path)
+    assert config.train.epochs == 3 and model.classifier.out_features == 6
+    assert (whole.model_path.parent / "model.pt.provenance.yaml").is_file()
+
+
+def test_other_seed_changes_the_weights(manifest, tmp_path):
+    a = train_extractor(manifest, tiny_config(1), tmp_path / "a", seed=0)
+    b = train_extractor(manifest, tiny_config(1), tmp_path / "b", seed=1)
+    assert not torch.equal(_weights(a.model_path)["classifier.weight"], _weights(b.model_path)["classifier.weight"])
+
+
+def test_checkpoint_of_another_config_is_refused(manifest, tmp_path):
+    train_extractor(manifest, tiny_config(1), tmp_path / "run", seed=0)
+    with pytest.raises(HavanaError, match="different config"):
+        train_extractor(manifest, tiny_config(2, lr=1e-3), tmp_path / "run", seed=0)
+
+
+def test_diverging_loss_stops_with_epoch_and_iteration(manifest, tmp_path):
+    with pytest.raises(HavanaError, match=r"diverged.*epoch \d+, iteration \d+"):
+        train_extractor(manifest, tiny_config(3, lr=1e30, warmup_factor=1.0), tmp_path / "nan", seed=0)
+    assert not (tmp_path / "nan" / "model.pt").exists()
