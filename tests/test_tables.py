@@ -26,7 +26,7 @@ def make_config() -> dict:
     """A config with one Table-2-like table: Market mAP/R1 and MSMT17 mAP (MSMT17 is never provided)."""
     return {
         "seeds": SEEDS,
-        "extractors": {"bot_r50": {"epochs": 120}},
+        "extractors": {"bot_r50": {"arch": "resnet50", "train": {"epochs": 120}}},
         "heads": {"train": {"epochs": 300}, "rows": {"havana": {"alpha": 0.2}}},
         "tables": {
             "table2": {

@@ -20,6 +20,7 @@ from typing import Any, Mapping, Sequence
 from havana import atomic, provenance
 from havana.config import from_mapping, section
 from havana.errors import HavanaError
+from havana.extractor_config import extractor_config
 
 METRICS = ("mAP", "mINP", "R1", "R5", "R10")
 METRIC_TITLES = {"mAP": "mAP", "mINP": "mINP", "R1": "R-1", "R5": "R-5", "R10": "R-10"}
@@ -220,11 +221,8 @@ def table_note(config: Mapping[str, Any], spec: TableSpec, seeds: Sequence[int])
     datasets = sorted({c.dataset for c in spec.columns if c.dataset} | {r.dataset for r in spec.rows if r.dataset})
     extractors = list(dict.fromkeys(row.extractor for row in spec.rows))
     heads = list(dict.fromkeys(row.head for row in spec.rows))
-    extractor_configs = config.get("extractors", {}) or {}
-    extractor_text = ", ".join(
-        f"{name} ({extractor_configs[name]['epochs']} epochs)"
-        if isinstance(extractor_configs.get(name), dict) and "epochs" in extractor_configs[name] else name
-        for name in extractors)
+    extractor_text = ", ".join(f"{name} ({extractor_config(dict(config), name).train.epochs} epochs)"
+                               for name in extractors)
     head_epochs = ((config.get("heads", {}) or {}).get("train", {}) or {}).get("epochs")
     head_rows = [h for h in heads if h != BASELINE]
     flipped = [row.label for row in spec.rows if row.flip]

@@ -1,0 +1,619 @@
+"""The paper's Figures 5–9 (matplotlib Agg, one function per figure, seeded), from metrics, histories and features.
+
+Each `figN(config, results_dir, resources_dir, out)` gathers its inputs by the agreed paths, turns them into plot data
+with a pure function (exposed for tests), draws, and saves a PNG atomically. A panel whose inputs are absent says
+"no data for …"; a figure with no inputs at all raises HavanaError. Heads shown in Figs. 5 and 6 are the first seed's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import h5py  # noqa: E402
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from havana.atomic import atomic_path  # noqa: E402
+from havana.config import from_mapping, section  # noqa: E402
+from havana.errors import HavanaError  # noqa: E402
+from havana.report import tables  # noqa: E402
+
+DPI = 100  # every figure: size in inches × DPI pixels, no tight bounding box, so the PNG size is known
+STYLE = {"font.size": 8, "axes.titlesize": 9, "axes.labelsize": 8, "legend.fontsize": 7, "xtick.labelsize": 7,
+         "ytick.labelsize": 7, "axes.spines.top": False, "axes.spines.right": False, "figure.dpi": DPI}
+BASELINE_COLOR, HAVANA_COLOR, SOTA_COLOR = "tab:blue", "tab:red", "tab:green"
+CORRECT_COLOR, WRONG_COLOR = "#1a9641", "#d7191c"
+FIG7_TERMS = (("klv", r"$\mathcal{L}_{klv}$"), ("klz", r"$\mathcal{L}_{klz}$"), ("reconz", r"$\mathcal{L}_{reconz}$"))
+THUMBNAIL = (64, 128)  # (width, height) every retrieval image is resized to
+
+
+@dataclass(frozen=True)
+class Fig5Config:
+    dataset: str  # the dataset whose query/gallery images are shown
+    extractor: str  # baseline features and the head's input
+    head: str = "havana"  # heads.rows name of the lower row of each query
+    num_queries: int = 4  # queries shown, chosen at random (seeded) among those with a true match
+    top_k: int = 10  # gallery results per query
+    seed: int = 0  # seeds the choice of queries
+
+
+@dataclass(frozen=True)
+class Fig6Config:
+    dataset: str  # test identities come from this dataset's query and gallery
+    extractor: str  # the baseline features
+    head_mu: str = "havana"  # panel HAVANA-mu: z_mu of this row
+    head_sigma: str = "vnae_jst_hvd"  # panel HAVANA-sigma: exp(0.5·z_logvar) of this row (needs a learned z_sigma)
+    num_ids: int = 10  # identities drawn at random (seeded)
+    max_per_id: int = 20  # images per identity at most, so t-SNE stays quick
+    seed: int = 0  # seeds the identity draw and t-SNE (random_state)
+
+
+@dataclass(frozen=True)
+class Fig7Config:
+    dataset: str  # the head runs' dataset
+    extractor: str  # the head runs' extractor
+    with_c: str = "havana"  # row trained with the covariance constraint
+    without_c: str = "vnae_jst_hvd"  # row trained without it
+
+
+@dataclass(frozen=True)
+class Fig8Config:
+    datasets: list[str]  # one 3-D panel per dataset
+    extractor: str  # the head runs' extractor
+    rows: list[str]  # heads.rows names of the alpha × beta grid (alpha, beta read from each row)
+    metric: str = "mAP"  # bar height, plain features, mean over seeds
+
+
+@dataclass(frozen=True)
+class SotaConfig:
+    label: str  # e.g. ABD-Net
+    params_m: float | None = None  # test-time parameters in millions (official code); None: the point is not drawn
+    values: dict[str, float] = field(default_factory=dict)  # reported mAP (percent) per dataset
+
+
+@dataclass(frozen=True)
+class Fig9Config:
+    datasets: list[str]  # one panel per dataset
+    extractors: list[str]  # the ResNet ladder; the first one's baseline is the origin
+    head: str = "havana"  # the head applied to each extractor (red)
+    sota: SotaConfig | None = None  # the green point
+
+
+# ---------------------------------------------------------------- paths and readers (the IO edge)
+
+def features_path(results_dir: str | os.PathLike, dataset: str, extractor: str) -> Path:
+    return Path(results_dir) / dataset / "features" / f"{extractor}.h5"
+
+
+def head_dir(results_dir: str | os.PathLike, dataset: str, extractor: str, row: str, seed: int) -> Path:
+    return Path(results_dir) / dataset / "heads" / extractor / row / f"seed{seed}"
+
+
+@dataclass
+class TestEmbeddings:
+    """Query then gallery rows of one embedding (view 0: plain images), with identities, cameras and image paths."""
+
+    query: np.ndarray
+    gallery: np.ndarray
+    q_pids: np.ndarray
+    g_pids: np.ndarray
+    q_camids: np.ndarray
+    g_camids: np.ndarray
+    q_paths: list[str]
+    g_paths: list[str]
+
+
+def read_test_embeddings(path: Path, dataset_name: str = "features") -> TestEmbeddings | None:
+    """Plain-view query/gallery rows of `dataset_name` ('features', or 'z_logvar' in a head's embeddings.h5); None if absent."""
+    from havana.features import read_features
+
+    if not path.is_file():
+        return None
+    split_data = read_features(path, ("query", "gallery")).splits
+    arrays = {}
+    if dataset_name != "features":
+        with h5py.File(path, "r") as h5:
+            for split in ("query", "gallery"):
+                if dataset_name not in h5[split]:
+                    return None
+                values = h5[split][dataset_name][...]
+                arrays[split] = values[:, 0] if values.ndim == 3 else values
+    q, g = split_data["query"], split_data["gallery"]
+    return TestEmbeddings(query=arrays.get("query", q.features[:, 0]), gallery=arrays.get("gallery", g.features[:, 0]),
+                          q_pids=q.pids, g_pids=g.pids, q_camids=q.camids, g_camids=g.camids,
+                          q_paths=q.paths, g_paths=g.paths)
+
+
+def read_histories(results_dir: str | os.PathLike, dataset: str, extractor: str, row: str,
+                   seeds: Sequence[int]) -> list[pd.DataFrame]:
+    """The history.csv of each seed's head run that exists."""
+    paths = [head_dir(results_dir, dataset, extractor, row, seed) / "history.csv" for seed in seeds]
+    return [pd.read_csv(path) for path in paths if path.is_file()]
+
+
+def mean_metric(results_dir: str | os.PathLike, dataset: str, extractor: str, row: str, seeds: Sequence[int],
+                metric: str = "mAP") -> float | None:
+    """Mean over the seeds found of one plain metric, in percent; None when no seed has metrics."""
+    keys = {(dataset, extractor, row, seed) for seed in seeds}
+    found = tables.collect_metrics(results_dir, keys)
+    values = [tables.metric_percent(found[key], key, metric, flip=False) for key in sorted(found)]
+    return float(np.mean(values)) if values else None
+
+
+# ---------------------------------------------------------------- pure computations behind the plots
+
+def retrieval_correctness(q_pids: np.ndarray, g_pids: np.ndarray, ranked: np.ndarray) -> np.ndarray:
+    """[Q, K] booleans: does the k-th retrieved gallery image of each query show the query's identity."""
+    return np.asarray(g_pids)[np.asarray(ranked)] == np.asarray(q_pids)[:, None]
+
+
+def choose_queries(q_pids: np.ndarray, q_camids: np.ndarray, g_pids: np.ndarray, g_camids: np.ndarray,
+                   count: int, seed: int) -> np.ndarray:
+    """`count` query indices (sorted), drawn with `seed` among queries with a true match in another camera."""
+    valid = [i for i in range(len(q_pids))
+             if np.any((g_pids == q_pids[i]) & (g_camids != q_camids[i]))]
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(np.asarray(valid, dtype=np.int64), size=min(count, len(valid)), replace=False))
+
+
+def choose_identities(pids: np.ndarray, num_ids: int, seed: int) -> np.ndarray:
+    """`num_ids` identities drawn with `seed` among the non-negative pids, sorted."""
+    candidates = np.unique(np.asarray(pids)[np.asarray(pids) >= 0])
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(candidates, size=min(num_ids, len(candidates)), replace=False))
+
+
+def identity_sample(pids: np.ndarray, ids: np.ndarray, max_per_id: int, seed: int) -> np.ndarray:
+    """Row indices of at most `max_per_id` rows (seeded choice) of each identity in `ids`, sorted."""
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for pid in ids:
+        rows = np.flatnonzero(pids == pid)
+        chosen.append(rng.permutation(rows)[:max_per_id])
+    return np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, dtype=np.int64)
+
+
+def tsne_perplexity(n: int) -> float:
+    """scikit-learn's default 30, reduced for small N so that perplexity < N (here ≤ (N − 1) / 3)."""
+    return float(min(30.0, max(1.0, (n - 1) / 3)))
+
+
+def tsne_2d(points: np.ndarray, seed: int) -> np.ndarray:
+    """2-D t-SNE of `points` with a fixed random_state and PCA initialisation."""
+    from sklearn.manifold import TSNE
+
+    points = np.asarray(points, dtype=np.float64)
+    return TSNE(n_components=2, perplexity=tsne_perplexity(len(points)), init="pca", random_state=seed,
+                learning_rate="auto").fit_transform(points)
+
+
+def loss_band(histories: Sequence[pd.DataFrame], term: str) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """(epochs, mean, std) of one loss term over seeds (truncated to the shortest run); None if the term is off
+    (absent, empty or all zero) in every run."""
+    curves = []
+    for history in histories:
+        if term not in history:
+            continue
+        values = pd.to_numeric(history[term], errors="coerce").to_numpy(dtype=np.float64)
+        if np.all(np.isnan(values) | (values == 0)):
+            continue
+        curves.append((history["epoch"].to_numpy(), values))
+    if not curves:
+        return None
+    length = min(len(values) for _, values in curves)
+    stack = np.stack([values[:length] for _, values in curves])
+    return curves[0][0][:length], stack.mean(axis=0), stack.std(axis=0)
+
+
+def row_alpha_beta(config: Mapping[str, Any], row: str, dataset: str) -> tuple[float, float]:
+    """(alpha, beta) of `heads.rows.<row>`; beta null means the dataset's default from heads.beta_by_dataset."""
+    entry = section(config, "heads", "rows", row)
+    alpha = float(entry.get("alpha", 0.2))
+    beta = entry.get("beta")
+    if beta is None:
+        heads = config.get("heads", {}) or {}
+        by_dataset = heads.get("beta_by_dataset") or {}
+        beta = by_dataset.get(dataset, 1.0)
+    return alpha, float(beta)
+
+
+def ab_grid(points: Mapping[str, tuple[float, float]], values: Mapping[str, float | None]
+            ) -> tuple[list[float], list[float], np.ndarray]:
+    """(sorted alphas, sorted betas, matrix [A, B] of values, NaN where a row has no value) from row -> (alpha, beta)."""
+    alphas = sorted({alpha for alpha, _ in points.values()})
+    betas = sorted({beta for _, beta in points.values()})
+    grid = np.full((len(alphas), len(betas)), np.nan)
+    for row, (alpha, beta) in points.items():
+        value = values.get(row)
+        if value is not None:
+            grid[alphas.index(alpha), betas.index(beta)] = value
+    return alphas, betas, grid
+
+
+def head_test_parameters(feature_dim: int) -> int:
+    """Test-time parameters of the head's f_mu, counted as §4.4 does: (D + 1) · D · 2."""
+    return (feature_dim + 1) * feature_dim * 2
+
+
+def extractor_test_parameters(config: Mapping[str, Any], extractor: str) -> tuple[int, int]:
+    """(test-time parameters, feature dim) of an extractor: its architecture built without weights, classifiers excluded."""
+    import torch
+
+    from havana.extractor_config import extractor_config
+    from havana.models.extractor import FEATURE_DIMS, build_extractor
+
+    settings = dataclasses.replace(extractor_config(dict(config), extractor), pretrained=False, weights=None)
+    with torch.device("meta"):
+        model = build_extractor(settings, num_classes=1)
+    count = sum(p.numel() for name, p in model.named_parameters() if "classifier" not in name.split("."))
+    return count, FEATURE_DIMS[settings.arch]
+
+
+@dataclass(frozen=True)
+class GainPoint:
+    """One Fig. 9 point: parameters and mAP relative to the reference (first extractor's baseline)."""
+
+    series: str  # "baseline", "havana" or "sota"
+    label: str
+    params_m: float  # absolute test-time parameters, millions
+    delta_params_m: float  # params_m minus the reference's
+    map_percent: float
+    gain: float  # map_percent minus the reference's
+
+
+def fig9_points(extractors: Sequence[str], params: Mapping[str, tuple[int, int]],
+                baseline_map: Mapping[str, float | None], havana_map: Mapping[str, float | None],
+                sota: tuple[str, float, float] | None = None) -> list[GainPoint]:
+    """Baseline (extractor parameters) and HAVANA (plus f_mu parameters) points relative to the first extractor's
+    baseline, plus the SOTA point (label, params in millions, mAP); [] when the reference has no result."""
+    reference = extractors[0]
+    reference_map = baseline_map.get(reference)
+    if reference_map is None:
+        return []
+    reference_m = params[reference][0] / 1e6
+    points = []
+    for extractor in extractors:
+        count, dim = params[extractor]
+        for series, source, total in (("baseline", baseline_map, count),
+                                      ("havana", havana_map, count + head_test_parameters(dim))):
+            value = source.get(extractor)
+            if value is not None:
+                points.append(GainPoint(series, extractor, total / 1e6, total / 1e6 - reference_m, value,
+                                        value - reference_map))
+    if sota is not None:
+        label, params_m, value = sota
+        points.append(GainPoint("sota", label, params_m, params_m - reference_m, value, value - reference_map))
+    return points
+
+
+# ---------------------------------------------------------------- drawing helpers
+
+def no_data(ax: plt.Axes, what: str) -> None:
+    """Turn `ax` into a panel that says which inputs are missing."""
+    ax.set_axis_off()
+    ax.text(0.5, 0.5, f"no data for {what}", ha="center", va="center", wrap=True, fontsize=8, color="0.3",
+            transform=ax.transAxes)
+
+
+def save_png(fig: plt.Figure, out: str | os.PathLike) -> Path:
+    """Save `fig` as PNG atomically (temporary name beside `out`, then rename) and close it."""
+    try:
+        with atomic_path(out) as tmp:
+            fig.savefig(tmp, format="png", dpi=DPI)
+    finally:
+        plt.close(fig)
+    return Path(out)
+
+
+def _seeds(config: Mapping[str, Any]) -> list[int]:
+    return tables.config_seeds(config)
+
+
+def _figure_config(config: Mapping[str, Any], name: str, cls: type) -> Any:
+    return from_mapping(cls, section(config, "figures", name), f"figures.{name}")
+
+
+def _require_any(found: bool, figure: str, what: str) -> None:
+    if not found:
+        raise HavanaError(f"{figure} has no input at all ({what}); run the pipeline steps that produce them first.")
+
+
+# ---------------------------------------------------------------- Fig. 5: retrieval grid
+
+def _load_thumbnail(path: Path | None) -> np.ndarray:
+    """An RGB thumbnail of the image at `path`, or a grey tile when it cannot be found."""
+    from PIL import Image
+
+    if path is None or not path.is_file():
+        return np.full((THUMBNAIL[1], THUMBNAIL[0], 3), 200, dtype=np.uint8)
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB").resize(THUMBNAIL))
+
+
+def fig5_size(num_queries: int, top_k: int) -> tuple[float, float]:
+    """Figure size in inches: 0.8 in per image column (query + top-k), 1.5 in per row (2 rows per query)."""
+    return 0.8 * (top_k + 1), 1.5 * 2 * max(1, num_queries)
+
+
+def fig5(config: Mapping[str, Any], results_dir: str | os.PathLike, resources_dir: str | os.PathLike,
+         out: str | os.PathLike) -> Path:
+    """Top-k retrieval for a few seeded queries: baseline row above HAVANA row, green/red borders for right/wrong."""
+    from havana.data.datasets import read_manifest
+    from havana.evaluation import topk_indices
+
+    settings = _figure_config(config, "fig5", Fig5Config)
+    seed = _seeds(config)[0]
+    baseline = read_test_embeddings(features_path(results_dir, settings.dataset, settings.extractor))
+    havana = read_test_embeddings(head_dir(results_dir, settings.dataset, settings.extractor, settings.head, seed)
+                                  / "embeddings.h5")
+    _require_any(baseline is not None or havana is not None, "fig5",
+                 f"features and {settings.head} embeddings of {settings.dataset}/{settings.extractor}")
+    reference = baseline if baseline is not None else havana
+    queries = choose_queries(reference.q_pids, reference.q_camids, reference.g_pids, reference.g_camids,
+                             settings.num_queries, settings.seed)
+    manifest = read_manifest(Path(resources_dir) / settings.dataset / "manifest.csv")
+    known = set(manifest["path"])
+    image_root = Path(resources_dir) / settings.dataset
+
+    def image(path: str) -> np.ndarray:
+        return _load_thumbnail(image_root / path if path in known else None)
+
+    methods = [("Baseline", baseline), (f"HAVANA ({settings.head})", havana)]
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(2 * max(1, len(queries)), settings.top_k + 1, figsize=fig5_size(len(queries), settings.top_k),
+                                 squeeze=False)
+        for ax in axes.flat:
+            ax.set_xticks([])
+            ax.set_yticks([])
+        for method_index, (title, data) in enumerate(methods):
+            if data is None:
+                for q in range(max(1, len(queries))):
+                    for ax in axes[2 * q + method_index]:
+                        ax.set_axis_off()
+                    no_data(axes[2 * q + method_index][settings.top_k // 2], f"{title} on {settings.dataset}")
+                continue
+            ranked = topk_indices(data.query[queries], data.gallery, settings.top_k, q_pids=data.q_pids[queries],
+                                  g_pids=data.g_pids, q_camids=data.q_camids[queries], g_camids=data.g_camids)
+            correct = retrieval_correctness(data.q_pids[queries], data.g_pids, ranked)
+            for q, query in enumerate(queries):
+                row = axes[2 * q + method_index]
+                row[0].imshow(image(data.q_paths[query]))
+                row[0].set_ylabel(title, rotation=0, ha="right", va="center")
+                row[0].set_title("query" if method_index == 0 else "")
+                for k in range(settings.top_k):
+                    ax = row[k + 1]
+                    if k >= ranked.shape[1]:
+                        ax.set_axis_off()
+                        continue
+                    ax.imshow(image(data.g_paths[ranked[q, k]]))
+                    for spine in ax.spines.values():
+                        spine.set_visible(True)
+                        spine.set_color(CORRECT_COLOR if correct[q, k] else WRONG_COLOR)
+                        spine.set_linewidth(3)
+        fig.suptitle(f"Fig. 5: top-{settings.top_k} retrieval on {tables.dataset_title(settings.dataset)} "
+                     f"({settings.extractor}); green = same identity, red = different")
+        fig.subplots_adjust(left=0.12, right=0.99, top=0.93, bottom=0.01, wspace=0.08, hspace=0.12)
+        return save_png(fig, out)
+
+
+# ---------------------------------------------------------------- Fig. 6: t-SNE
+
+def fig6_size() -> tuple[float, float]:
+    return 12.0, 4.2
+
+
+def fig6(config: Mapping[str, Any], results_dir: str | os.PathLike, resources_dir: str | os.PathLike,
+         out: str | os.PathLike) -> Path:
+    """t-SNE of the same images of `num_ids` seeded identities: baseline, HAVANA-mu (z_mu), HAVANA-sigma (exp(½ logvar))."""
+    settings = _figure_config(config, "fig6", Fig6Config)
+    seed = _seeds(config)[0]
+    ds, ex = settings.dataset, settings.extractor
+    panels = [
+        ("Baseline", read_test_embeddings(features_path(results_dir, ds, ex)), None),
+        (r"HAVANA-$\mu$", read_test_embeddings(head_dir(results_dir, ds, ex, settings.head_mu, seed) / "embeddings.h5"),
+         None),
+        (r"HAVANA-$\sigma$", read_test_embeddings(head_dir(results_dir, ds, ex, settings.head_sigma, seed)
+                                                  / "embeddings.h5", "z_logvar"), lambda logvar: np.exp(0.5 * logvar)),
+    ]
+    available = [data for _, data, _ in panels if data is not None]
+    _require_any(bool(available), "fig6", f"features or head embeddings of {ds}/{ex}")
+    reference = available[0]
+    pids = np.concatenate([reference.q_pids, reference.g_pids])
+    ids = choose_identities(np.intersect1d(reference.q_pids, reference.g_pids), settings.num_ids, settings.seed)
+    rows = identity_sample(pids, ids, settings.max_per_id, settings.seed)
+    colors = plt.get_cmap("tab10" if len(ids) <= 10 else "tab20")
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(1, 3, figsize=fig6_size())
+        for ax, (title, data, transform) in zip(axes, panels):
+            if data is None:
+                no_data(ax, f"{title} ({ds}/{ex})")
+                continue
+            if not np.array_equal(np.concatenate([data.q_pids, data.g_pids]), pids):
+                raise HavanaError(f"the {title} embeddings of {ds}/{ex} do not list the same images as the features; "
+                                  "rerun train-head on the current features.")
+            points = np.concatenate([data.query, data.gallery])[rows]
+            points = transform(points) if transform is not None else points
+            if len(rows) < 4:
+                no_data(ax, f"{title}: fewer than 4 images of the chosen identities")
+                continue
+            xy = tsne_2d(points, settings.seed)
+            for index, pid in enumerate(ids):
+                mask = pids[rows] == pid
+                ax.scatter(xy[mask, 0], xy[mask, 1], s=10, color=colors(index % colors.N), label=str(pid))
+            ax.set_title(title)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        handles, labels = next(((ax.get_legend_handles_labels()) for ax in axes if ax.get_legend_handles_labels()[0]),
+                               ([], []))
+        if handles:
+            fig.legend(handles, labels, title="identity", loc="center right", ncol=1)
+        fig.suptitle(f"Fig. 6: t-SNE of {len(ids)} random identities ({tables.dataset_title(ds)}, {ex}, "
+                     f"{len(rows)} images)")
+        fig.subplots_adjust(left=0.02, right=0.9, top=0.86, bottom=0.04, wspace=0.08)
+        return save_png(fig, out)
+
+
+# ---------------------------------------------------------------- Fig. 7: loss curves
+
+def fig7_size() -> tuple[float, float]:
+    return 11.0, 3.4
+
+
+def fig7(config: Mapping[str, Any], results_dir: str | os.PathLike, resources_dir: str | os.PathLike,
+         out: str | os.PathLike) -> Path:
+    """L_klv, L_klz and L_reconz per epoch with and without the covariance constraint (mean over seeds, ±1 std band)."""
+    settings = _figure_config(config, "fig7", Fig7Config)
+    seeds = _seeds(config)
+    runs = [("with CC", settings.with_c, HAVANA_COLOR), ("without CC", settings.without_c, BASELINE_COLOR)]
+    histories = {row: read_histories(results_dir, settings.dataset, settings.extractor, row, seeds) for _, row, _ in runs}
+    _require_any(any(histories.values()), "fig7",
+                 f"history.csv of {settings.with_c} or {settings.without_c} on {settings.dataset}/{settings.extractor}")
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(1, len(FIG7_TERMS), figsize=fig7_size())
+        for ax, (term, title) in zip(axes, FIG7_TERMS):
+            drawn = []
+            for label, row, color in runs:
+                band = loss_band(histories[row], term)
+                if band is None:
+                    continue
+                epochs, mean, std = band
+                ax.plot(epochs, mean, color=color, label=f"{label} ({row}, seeds: {len(histories[row])})")
+                ax.fill_between(epochs, mean - std, mean + std, color=color, alpha=0.2, linewidth=0)
+                drawn.append(label)
+            if not drawn:
+                no_data(ax, f"{title} (term off or no history)")
+                continue
+            ax.set_title(title)
+            ax.set_xlabel("epoch")
+            ax.set_ylabel("loss")
+            ax.legend()
+        fig.suptitle(f"Fig. 7: loss curves with and without the covariance constraint "
+                     f"({tables.dataset_title(settings.dataset)}, {settings.extractor})")
+        fig.subplots_adjust(left=0.06, right=0.99, top=0.84, bottom=0.15, wspace=0.25)
+        return save_png(fig, out)
+
+
+# ---------------------------------------------------------------- Fig. 8: alpha × beta bars
+
+def fig8_size(num_datasets: int) -> tuple[float, float]:
+    return 5.0 * max(1, num_datasets), 4.5
+
+
+def fig8_grid(config: Mapping[str, Any], results_dir: str | os.PathLike, settings: Fig8Config, dataset: str
+              ) -> tuple[list[float], list[float], np.ndarray]:
+    """The alpha × beta matrix of mean metric over seeds for one dataset (NaN where no run exists)."""
+    seeds = _seeds(config)
+    points = {row: row_alpha_beta(config, row, dataset) for row in settings.rows}
+    values = {row: mean_metric(results_dir, dataset, settings.extractor, row, seeds, settings.metric)
+              for row in settings.rows}
+    return ab_grid(points, values)
+
+
+def fig8(config: Mapping[str, Any], results_dir: str | os.PathLike, resources_dir: str | os.PathLike,
+         out: str | os.PathLike) -> Path:
+    """3-D bars of the metric over the alpha × beta grid, one panel per dataset."""
+    settings = _figure_config(config, "fig8", Fig8Config)
+    grids = {dataset: fig8_grid(config, results_dir, settings, dataset) for dataset in settings.datasets}
+    _require_any(any(np.isfinite(grid).any() for _, _, grid in grids.values()), "fig8",
+                 f"metrics of rows {', '.join(settings.rows)}")
+    with plt.rc_context(STYLE):
+        fig = plt.figure(figsize=fig8_size(len(settings.datasets)))
+        for index, dataset in enumerate(settings.datasets, start=1):
+            alphas, betas, grid = grids[dataset]
+            if not np.isfinite(grid).any():
+                no_data(fig.add_subplot(1, len(settings.datasets), index), f"the α×β grid on {dataset}")
+                continue
+            ax = fig.add_subplot(1, len(settings.datasets), index, projection="3d")
+            a_index, b_index = np.nonzero(np.isfinite(grid))
+            heights = grid[a_index, b_index]
+            floor = math.floor(float(heights.min())) - 1.0
+            ax.bar3d(a_index - 0.35, b_index - 0.35, np.full(len(heights), floor), 0.7, 0.7, heights - floor,
+                     color=plt.get_cmap("viridis")((heights - floor) / max(1e-9, float(heights.max() - floor))),
+                     shade=True)
+            ax.set_xticks(range(len(alphas)), [f"{a:g}" for a in alphas])
+            ax.set_yticks(range(len(betas)), [f"{b:g}" for b in betas])
+            ax.set_zlim(floor, float(heights.max()) + 0.5)
+            ax.set_xlabel(r"$\alpha$")
+            ax.set_ylabel(r"$\beta$")
+            ax.set_zlabel(f"{settings.metric} (%)")
+            ax.set_title(tables.dataset_title(dataset))
+        fig.suptitle(f"Fig. 8: {settings.metric} over the α × β grid ({settings.extractor}, mean over seeds)")
+        fig.subplots_adjust(left=0.02, right=0.95, top=0.88, bottom=0.04)
+        return save_png(fig, out)
+
+
+# ---------------------------------------------------------------- Fig. 9: gain vs parameters
+
+def fig9_size(num_datasets: int) -> tuple[float, float]:
+    return 5.0 * max(1, num_datasets), 4.2
+
+
+def fig9(config: Mapping[str, Any], results_dir: str | os.PathLike, resources_dir: str | os.PathLike,
+         out: str | os.PathLike) -> Path:
+    """mAP gain vs parameters relative to the first extractor's baseline: baselines (blue), HAVANA (red), SOTA (green)."""
+    settings = _figure_config(config, "fig9", Fig9Config)
+    seeds = _seeds(config)
+    params = {extractor: extractor_test_parameters(config, extractor) for extractor in settings.extractors}
+    panels = {}
+    for dataset in settings.datasets:
+        baseline = {e: mean_metric(results_dir, dataset, e, tables.BASELINE, seeds) for e in settings.extractors}
+        havana = {e: mean_metric(results_dir, dataset, e, settings.head, seeds) for e in settings.extractors}
+        sota = settings.sota
+        sota_point = ((sota.label, sota.params_m, sota.values[dataset])
+                      if sota and sota.params_m is not None and dataset in sota.values else None)
+        panels[dataset] = fig9_points(settings.extractors, params, baseline, havana, sota_point)
+    _require_any(any(panels.values()), "fig9", f"baseline metrics of {settings.extractors[0]}")
+    colors = {"baseline": BASELINE_COLOR, "havana": HAVANA_COLOR, "sota": SOTA_COLOR}
+    names = {"baseline": "baseline", "havana": f"HAVANA ({settings.head})",
+             "sota": f"{settings.sota.label} (SOTA)" if settings.sota else "SOTA"}
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(1, len(settings.datasets), figsize=fig9_size(len(settings.datasets)), squeeze=False)
+        for ax, dataset in zip(axes[0], settings.datasets):
+            points = panels[dataset]
+            if not points:
+                no_data(ax, f"the {settings.extractors[0]} baseline on {dataset}")
+                continue
+            for series in ("baseline", "havana", "sota"):
+                chosen = [p for p in points if p.series == series]
+                if not chosen:
+                    continue
+                ax.plot([p.delta_params_m for p in chosen], [p.gain for p in chosen], marker="o" if series != "sota" else "*",
+                        markersize=6 if series != "sota" else 12, linestyle="-" if series != "sota" else "none",
+                        color=colors[series], label=names[series])
+                for p in chosen:
+                    ax.annotate(p.label.replace("bot_", ""), (p.delta_params_m, p.gain), textcoords="offset points",
+                                xytext=(3, 3), fontsize=6)
+            origin = next(p for p in points if p.series == "baseline" and p.label == settings.extractors[0])
+            ax.margins(x=0.15, y=0.1)
+            ax.axhline(0, color="0.7", linewidth=0.8)
+            ax.axvline(0, color="0.7", linewidth=0.8)
+            ax.set_title(f"{tables.dataset_title(dataset)} (origin: {settings.extractors[0]} baseline, "
+                         f"{origin.params_m:.1f}M, mAP {origin.map_percent:.1f})")
+            ax.set_xlabel("parameters increment (M)")
+            ax.set_ylabel("mAP gain (points)")
+            ax.legend(loc="lower right")
+        missing_sota = settings.sota is not None and settings.sota.params_m is None
+        fig.suptitle("Fig. 9: mAP gain against test-time parameters"
+                     + (f" ({settings.sota.label} not drawn: its parameter count is not configured)" if missing_sota else ""))
+        fig.subplots_adjust(left=0.08, right=0.98, top=0.85, bottom=0.13, wspace=0.25)
+        return save_png(fig, out)
+
+
+FIGURES: dict[str, Callable[..., Path]] = {"fig5": fig5, "fig6": fig6, "fig7": fig7, "fig8": fig8, "fig9": fig9}
+
+
+def write_figure(config: Mapping[str, Any], name: str, results_dir: str | os.PathLike,
+                 resources_dir: str | os.PathLike, out: str | os.PathLike) -> Path:
+    """Draw figure `name` (fig5 … fig9) to `out`."""
+    if name not in FIGURES:
+        raise HavanaError(f"unknown figure '{name}'; choose one of {', '.join(FIGURES)}.")
+    return FIGURES[name](config, results_dir, resources_dir, out)

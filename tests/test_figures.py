@@ -1,0 +1,232 @@
+"""Figures 5–9 drawn from fabricated runs (tiny HDF5 files, JPEGs, history.csv, metrics JSONs): PNG size and plot data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from PIL import Image
+
+from havana.cli import main
+from havana.errors import HavanaError
+from havana.features import FeatureSplit, write_features
+from havana.report import figures
+
+DS = "synthetic"
+SEEDS = [0, 1]
+NUM_IDS, DIM = 6, 8
+
+
+def make_config() -> dict:
+    return {
+        "seeds": SEEDS,
+        "extractors": {"bot_r18": {"arch": "resnet18"}, "bot_r34": {"arch": "resnet34"}},
+        "heads": {
+            "beta_by_dataset": {DS: 2.0},
+            "rows": {"havana": {}, "vnae_jst_hvd": {}, "ab_a0.1_b1.0": {"alpha": 0.1, "beta": 1.0},
+                     "ab_a0.1_b2.0": {"alpha": 0.1, "beta": None}, "ab_a0.2_b1.0": {"alpha": 0.2, "beta": 1.0},
+                     "ab_a0.2_b2.0": {"alpha": 0.2, "beta": 2.0}},
+        },
+        "figures": {
+            "fig5": {"dataset": DS, "extractor": "bot_r18", "head": "havana", "num_queries": 2, "top_k": 4},
+            "fig6": {"dataset": DS, "extractor": "bot_r18", "head_mu": "havana", "head_sigma": "vnae_jst_hvd",
+                     "num_ids": 4},
+            "fig7": {"dataset": DS, "extractor": "bot_r18", "with_c": "havana", "without_c": "vnae_jst_hvd"},
+            "fig8": {"datasets": [DS, "msmt17"], "extractor": "bot_r18",
+                     "rows": ["ab_a0.1_b1.0", "ab_a0.1_b2.0", "ab_a0.2_b1.0", "ab_a0.2_b2.0"]},
+            "fig9": {"datasets": [DS], "extractors": ["bot_r18", "bot_r34"], "head": "havana",
+                     "sota": {"label": "ABD-Net", "params_m": 30.0, "values": {DS: 90.0}}},
+        },
+    }
+
+
+def split(rng: np.random.Generator, pids: list[int], camids: list[int], prefix: str, noise: float) -> FeatureSplit:
+    """Features = identity centre + noise, for both views (plain, flipped)."""
+    centres = np.eye(NUM_IDS, DIM) * 3.0
+    base = centres[pids] + noise * rng.standard_normal((len(pids), DIM))
+    paths = [f"{prefix}/{i:03d}_{pid}.jpg" for i, pid in enumerate(pids)]
+    return FeatureSplit(features=np.stack([base, base], axis=1), pids=pids, camids=camids, paths=paths)
+
+
+def write_test_file(path: Path, seed: int, noise: float, logvar: bool = False) -> None:
+    rng = np.random.default_rng(seed)
+    q_pids = list(range(NUM_IDS))
+    g_pids = [pid for pid in range(NUM_IDS) for _ in range(4)]
+    splits = {"query": split(rng, q_pids, [0] * NUM_IDS, "query", noise),
+              "gallery": split(rng, g_pids, [1] * len(g_pids), "gallery", noise)}
+    write_features(path, splits, {"dataset": DS})
+    if logvar:
+        with h5py.File(path, "a") as h5:
+            for name, data in splits.items():
+                h5[name].create_dataset("z_logvar", data=np.log(0.5 + rng.random(data.features.shape)).astype(np.float32))
+
+
+def write_metrics(results: Path, dataset: str, extractor: str, head: str, seed: int, map_fraction: float) -> None:
+    path = results / dataset / "metrics" / extractor / head / f"seed{seed}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"plain": {"mAP": map_fraction}, "flip": {"mAP": map_fraction}}))
+
+
+def history(epochs: int, klv: float, reconz: float) -> pd.DataFrame:
+    frame = pd.DataFrame({"epoch": np.arange(1, epochs + 1)})
+    for term in ("total", "cls", "triplet", "jst", "reconx", "klz"):
+        frame[term] = 1.0 / frame["epoch"]
+    frame["reconz"] = reconz
+    frame["klv"] = klv / frame["epoch"]
+    frame["lr"] = 1e-5
+    return frame
+
+
+@pytest.fixture()
+def run_dirs(tmp_path: Path) -> tuple[Path, Path]:
+    results, resources = tmp_path / "results", tmp_path / "resources"
+    write_test_file(results / DS / "features" / "bot_r18.h5", seed=0, noise=2.0)
+    heads = results / DS / "heads" / "bot_r18"
+    write_test_file(heads / "havana" / "seed0" / "embeddings.h5", seed=1, noise=0.3, logvar=True)
+    write_test_file(heads / "vnae_jst_hvd" / "seed0" / "embeddings.h5", seed=2, noise=0.5, logvar=True)
+    history(5, klv=2.0, reconz=0.5).to_csv(heads / "havana" / "seed0" / "history.csv", index=False)
+    (heads / "havana" / "seed1").mkdir()
+    history(6, klv=4.0, reconz=1.5).to_csv(heads / "havana" / "seed1" / "history.csv", index=False)
+    history(5, klv=1.0, reconz=0.0).to_csv(heads / "vnae_jst_hvd" / "seed0" / "history.csv", index=False)
+    # Fig. 8 grid on the synthetic set only; Fig. 9 ladder.
+    for row, value in {"ab_a0.1_b1.0": 0.50, "ab_a0.1_b2.0": 0.52, "ab_a0.2_b2.0": 0.56}.items():
+        write_metrics(results, DS, "bot_r18", row, 0, value)
+        write_metrics(results, DS, "bot_r18", row, 1, value + 0.02)
+    for extractor, base, head in (("bot_r18", 0.781, 0.80), ("bot_r34", 0.82, 0.84)):
+        write_metrics(results, DS, extractor, "baseline", 0, base)
+        write_metrics(results, DS, extractor, "havana", 0, head)
+    # Tiny JPEGs and the manifest for Fig. 5.
+    rows = []
+    with h5py.File(results / DS / "features" / "bot_r18.h5", "r") as h5:
+        for split_name in ("query", "gallery"):
+            for path, pid in zip(h5[split_name]["paths"].asstr()[...], h5[split_name]["pids"][...]):
+                image = resources / DS / path
+                image.parent.mkdir(parents=True, exist_ok=True)
+                Image.new("RGB", (16, 32), color=(40 * int(pid), 100, 150)).save(image, format="JPEG")
+                rows.append((path, int(pid), 0 if split_name == "query" else 1, split_name))
+    pd.DataFrame(rows, columns=["path", "pid", "camid", "split"]).to_csv(resources / DS / "manifest.csv", index=False)
+    return results, resources
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    with Image.open(path) as image:
+        assert image.format == "PNG"
+        return image.size
+
+
+def inches_to_pixels(size: tuple[float, float]) -> tuple[int, int]:
+    return round(size[0] * figures.DPI), round(size[1] * figures.DPI)
+
+
+def test_retrieval_correctness_by_hand() -> None:
+    ranked = np.array([[2, 0, 1], [1, 2, 0]])
+    correct = figures.retrieval_correctness(np.array([7, 9]), np.array([7, 9, 7]), ranked)
+    assert correct.tolist() == [[True, True, False], [True, False, False]]
+
+
+def test_ab_grid_by_hand() -> None:
+    points = {"a": (0.1, 1.0), "b": (0.1, 2.0), "c": (0.2, 1.0), "d": (0.2, 2.0)}
+    alphas, betas, grid = figures.ab_grid(points, {"a": 50.0, "b": 52.0, "c": None, "d": 56.0})
+    assert alphas == [0.1, 0.2] and betas == [1.0, 2.0]
+    np.testing.assert_array_equal(grid, [[50.0, 52.0], [np.nan, 56.0]])
+
+
+def test_fig8_grid_reads_alpha_beta_and_dataset_default_beta(run_dirs) -> None:
+    results, _ = run_dirs
+    config = make_config()
+    settings = figures.Fig8Config(**config["figures"]["fig8"])
+    assert figures.row_alpha_beta(config, "ab_a0.1_b2.0", DS) == (0.1, 2.0)  # beta null -> beta_by_dataset
+    alphas, betas, grid = figures.fig8_grid(config, results, settings, DS)
+    # mean over seeds: (50 + 52) / 2 = 51, (52 + 54) / 2 = 53, (56 + 58) / 2 = 57; a0.2_b1.0 has no metrics.
+    np.testing.assert_allclose(grid, [[51.0, 53.0], [np.nan, 57.0]])
+    assert np.isnan(figures.fig8_grid(config, results, settings, "msmt17")[2]).all()
+
+
+def test_parameter_counts_and_fig9_points() -> None:
+    config = make_config()
+    # torchvision resnet18 11,689,512 - fc 513,000 + BNNeck 2 * 512 = 11,177,536; resnet34 21,797,672 - 513,000 + 1,024.
+    assert figures.extractor_test_parameters(config, "bot_r18") == (11_177_536, 512)
+    assert figures.extractor_test_parameters(config, "bot_r34") == (21_285_696, 512)
+    assert figures.head_test_parameters(2048) == 2049 * 2048 * 2
+    params = {"bot_r18": (11_000_000, 512), "bot_r34": (21_000_000, 512)}
+    points = figures.fig9_points(["bot_r18", "bot_r34"], params, {"bot_r18": 78.1, "bot_r34": 80.0},
+                                 {"bot_r18": 80.0, "bot_r34": None}, ("ABD-Net", 69.0, 88.3))
+    head_m = 513 * 512 * 2 / 1e6  # 0.525312
+    got = [(p.series, p.label, round(p.delta_params_m, 6), round(p.gain, 6)) for p in points]
+    assert got == [("baseline", "bot_r18", 0.0, 0.0), ("havana", "bot_r18", round(head_m, 6), 1.9),
+                   ("baseline", "bot_r34", 10.0, 1.9), ("sota", "ABD-Net", 58.0, 10.2)]
+    assert figures.fig9_points(["bot_r18"], params, {"bot_r18": None}, {}) == []
+
+
+def test_loss_band_mean_std_and_off_terms() -> None:
+    runs = [history(5, klv=2.0, reconz=0.5), history(6, klv=4.0, reconz=1.5)]
+    epochs, mean, std = figures.loss_band(runs, "klv")
+    assert epochs.tolist() == [1, 2, 3, 4, 5]  # truncated to the shorter run
+    np.testing.assert_allclose(mean, 3.0 / np.arange(1, 6))
+    np.testing.assert_allclose(std, 1.0 / np.arange(1, 6))
+    assert figures.loss_band([history(5, klv=1.0, reconz=0.0)], "reconz") is None
+    assert figures.loss_band(runs, "no_such_term") is None
+
+
+def test_identity_choice_and_tsne_helpers() -> None:
+    pids = np.array([3, 3, 5, 5, 5, 8, 9, -1])
+    ids = figures.choose_identities(pids, 2, seed=0)
+    assert len(ids) == 2 and set(ids) <= {3, 5, 8, 9}
+    assert np.array_equal(ids, figures.choose_identities(pids, 2, seed=0))
+    rows = figures.identity_sample(pids, np.array([5]), max_per_id=2, seed=0)
+    assert len(rows) == 2 and set(rows) <= {2, 3, 4}
+    assert figures.tsne_perplexity(31) == 10.0 and figures.tsne_perplexity(1000) == 30.0
+    xy = figures.tsne_2d(np.random.default_rng(0).standard_normal((12, 5)), seed=0)
+    assert xy.shape == (12, 2) and np.array_equal(xy, figures.tsne_2d(np.random.default_rng(0).standard_normal((12, 5)), 0))
+
+
+@pytest.mark.parametrize(("name", "size"), [
+    ("fig6", figures.fig6_size()),
+    ("fig7", figures.fig7_size()),
+    ("fig8", figures.fig8_size(2)),
+    ("fig9", figures.fig9_size(1)),
+])
+def test_figures_render_at_their_size(tmp_path: Path, run_dirs, name: str, size) -> None:
+    results, resources = run_dirs
+    out = tmp_path / "figures" / f"{name}.png"
+    figures.write_figure(make_config(), name, results, resources, out)
+    assert png_size(out) == inches_to_pixels(size)
+    assert [p.name for p in out.parent.iterdir()] == [f"{name}.png"]  # no temporary file left
+
+
+def test_fig5_retrieval_grid(tmp_path: Path, run_dirs) -> None:
+    pytest.importorskip("havana.evaluation")
+    results, resources = run_dirs
+    out = tmp_path / "fig5.png"
+    figures.write_figure(make_config(), "fig5", results, resources, out)
+    assert png_size(out) == inches_to_pixels(figures.fig5_size(2, 4))
+
+
+def test_missing_inputs_give_a_no_data_panel_or_an_error(tmp_path: Path, run_dirs) -> None:
+    results, resources = run_dirs
+    config = make_config()
+    config["figures"]["fig7"]["without_c"] = "ab_a0.2_b1.0"  # no history: its curves are simply absent
+    figures.write_figure(config, "fig7", results, resources, tmp_path / "fig7.png")
+    config["figures"]["fig9"]["datasets"] = [DS, "msmt17"]  # msmt17: a "no data" panel
+    figures.write_figure(config, "fig9", results, resources, tmp_path / "fig9.png")
+    assert png_size(tmp_path / "fig9.png") == inches_to_pixels(figures.fig9_size(2))
+    with pytest.raises(HavanaError, match="fig8 has no input"):
+        figures.write_figure(config, "fig8", tmp_path / "empty", resources, tmp_path / "fig8.png")
+    assert not (tmp_path / "fig8.png").exists()
+
+
+def test_cli_figure(tmp_path: Path, run_dirs, capsys) -> None:
+    results, resources = run_dirs
+    config_path = tmp_path / "config.yaml"
+    config_path.write_text(yaml.safe_dump(make_config()))
+    out = tmp_path / "out" / "fig9_params.png"
+    args = ["figure", "--config", str(config_path), "--figure", "fig9", "--resources-dir", str(resources), "--out", str(out)]
+    assert main(args[:5] + ["--results-dir", str(results)] + args[5:]) == 0
+    assert out.is_file() and (out.parent / "fig9_params.png.provenance.yaml").is_file()
+    assert main(args[:5] + ["--results-dir", str(tmp_path / "none")] + args[5:]) == 2
+    assert "fig9 has no input" in capsys.readouterr().err
