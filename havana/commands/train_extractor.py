@@ -1,0 +1,44 @@
+"""`havana train-extractor`: train one baseline extractor (BoT or MGN) on a manifest's train split."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+from havana.config import load_yaml
+from havana.extractor_config import extractor_config
+from havana.train_extractor import train_extractor
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the `train-extractor` subcommand."""
+    parser = subparsers.add_parser(
+        "train-extractor", help="train a BoT/MGN extractor (checkpoint every epoch, resumable)",
+        description="Train extractors.<NAME> of the config on the train split of MANIFEST; writes DIR/model.pt, "
+                    "DIR/model.pt.provenance.yaml and DIR/checkpoint.pt (rerunning resumes from it).")
+    parser.add_argument("--manifest", required=True, help="resources/<ds>/manifest.csv (paths relative to its folder)")
+    parser.add_argument("--config", required=True, help="YAML config holding extractors.<NAME>")
+    parser.add_argument("--extractor", required=True, help="an extractors.<NAME> entry, e.g. bot_r50")
+    parser.add_argument("--out", required=True, help="output folder, e.g. results/<ds>/extractors/<NAME>")
+    parser.add_argument("--seed", type=int, default=0, help="seed of every RNG (default 0)")
+    parser.add_argument("--epochs", type=int, help="override extractors.<NAME>.train.epochs")
+    parser.add_argument("--device", help="override train.device: auto, cpu, cuda or cuda:N")
+    parser.add_argument("--tracking-uri", help="MLflow store, e.g. sqlite:///results/mlflow.db (none: no tracking)")
+    parser.add_argument("--experiment", help="MLflow experiment (default: the manifest's folder name, the dataset)")
+    parser.add_argument("--run-name", help="MLflow run name (default: train_extractor/<NAME>)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Load the extractor config, apply overrides, train, and print a one-line summary."""
+    config = extractor_config(load_yaml(args.config), args.extractor)
+    overrides = {k: v for k, v in (("epochs", args.epochs), ("device", args.device)) if v is not None}
+    config = dataclasses.replace(config, train=dataclasses.replace(config.train, **overrides))
+    result = train_extractor(args.manifest, config, args.out, seed=args.seed, tracking_uri=args.tracking_uri,
+                             experiment=args.experiment or Path(args.manifest).resolve().parent.name,
+                             run_name=args.run_name or f"train_extractor/{args.extractor}")
+    last = ", ".join(f"{k} {v:.4g}" for k, v in result.last_metrics.items() if k in ("loss", "ce", "triplet", "accuracy"))
+    print(f"havana train-extractor: {args.extractor} trained for {result.epochs} epochs -> {result.model_path}"
+          + (f" (last epoch: {last})" if last else ""))
+    return 0

@@ -1,0 +1,114 @@
+"""Feature extraction: run a trained extractor over a manifest and stream the features into the HDF5 store.
+
+Train images give V views (view 0 un-augmented, views 1.. with the train augmentation seeded per image); query and
+gallery images give two: plain and horizontally flipped. Batched under `torch.inference_mode`, bf16 autocast on CUDA.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from tqdm import tqdm
+
+from havana import __version__, provenance
+from havana.data.datasets import read_manifest
+from havana.data.images import ManifestImages, MultiViewImages
+from havana.data.transforms import eval_transform, train_transform
+from havana.device import select_device
+from havana.extractor_config import ExtractionConfig, ExtractorConfig
+from havana.features import SPLITS, FeatureSplit, FeatureWriter
+from havana.models.extractor import load_extractor
+
+
+@dataclass
+class ExtractionSummary:
+    """What was written: rows per split, views of the train split, feature size."""
+
+    path: Path
+    rows: dict[str, int]
+    views: int
+    dim: int
+
+
+def embed(model: torch.nn.Module, images: torch.Tensor, device: torch.device, fast: bool) -> torch.Tensor:
+    """Test features [B, D] float32 of a batch [B, C, H, W] (moved to `device`; bf16 autocast when `fast`)."""
+    images = images.to(device, non_blocking=True)
+    if fast:
+        images = images.contiguous(memory_format=torch.channels_last)
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=fast):
+        return model(images).float()
+
+
+def embed_views(model: torch.nn.Module, views: torch.Tensor, device: torch.device, fast: bool) -> torch.Tensor:
+    """Features [B, V, D] of a batch of views [B, V, C, H, W]."""
+    batch, count = views.shape[:2]
+    return embed(model, views.flatten(0, 1), device, fast).view(batch, count, -1)
+
+
+def embed_with_flip(model: torch.nn.Module, images: torch.Tensor, device: torch.device, fast: bool) -> torch.Tensor:
+    """Features [B, 2, D]: plain and horizontally flipped, in one forward pass."""
+    return embed_views(model, torch.stack([images, images.flip(-1)], dim=1), device, fast)
+
+
+def extract_features(manifest: str | os.PathLike, model_path: str | os.PathLike, out: str | os.PathLike, *,
+                     extraction: ExtractionConfig | None = None, overrides: Mapping[str, Any] | None = None,
+                     dataset: str | None = None, extractor: str | None = None) -> ExtractionSummary:
+    """Write `out` (HDF5, DESIGN.md schema) with the features of every split in `manifest`.
+
+    `extraction` defaults to the settings saved with the model, `overrides` replace some of its fields; `dataset` and `extractor` default to the manifest's
+    folder name and the model's folder name.
+    """
+    manifest, model_path, out = Path(manifest), Path(model_path), Path(out)
+    rows = read_manifest(manifest)
+    model, config = load_extractor(model_path)
+    extraction = dataclasses.replace(extraction or config.extraction, **(overrides or {}))
+    device = select_device(extraction.device)
+    fast = device.type == "cuda" and extraction.amp
+    model = model.to(device)
+    if fast:
+        model = model.to(memory_format=torch.channels_last)
+    attrs = {"dataset": dataset or manifest.parent.name, "extractor": extractor or model_path.parent.name,
+             "checkpoint_sha256": provenance.file_sha256(model_path),
+             "manifest_sha256": provenance.file_sha256(manifest),
+             "config_hash": provenance.config_hash({"extractor": config, "extraction": extraction}),
+             "image_size": list(config.image_size), "views": extraction.views, "created_by": f"havana {__version__}"}
+    counts: dict[str, int] = {}
+    with FeatureWriter(out, attrs) as writer, torch.inference_mode():
+        for split in SPLITS:
+            split_rows = rows[rows["split"] == split].reset_index(drop=True)
+            views = extraction.views if split == "train" else 2
+            writer.create_split(split, views, model.feature_dim)
+            counts[split] = _extract_split(model, config, extraction, manifest.parent, split, split_rows, writer,
+                                           device, fast)
+    provenance.write_beside(out, {"extractor": config, "extraction": extraction, "attrs": attrs})
+    return ExtractionSummary(path=out, rows=counts, views=extraction.views, dim=model.feature_dim)
+
+
+def _extract_split(model, config: ExtractorConfig, extraction: ExtractionConfig, root: Path, split: str, rows,
+                   writer: FeatureWriter, device: torch.device, fast: bool) -> int:
+    """Stream one split's features into `writer`; returns the number of images."""
+    if rows.empty:
+        return 0
+    plain = eval_transform(config.image_size, config.transforms)
+    if split == "train":
+        data = MultiViewImages(root, rows, plain, train_transform(config.image_size, config.transforms),
+                               views=extraction.views, seed=extraction.seed)
+        batch_size = max(1, extraction.batch_size // extraction.views)  # images per forward stays batch_size
+    else:
+        data = ManifestImages(root, rows, plain)
+        batch_size = max(1, extraction.batch_size // 2)
+    loader = torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=False,
+                                         num_workers=extraction.num_workers, pin_memory=device.type == "cuda")
+    for images, pids, camids, indices in tqdm(loader, desc=f"extract {split}", unit="batch", disable=None):
+        if split == "train":
+            features = embed_views(model, images, device, fast)
+        else:
+            features = embed_with_flip(model, images, device, fast)
+        writer.append(split, FeatureSplit(features=features.cpu().numpy(), pids=pids.numpy(), camids=camids.numpy(),
+                                          paths=[data.paths[i] for i in indices.tolist()]))
+    return len(data)
