@@ -1,0 +1,91 @@
+"""Query-gallery distances for retrieval, computed in row chunks so that no full Q x G matrix is ever held.
+
+Shared by evaluation (ranking) and re-ranking. Distances are float32 and clamped at 0: "euclidean" is the SQUARED
+Euclidean distance |q|^2 + |g|^2 - 2 q.g (the ranking is the same as for the plain distance, and this is what
+torchreid, reid-strong-baseline and k-reciprocal re-ranking compute), "cosine" is 1 - cos(q, g).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from havana.errors import HavanaError
+
+METRICS = ("euclidean", "cosine")
+CHUNK_ELEMENTS = 1 << 23  # distance entries per chunk (32 MiB of float32): bounds memory at any problem size
+
+
+def as_tensor(values: Any, *, device: torch.device | None = None, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """A numpy array, sequence or tensor as a torch tensor on `device` (default: where it already is, else CPU)."""
+    tensor = values if isinstance(values, torch.Tensor) else torch.as_tensor(np.asarray(values))
+    return tensor.to(device=device if device is not None else tensor.device, dtype=dtype or tensor.dtype)
+
+
+def check_metric(metric: str) -> str:
+    """`metric` if it is a known distance, else HavanaError listing the known ones."""
+    if metric not in METRICS:
+        raise HavanaError(f"unknown distance metric '{metric}'; use one of {', '.join(METRICS)}.")
+    return metric
+
+
+def chunk_rows(columns: int, elements: int = CHUNK_ELEMENTS) -> int:
+    """How many query rows fit a chunk of `elements` distance entries against `columns` gallery entries."""
+    return max(1, elements // max(1, columns))
+
+
+class DistanceFunction:
+    """Distances from any query rows to one fixed gallery; the gallery's norms are computed once."""
+
+    def __init__(self, gallery: torch.Tensor, metric: str = "euclidean"):
+        self.metric = check_metric(metric)
+        if metric == "cosine":
+            self.gallery = F.normalize(gallery, dim=1)
+            self.gallery_sq = None
+        else:
+            self.gallery = gallery
+            self.gallery_sq = (gallery * gallery).sum(dim=1)
+
+    def __call__(self, queries: torch.Tensor) -> torch.Tensor:
+        """The [len(queries), G] float32 distance block, clamped at 0."""
+        if self.metric == "cosine":
+            queries = F.normalize(queries, dim=1)
+            dist = torch.addmm(torch.ones((), dtype=queries.dtype, device=queries.device), queries, self.gallery.T,
+                               alpha=-1.0)
+        else:
+            dist = torch.addmm(self.gallery_sq[None, :], queries, self.gallery.T, alpha=-2.0)
+            dist.add_((queries * queries).sum(dim=1, keepdim=True))
+        return dist.clamp_min_(0.0)
+
+
+def pairwise_distance(query_features: Any, gallery_features: Any, metric: str = "euclidean", *,
+                      chunk_size: int | None = None) -> torch.Tensor:
+    """The full [Q, G] float32 distance matrix, built chunk by chunk (for small problems and for tests)."""
+    queries = as_tensor(query_features, dtype=torch.float32)
+    gallery = as_tensor(gallery_features, device=queries.device, dtype=torch.float32)
+    distance = DistanceFunction(gallery, metric)
+    rows = chunk_size or chunk_rows(len(gallery))
+    blocks = [distance(queries[start:start + rows]) for start in range(0, len(queries), rows)]
+    return torch.cat(blocks) if blocks else queries.new_zeros((0, len(gallery)))
+
+
+def sortable_bits(distances: torch.Tensor) -> torch.Tensor:
+    """Non-negative float32 distances as int64 integers (< 2**31) with the same order; -0.0 becomes +0.0."""
+    return distances.contiguous().view(torch.int32).clamp_min(0).to(torch.int64)
+
+
+def ranking_keys(distances: torch.Tensor) -> torch.Tensor:
+    """Unique int64 keys of a [b, G] distance block ordered by (distance, column), the stable-argsort order."""
+    column_bits = max(1, (distances.shape[1] - 1).bit_length())
+    columns = torch.arange(distances.shape[1], device=distances.device)
+    return (sortable_bits(distances) << column_bits) | columns
+
+
+def paired_distance(left: torch.Tensor, right: torch.Tensor, metric: str = "euclidean") -> torch.Tensor:
+    """Distance between row i of `left` and row i of `right` (same definition as DistanceFunction)."""
+    if check_metric(metric) == "cosine":
+        return (1.0 - (F.normalize(left, dim=1) * F.normalize(right, dim=1)).sum(dim=1)).clamp_min_(0.0)
+    return ((left * left).sum(dim=1) + (right * right).sum(dim=1) - 2.0 * (left * right).sum(dim=1)).clamp_min_(0.0)
