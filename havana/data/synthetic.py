@@ -111,8 +111,8 @@ def _jitter(colour: tuple[int, int, int], rng: np.random.Generator, amount: floa
 
 def make_identity(rng: np.random.Generator, difficulty: float) -> Identity:
     """Draw one person's appearance."""
-    palette = palette(difficulty)
-    pick = lambda: palette[int(rng.integers(len(palette)))]  # noqa: E731
+    colours = palette(difficulty)
+    pick = lambda: colours[int(rng.integers(len(colours)))]  # noqa: E731
     return Identity(
         upper=_jitter(pick(), rng, 12), upper_second=_jitter(pick(), rng, 12),
         upper_pattern=str(rng.choice(["solid", "solid", "hstripes", "vstripes", "check", "split"])),
