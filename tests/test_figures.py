@@ -124,7 +124,7 @@ def inches_to_pixels(size: tuple[float, float]) -> tuple[int, int]:
 
 
 def test_retrieval_correctness_by_hand() -> None:
-    ranked = np.array([[2, 0, 1], [1, 2, 0]])
+    ranked = np.array([[2, 0, 1], [1, 2, -1]])
     correct = figures.retrieval_correctness(np.array([7, 9]), np.array([7, 9, 7]), ranked)
     assert correct.tolist() == [[True, True, False], [True, False, False]]
 

@@ -152,8 +152,10 @@ def mean_metric(results_dir: str | os.PathLike, dataset: str, extractor: str, ro
 # ---------------------------------------------------------------- pure computations behind the plots
 
 def retrieval_correctness(q_pids: np.ndarray, g_pids: np.ndarray, ranked: np.ndarray) -> np.ndarray:
-    """[Q, K] booleans: does the k-th retrieved gallery image of each query show the query's identity."""
-    return np.asarray(g_pids)[np.asarray(ranked)] == np.asarray(q_pids)[:, None]
+    """[Q, K] booleans: does the k-th retrieved gallery image of each query show the query's identity (False where
+    `ranked` is -1, i.e. nothing was retrieved)."""
+    ranked = np.asarray(ranked)
+    return (ranked >= 0) & (np.asarray(g_pids)[np.maximum(ranked, 0)] == np.asarray(q_pids)[:, None])
 
 
 def choose_queries(q_pids: np.ndarray, q_camids: np.ndarray, g_pids: np.ndarray, g_camids: np.ndarray,
@@ -367,6 +369,7 @@ def fig5(config: Mapping[str, Any], results_dir: str | os.PathLike, resources_di
     def image(path: str) -> np.ndarray:
         return _load_thumbnail(image_root / path if path in known else None)
 
+    metric = (config.get("evaluation", {}) or {}).get("metric", "euclidean")
     methods = [("Baseline", baseline), (f"HAVANA ({settings.head})", havana)]
     with plt.rc_context(STYLE):
         fig, axes = plt.subplots(2 * max(1, len(queries)), settings.top_k + 1, figsize=fig5_size(len(queries), settings.top_k),
@@ -381,17 +384,21 @@ def fig5(config: Mapping[str, Any], results_dir: str | os.PathLike, resources_di
                         ax.set_axis_off()
                     no_data(axes[2 * q + method_index][settings.top_k // 2], f"{title} on {settings.dataset}")
                 continue
-            ranked = topk_indices(data.query[queries], data.gallery, settings.top_k, q_pids=data.q_pids[queries],
-                                  g_pids=data.g_pids, q_camids=data.q_camids[queries], g_camids=data.g_camids)
+            ranked = topk_indices(data.query[queries], data.gallery, settings.top_k, metric=metric,
+                                  q_pids=data.q_pids[queries], g_pids=data.g_pids,
+                                  q_camids=data.q_camids[queries], g_camids=data.g_camids)
             correct = retrieval_correctness(data.q_pids[queries], data.g_pids, ranked)
             for q, query in enumerate(queries):
                 row = axes[2 * q + method_index]
                 row[0].imshow(image(data.q_paths[query]))
-                row[0].set_ylabel(title, rotation=0, ha="right", va="center")
+                row[0].set_ylabel(title, fontsize=7)
+                for spine in row[0].spines.values():
+                    spine.set_visible(True)
+                    spine.set_color("0.4")
                 row[0].set_title("query" if method_index == 0 else "")
                 for k in range(settings.top_k):
                     ax = row[k + 1]
-                    if k >= ranked.shape[1]:
+                    if k >= ranked.shape[1] or ranked[q, k] < 0:  # fewer than top_k gallery images remain
                         ax.set_axis_off()
                         continue
                     ax.imshow(image(data.g_paths[ranked[q, k]]))
@@ -399,9 +406,10 @@ def fig5(config: Mapping[str, Any], results_dir: str | os.PathLike, resources_di
                         spine.set_visible(True)
                         spine.set_color(CORRECT_COLOR if correct[q, k] else WRONG_COLOR)
                         spine.set_linewidth(3)
-        fig.suptitle(f"Fig. 5: top-{settings.top_k} retrieval on {tables.dataset_title(settings.dataset)} "
-                     f"({settings.extractor}); green = same identity, red = different")
-        fig.subplots_adjust(left=0.12, right=0.99, top=0.93, bottom=0.01, wspace=0.08, hspace=0.12)
+        width, height = fig5_size(len(queries), settings.top_k)
+        fig.suptitle(f"Fig. 5: top-{settings.top_k} retrieval, {tables.dataset_title(settings.dataset)} "
+                     f"({settings.extractor})\ngreen: same identity, red: different identity")
+        fig.subplots_adjust(left=0.3 / width, right=0.99, top=1 - 0.75 / height, bottom=0.01, wspace=0.08, hspace=0.15)
         return save_png(fig, out)
 
 
