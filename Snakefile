@@ -1,0 +1,51 @@
+# HAVANA reproduction workflow: wiring only. Rules live in workflow/rules/*.smk, input functions and targets in
+# workflow/rules/common.smk, the config schema in workflow/schemas/config.schema.yaml.
+#
+#   snakemake --cores 8 --resources gpu=2 all                         # the paper (config/config.yaml)
+#   snakemake --cores 2 --configfile config/demo.yaml all             # the synthetic demo on CPU
+#   snakemake --profile workflow/profiles/slurm all                   # a SLURM cluster
+#
+# `--configfile FILE` REPLACES config/config.yaml rather than merging into it, so a config never inherits another's
+# datasets or targets; `--config key=value` overrides single keys of whichever config is active.
+
+import re
+
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/config.yaml"
+
+
+validate(config, "workflow/schemas/config.schema.yaml")
+
+
+report: "workflow/report/workflow.rst"
+
+
+include: "workflow/rules/common.smk"
+
+
+wildcard_constraints:
+    dataset="|".join(map(re.escape, config["datasets"])),
+    extractor="|".join(map(re.escape, config["extractors"])),
+    row=r"[^/]+",
+    head=r"[^/]+",
+    seed=r"\d+",
+
+
+include: "workflow/rules/data.smk"
+include: "workflow/rules/extractors.smk"
+include: "workflow/rules/features.smk"
+include: "workflow/rules/heads.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    input:
+        all_targets(),
+    default_target: True

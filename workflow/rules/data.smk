@@ -1,0 +1,33 @@
+# Datasets: render the synthetic one (demo), then prepare any dataset from its archive into <resources>/<ds>/ with a
+# manifest. The archive is a param, not an input: a missing archive must fail here, in `prepare`, with the message
+# saying where to obtain it and where to put it, not as a missing-input error deep in the DAG.
+
+
+rule synthesize:
+    output:
+        directory(f"{RESOURCES}/archives/synthetic"),
+    log:
+        f"{LOGS}/synthesize/synthetic.log",
+    params:
+        options=synth_args,
+    conda:
+        CONDA_ENV
+    shell:
+        "havana synth --out {output} {params.options} > {log} 2>&1"
+
+
+rule prepare:
+    input:
+        prepare_inputs,
+    output:
+        manifest_path("{dataset}"),
+    log:
+        f"{LOGS}/prepare/{{dataset}}.log",
+    params:
+        source=prepare_source,
+        root=lambda wildcards, output: Path(output[0]).parents[1],
+    conda:
+        CONDA_ENV
+    shell:
+        # tee: the one-sentence reason a dataset cannot be prepared (e.g. its archive is absent) reaches the terminal
+        "havana prepare {wildcards.dataset} --root {params.root} {params.source} 2>&1 | tee {log}"

@@ -1,0 +1,23 @@
+# Features: each trained extractor embeds its dataset once (train: V views; query/gallery: plain + flipped); every
+# head and the baseline evaluation then read this one HDF5 file.
+
+
+rule extract_features:
+    input:
+        manifest=manifest_path("{dataset}"),
+        model=model_path("{dataset}", "{extractor}"),
+    output:
+        features=features_path("{dataset}", "{extractor}"),
+    log:
+        f"{LOGS}/extract_features/{{dataset}}/{{extractor}}.log",
+    params:
+        config=RESOLVED_CONFIG,
+        config_digest=lambda wildcards: config_digest(config["extractors"][wildcards.extractor]),
+    threads: 4
+    resources:
+        gpu=1,
+    conda:
+        CONDA_ENV
+    shell:
+        "havana extract --manifest {input.manifest} --model {input.model} --config {params.config} "
+        "--extractor {wildcards.extractor} --dataset {wildcards.dataset} --out {output.features} > {log} 2>&1"
