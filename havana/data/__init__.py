@@ -1,0 +1,1 @@
+"""Datasets: the registry and manifests, archive acquisition, the synthetic dataset, P×K sampling and transforms."""
