@@ -149,3 +149,13 @@ def test_real_subprocess_prints_no_traceback(tmp_path):
     assert done.stderr.strip().splitlines()[-1].startswith("havana prepare: error: archive ")
     assert not (tmp_path / "x").exists() and not (tmp_path.parent / "x").exists()
     assert not (tmp_path / "R" / "market1501" / "manifest.csv").exists()
+
+
+def test_extracted_folder_inside_root_is_used_in_place_with_relative_or_absolute_paths(tmp_path, capsys, monkeypatch):
+    fabricate.fabricate_market1501(tmp_path / "R" / "market1501" / "unpacked")
+    monkeypatch.chdir(tmp_path)
+    status, _, err = prepare(capsys, "market1501", "--root", tmp_path / "R", "--archive", "R/market1501/unpacked")
+    assert status == 0, err
+    expected = MARKET_MANIFEST.replace("Market-1501-v15.09.15/", "unpacked/Market-1501-v15.09.15/")
+    assert (tmp_path / "R/market1501/manifest.csv").read_text() == expected
+    assert sorted(p.name for p in (tmp_path / "R/market1501").iterdir()) == ["manifest.csv", "manifest.csv.provenance.yaml", "unpacked"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -44,8 +45,8 @@ def run(args: argparse.Namespace) -> int:
 
     top = acquire.acquire(dataset, args.root, archive=args.archive, url=args.url, sha256=args.sha256)
     manifest = dataset.parse(top)
-    prefix = top.relative_to(dataset_dir).as_posix() if top != dataset_dir else ""
-    if prefix:
+    prefix = Path(os.path.relpath(os.path.realpath(top), os.path.realpath(dataset_dir))).as_posix()
+    if prefix != ".":  # manifest paths are relative to ROOT/DATASET/
         manifest["path"] = prefix + "/" + manifest["path"]
     found = datasets.split_statistics(manifest)
     empty = [split for split, (_, images) in found.items() if images == 0]

@@ -56,7 +56,7 @@ def acquire(dataset: Dataset, root: str | os.PathLike, *, archive: str | os.Path
     signature = _signature(source)
     stamp = _read_stamp(dataset_dir)
     if stamp is not None and stamp.get("source") == signature and (expected is None or stamp.get("sha256") == expected) \
-            and (dataset_dir / stamp["top"]).is_dir():
+            and isinstance(stamp.get("top"), str) and (dataset_dir / stamp["top"]).is_dir():
         return dataset_dir / stamp["top"]
     if expected is not None:
         verify_sha256(source, expected, downloaded=url is not None)
