@@ -53,23 +53,17 @@ def _weights(path):
 
 @pytest.mark.parametrize("workers", [0, 1])
 def test_killed_after_epoch_one_and_resumed_equals_uninterrupted(manifest, tmp_path, workers):
-    whole = train_extractor(manifest, tiny_config(3, num_workers=workers), tmp_path / "whole", seed=4)
+    whole = train_extractor(manifest, tiny_config(2, num_workers=workers), tmp_path / "whole", seed=4)
     train_extractor(manifest, tiny_config(1, num_workers=workers), tmp_path / "resumed", seed=4)  # stops after 1
-    resumed = train_extractor(manifest, tiny_config(3, num_workers=workers), tmp_path / "resumed", seed=4)
+    resumed = train_extractor(manifest, tiny_config(2, num_workers=workers), tmp_path / "resumed", seed=4)
     a, b = _weights(whole.model_path), _weights(resumed.model_path)
     assert a.keys() == b.keys()
     for name in a:
         assert torch.equal(a[name], b[name]), name
     assert whole.last_metrics["loss"] == resumed.last_metrics["loss"]
     model, config = load_extractor(whole.model_path)
-    assert config.train.epochs == 3 and model.classifier.out_features == 6
+    assert config.train.epochs == 2 and model.classifier.out_features == 6
     assert (whole.model_path.parent / "model.pt.provenance.yaml").is_file()
-
-
-def test_other_seed_changes_the_weights(manifest, tmp_path):
-    a = train_extractor(manifest, tiny_config(1), tmp_path / "a", seed=0)
-    b = train_extractor(manifest, tiny_config(1), tmp_path / "b", seed=1)
-    assert not torch.equal(_weights(a.model_path)["classifier.weight"], _weights(b.model_path)["classifier.weight"])
 
 
 def test_checkpoint_of_another_config_is_refused(manifest, tmp_path):
