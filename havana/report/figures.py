@@ -190,12 +190,15 @@ def tsne_perplexity(n: int) -> float:
 
 
 def tsne_2d(points: np.ndarray, seed: int) -> np.ndarray:
-    """2-D t-SNE of `points` with a fixed random_state and PCA initialisation."""
+    """2-D t-SNE of `points` with a fixed random_state and PCA initialisation, on one thread (a few hundred points
+    at most: threads only add start-up and contention)."""
     from sklearn.manifold import TSNE
+    from threadpoolctl import threadpool_limits
 
     points = np.asarray(points, dtype=np.float64)
-    return TSNE(n_components=2, perplexity=tsne_perplexity(len(points)), init="pca", random_state=seed,
-                learning_rate="auto").fit_transform(points)
+    with threadpool_limits(limits=1):
+        return TSNE(n_components=2, perplexity=tsne_perplexity(len(points)), init="pca", random_state=seed,
+                    learning_rate="auto").fit_transform(points)
 
 
 def loss_band(histories: Sequence[pd.DataFrame], term: str) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
