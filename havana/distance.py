@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from havana.errors import HavanaError
 
 METRICS = ("euclidean", "cosine")
-CHUNK_ELEMENTS = 1 << 23  # distance entries per chunk (32 MiB of float32): bounds memory at any problem size
+CHUNK_ELEMENTS = 1 << 25  # distance entries per chunk (128 MiB of float32): bounds memory at any problem size
 
 
 def as_tensor(values: Any, *, device: torch.device | None = None, dtype: torch.dtype | None = None) -> torch.Tensor:

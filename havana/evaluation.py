@@ -28,9 +28,18 @@ from havana.distance import (DistanceFunction, as_tensor, check_metric, chunk_ro
 from havana.errors import HavanaError
 from havana.reranking import RerankConfig, rerank_distance_chunks
 
-__all__ = ["evaluate", "merge_flip", "pairwise_distance", "topk_indices", "RerankConfig"]
+__all__ = ["EvaluationConfig", "RerankConfig", "evaluate", "merge_flip", "pairwise_distance", "topk_indices"]
 
 JUNK_PID = -1
+
+
+@dataclass
+class EvaluationConfig:
+    """How embeddings are ranked (config section `evaluation`)."""
+
+    metric: str = "euclidean"  # "euclidean" (squared L2) or "cosine" (= L2 on normalised features, BoT's FEAT_NORM yes)
+    max_rank: int = 50  # CMC is reported up to this rank
+    rerank: bool = False  # k-reciprocal re-ranking with RerankConfig's defaults (k1 20, k2 6, lambda 0.3)
 _FLOAT_BITS = 31  # a non-negative float32 read as int32 is below 2**31 and orders like the float
 
 
@@ -74,9 +83,10 @@ class _ChunkResult:
 
 def _score_chunk(dist: torch.Tensor, q_pids: torch.Tensor, q_camids: torch.Tensor,
                  gallery: _GalleryIndex) -> _ChunkResult:
-    """AP, INP and first-match rank of each valid query of a [b, G'] distance block over the kept gallery."""
-    rows_in_chunk, device = dist.shape[0], dist.device
-    dist = dist.clamp_min_(0.0)
+    """AP, INP and first-match rank of each valid query of a [b, G'] block of non-negative distances over the kept
+    gallery (the block is overwritten)."""
+    rows_in_chunk, columns_in_chunk = dist.shape
+    device = dist.device
     empty = _ChunkResult(np.zeros(0), np.zeros(0), np.zeros(0, dtype=np.int64))
     if len(gallery.unique_pids) == 0:
         return empty
@@ -103,11 +113,11 @@ def _score_chunk(dist: torch.Tensor, q_pids: torch.Tensor, q_camids: torch.Tenso
     segment_start = torch.cumsum(match_count, 0) - match_count
     segment_end = segment_start + match_count
 
-    # Kept non-matches no farther than the row's last match: the only ones that can precede a true match.
-    rows, columns = (dist <= last_match_dist[:, None]).nonzero(as_tuple=True)
-    other_identity = gallery.pids[columns] != q_pids[rows]
-    rows, columns = rows[other_identity], columns[other_identity]
-    other_keys = _keys(rows, dist[rows, columns], columns, gallery.column_bits)
+    # Other identities no farther than the row's last match: the only entries that can precede a true match.
+    dist[row_grid[in_row], same_pid_columns[in_row]] = float("inf")
+    flat = torch.nonzero((dist <= last_match_dist[:, None]).view(-1)).squeeze(1)
+    rows = torch.div(flat, columns_in_chunk, rounding_mode="floor")
+    other_keys = _keys(rows, dist.view(-1)[flat], flat - rows * columns_in_chunk, gallery.column_bits)
     bucket = torch.searchsorted(match_keys, other_keys)  # index of the first match this entry precedes
     bucket = bucket[bucket < segment_end[rows]]
     total = len(match_keys)

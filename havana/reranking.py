@@ -138,7 +138,7 @@ def rerank_distance_chunks(query_features: torch.Tensor, gallery_features: torch
         original = distance(query_features[start:stop]).double() / torch.as_tensor(
             np.maximum(row_max[start:stop], np.finfo(np.float64).tiny), device=query_features.device)[:, None]
         jaccard_t = torch.as_tensor(jaccard, device=query_features.device)
-        yield start, ((1.0 - config.lambda_value) * jaccard_t + config.lambda_value * original).float()
+        yield start, ((1.0 - config.lambda_value) * jaccard_t + config.lambda_value * original).float().clamp_min_(0.0)
 
 
 def k_reciprocal_distance(query_features: torch.Tensor, gallery_features: torch.Tensor,

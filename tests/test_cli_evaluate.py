@@ -1,0 +1,116 @@
+"""`havana evaluate` end to end on real HDF5 feature files: metrics JSON, provenance, config, and clear errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from havana import cli
+from havana.evaluation import evaluate
+from havana.features import FeatureSplit, write_features
+
+
+def make_split(rng: np.random.Generator, n: int, num_ids: int, dim: int = 6, views: int = 2) -> FeatureSplit:
+    pids = rng.integers(0, num_ids, n)
+    centres = np.random.default_rng(0).normal(size=(num_ids, dim))
+    features = centres[pids][:, None, :] + 0.7 * rng.normal(size=(n, views, dim))
+    return FeatureSplit(features=features, pids=pids, camids=rng.integers(0, 3, n), paths=[f"img{i}.jpg" for i in range(n)])
+
+
+@pytest.fixture
+def feature_file(tmp_path: Path) -> Path:
+    rng = np.random.default_rng(1)
+    path = tmp_path / "features.h5"
+    splits = {"train": make_split(rng, 8, 4, views=3), "query": make_split(rng, 15, 5), "gallery": make_split(rng, 60, 5)}
+    write_features(path, splits, {"dataset": "synthetic", "extractor": "bot_r18"})
+    return path
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def test_writes_plain_and_flip_metrics_with_provenance(tmp_path, feature_file, capsys):
+    out = tmp_path / "metrics" / "seed0.json"
+    assert cli.main(["evaluate", "--features", str(feature_file), "--out", str(out), "--device", "cpu"]) == 0
+    metrics = read_json(out)
+    from havana.features import read_features
+
+    data = read_features(feature_file, splits=("query", "gallery"))
+    q, g = data["query"], data["gallery"]
+    ids = (q.pids, g.pids, q.camids, g.camids)
+    want_plain = evaluate(q.features[:, 0], g.features[:, 0], *ids)
+    want_flip = evaluate(q.features.mean(1), g.features.mean(1), *ids)
+    for name, want in (("plain", want_plain), ("flip", want_flip)):
+        got = metrics[name]
+        assert got["mAP"] == pytest.approx(want["mAP"]) and got["mINP"] == pytest.approx(want["mINP"])
+        assert got["cmc"] == want["cmc"] and len(got["cmc"]) == 50
+        assert (got["R1"], got["R5"], got["R10"]) == (want["cmc"][0], want["cmc"][4], want["cmc"][9])
+        assert 0.0 <= got["mAP"] <= 1.0 and got["num_valid_queries"] == want["num_valid_queries"]
+    assert metrics["plain"]["mAP"] != metrics["flip"]["mAP"]  # the flipped view really changes the embedding
+    record = metrics["provenance"]
+    assert record["git_sha"] and record["config"]["evaluation"] == {"metric": "euclidean", "max_rank": 50, "rerank": False}
+    assert record["config"]["features"]["attrs"]["extractor"] == "bot_r18"
+    beside = yaml.safe_load(out.with_name("seed0.json.provenance.yaml").read_text())
+    assert beside["config"]["features"]["sha256"] == record["config"]["features"]["sha256"]
+    assert "havana evaluate: wrote" in capsys.readouterr().out
+
+
+def test_config_section_and_overrides(tmp_path, feature_file):
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"evaluation": {"metric": "cosine", "max_rank": 20, "rerank": False}}))
+    out = tmp_path / "m.json"
+    assert cli.main(["evaluate", "--features", str(feature_file), "--out", str(out), "--config", str(config),
+                     "--device", "cpu"]) == 0
+    assert read_json(out)["provenance"]["config"]["evaluation"]["metric"] == "cosine"
+    assert len(read_json(out)["plain"]["cmc"]) == 20
+    assert cli.main(["evaluate", "--features", str(feature_file), "--out", str(out), "--config", str(config),
+                     "--metric", "euclidean", "--rerank", "--device", "cpu"]) == 0
+    assert read_json(out)["provenance"]["config"]["evaluation"] == {"metric": "euclidean", "max_rank": 20, "rerank": True}
+    assert read_json(out)["provenance"]["config"]["rerank"] == {"k1": 20, "k2": 6, "lambda_value": 0.3}
+
+
+def test_missing_file_is_one_sentence_and_no_output(tmp_path, capsys):
+    out = tmp_path / "m.json"
+    assert cli.main(["evaluate", "--features", str(tmp_path / "none.h5"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "does not exist" in err and len(err.splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_file_without_test_splits_is_rejected(tmp_path, capsys):
+    path = tmp_path / "train_only.h5"
+    write_features(path, {"train": make_split(np.random.default_rng(2), 5, 3)}, {"dataset": "synthetic"})
+    out = tmp_path / "m.json"
+    assert cli.main(["evaluate", "--features", str(path), "--out", str(out)]) == 2
+    assert "no 'query' split" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_incomplete_file_is_rejected(tmp_path, feature_file, capsys):
+    import h5py
+
+    with h5py.File(feature_file, "a") as h5:
+        del h5.attrs["complete"]
+    out = tmp_path / "m.json"
+    assert cli.main(["evaluate", "--features", str(feature_file), "--out", str(out)]) == 2
+    assert "incomplete" in capsys.readouterr().err and not out.exists()
+
+
+def test_bad_config_value_is_rejected(tmp_path, feature_file, capsys):
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"evaluation": {"metric": "manhattan"}}))
+    assert cli.main(["evaluate", "--features", str(feature_file), "--out", str(tmp_path / "m.json"),
+                     "--config", str(config)]) == 2
+    assert "manhattan" in capsys.readouterr().err
+
+
+def test_missing_head_is_rejected(tmp_path, feature_file, capsys):
+    out = tmp_path / "m.json"
+    assert cli.main(["evaluate", "--features", str(feature_file), "--head", str(tmp_path / "head.pt"),
+                     "--out", str(out), "--device", "cpu"]) == 2
+    assert "head checkpoint" in capsys.readouterr().err and not out.exists()
