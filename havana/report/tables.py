@@ -230,7 +230,8 @@ def table_note(config: Mapping[str, Any], spec: TableSpec, seeds: Sequence[int])
         f"Reproduced on {', '.join(dataset_title(d) for d in datasets) or 'no dataset'}",
         f"extractor(s) {extractor_text or 'none'}",
         "head rows " + (", ".join(head_rows) if head_rows else "none")
-        + (f" ({head_epochs} epochs each)" if head_rows and head_epochs is not None else "")
+        + ((f" ({head_epochs} epochs each)" if head_epochs is not None
+            else " (epochs: the head trainer's default; heads.train.epochs not set)") if head_rows else "")
         + ("; baseline = raw extractor features, no head" if BASELINE in heads else ""),
         f"seeds {', '.join(str(s) for s in seeds)} (n={len(seeds)})",
         "flip test (plain and flipped features averaged) on " + (", ".join(flipped) if flipped else "no row"),
@@ -281,7 +282,9 @@ def render_markdown(model: TableModel) -> str:
     for column in model.columns:
         title = column_title(column)
         head += [f"{title} (ours)", f"{title} (paper)", f"{title} Δ"]
-    lines = [f"**{_display_name(model.name)}.** {model.caption}", "", "| " + " | ".join(head) + " |",
+    display = _display_name(model.name)
+    title = model.caption if model.caption.startswith(display) else f"{display}. {model.caption}"
+    lines = [f"**{title}**", "", "| " + " | ".join(head) + " |",
              "|" + "|".join([":--"] * (len(head) - 3 * len(model.columns)) + ["--:"] * 3 * len(model.columns)) + "|"]
     group = None
     for row in model.rows:
