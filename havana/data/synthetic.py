@@ -28,7 +28,6 @@ VIEWS = ("front", "back", "left", "right")
 SKIN = ((224, 180, 150), (198, 140, 105), (150, 100, 70), (95, 65, 45))
 HAIR = ((25, 20, 15), (70, 45, 25), (150, 110, 60), (120, 120, 120))
 SUPERSAMPLE = 2  # draw at twice the size, then downsample (anti-aliasing)
-SUBFOLDERS = {"train": "bounding_box_train", "query": "query", "gallery": "bounding_box_test"}
 
 
 @dataclass(frozen=True)
@@ -276,7 +275,7 @@ def render(person: Identity | None, camera: Camera, rng: np.random.Generator, co
 
 @dataclass(frozen=True)
 class Shot:
-    """One image to render: who, which camera, which split, and its Market-1501 file name."""
+    """One image to render: who, which camera, which split."""
 
     pid: int
     camera: int  # 0-based
@@ -321,7 +320,7 @@ def synthesize(config: SynthConfig, out: str | Path) -> Path:
     frames = [0] * config.cameras
     top = Path(out) / Synthetic.top_folder
     with atomic.atomic_path(top, directory=True) as tmp:
-        for sub in SUBFOLDERS.values():
+        for sub in Synthetic.subfolders.values():
             (tmp / sub).mkdir()
         for shot in tqdm(shots, desc="synth", unit="img"):
             rng = np.random.default_rng([config.seed, 4, shot.pid + 1, shot.index, shot.camera])
@@ -336,7 +335,7 @@ def synthesize(config: SynthConfig, out: str | Path) -> Path:
             name = f"{shot.pid:04d}_c{shot.camera + 1}s{1 + frame // 10000 % 6}_{frame:06d}_01.jpg" if shot.pid >= 0 \
                 else f"-1_c{shot.camera + 1}s{1 + frame // 10000 % 6}_{frame:06d}_01.jpg"
             data = render(person, cameras[shot.camera], rng, config, junk=shot.pid == -1)
-            (tmp / SUBFOLDERS[shot.split] / name).write_bytes(data)
+            (tmp / Synthetic.subfolders[shot.split] / name).write_bytes(data)
         info = {"generator": "havana synth", "config": asdict(config), "statistics": statistics(shots)}
         (tmp / Synthetic.info_file).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return top
