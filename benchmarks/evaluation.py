@@ -110,13 +110,20 @@ def measure(scale_name: str, what: str, repeats: int) -> dict:
     disturbed run), with this process's RSS before the first call and its peak."""
     problem = build_problem(SCALES[scale_name])
     before = _rss_mb()
-    times = []
+    times, cpu_times = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
+        cpu_start, start = _cpu_seconds(), time.perf_counter()
         extra = _call(what, problem)
         times.append(time.perf_counter() - start)
+        cpu_times.append(_cpu_seconds() - cpu_start)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    return {"seconds": min(times), "all_seconds": times, "rss_before_mb": before, "peak_rss_mb": peak, **extra}
+    return {"seconds": min(times), "cpu_seconds": min(cpu_times), "rss_before_mb": before, "peak_rss_mb": peak, **extra}
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU time of this process (all threads): less disturbed by other jobs than wall time."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _in_subprocess(scale: str, what: str, repeats: int) -> dict:
@@ -146,22 +153,27 @@ def main() -> None:
         print(f"\n{name} scale: {s.num_query} x {s.num_gallery}, {s.dim}-d, {s.num_ids} ids, {s.num_cams} cameras, "
               f"{s.distractors} distractors, {s.junk} junk")
         dist = _in_subprocess(name, "distance", args.repeats)
-        print(f"  distance only (chunked matmul, full gallery): {dist['seconds']:8.2f} s   peak {dist['peak_rss_mb']:7.0f} MiB")
-        floor = dist["seconds"]
+        print(f"  {'distance only (chunked matmul, full gallery)':<46}: {_line(dist)}")
+        kept = None
         if s.junk:
             kept = _in_subprocess(name, "distance_kept", args.repeats)
-            print(f"  distance only (gallery without junk)        : {kept['seconds']:8.2f} s   peak {kept['peak_rss_mb']:7.0f} MiB")
-        modes = ["evaluate", "evaluate_rerank"] if args.rerank else ["evaluate"]
-        for mode in modes:
+            print(f"  {'distance only (gallery without junk)':<46}: {_line(kept)}")
+        for mode in ["evaluate", "evaluate_rerank"] if args.rerank else ["evaluate"]:
             result = _in_subprocess(name, mode, args.repeats)
-            ratio = result["seconds"] / floor
-            print(f"  {mode + '()':<44}: {result['seconds']:8.2f} s   peak {result['peak_rss_mb']:7.0f} MiB "
-                  f"(features {result['rss_before_mb']:.0f} MiB before the call, +{result['peak_rss_mb'] - result['rss_before_mb']:.0f})"
-                  f"   ratio to distance-only {ratio:.2f}x")
-            if s.junk:
-                print(f"  {'':<44}  ratio to distance-only without junk {result['seconds'] / kept['seconds']:.2f}x")
-            print(f"  {'':<44}  mAP {result['mAP']:.4f}  mINP {result['mINP']:.4f}  R1 {result['R1']:.4f}")
+            print(f"  {mode + '()':<46}: {_line(result)}")
+            print(f"  {'':<46}  features {result['rss_before_mb']:.0f} MiB RSS before the call, "
+                  f"+{result['peak_rss_mb'] - result['rss_before_mb']:.0f} MiB during it")
+            for label, floor in (("distance-only", dist), ("distance-only without junk", kept)):
+                if floor is not None:
+                    print(f"  {'':<46}  ratio to {label}: wall {result['seconds'] / floor['seconds']:.2f}x, "
+                          f"CPU {result['cpu_seconds'] / floor['cpu_seconds']:.2f}x")
+            print(f"  {'':<46}  mAP {result['mAP']:.4f}  mINP {result['mINP']:.4f}  R1 {result['R1']:.4f}")
 
+
+def _line(result: dict) -> str:
+    """Wall time, CPU time and peak memory of one measurement."""
+    return (f"wall {result['seconds']:8.2f} s   CPU {result['cpu_seconds']:8.2f} s   "
+            f"peak {result['peak_rss_mb']:6.0f} MiB")
 
 if __name__ == "__main__":
     main()

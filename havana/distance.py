@@ -37,17 +37,22 @@ def chunk_rows(columns: int, elements: int = CHUNK_ELEMENTS) -> int:
     return max(1, elements // max(1, columns))
 
 
+def squared_norms(features: torch.Tensor, rows: int = 1 << 14) -> torch.Tensor:
+    """|x|^2 of every row, a block of rows at a time (no temporary as large as the features)."""
+    return torch.cat([(block * block).sum(dim=1) for block in features.split(rows)]) if len(features) else \
+        features.new_zeros(0)
+
+
 class DistanceFunction:
     """Distances from any query rows to one fixed gallery; the gallery's norms are computed once."""
 
     def __init__(self, gallery: torch.Tensor, metric: str = "euclidean"):
         self.metric = check_metric(metric)
+        self.gallery_sq = squared_norms(gallery)
         if metric == "cosine":
-            self.gallery = F.normalize(gallery, dim=1)
-            self.gallery_sq = None
+            self.gallery = F.normalize(gallery, dim=1)  # one normalised copy of the gallery
         else:
             self.gallery = gallery
-            self.gallery_sq = (gallery * gallery).sum(dim=1)
 
     def __call__(self, queries: torch.Tensor) -> torch.Tensor:
         """The [len(queries), G] float32 distance block, clamped at 0."""

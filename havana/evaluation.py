@@ -24,7 +24,7 @@ import torch
 from tqdm import tqdm
 
 from havana.distance import (DistanceFunction, as_tensor, check_metric, chunk_rows, pairwise_distance, ranking_keys,
-                             sortable_bits)
+                             sortable_bits, squared_norms)
 from havana.errors import HavanaError
 from havana.reranking import RerankConfig, rerank_distance_chunks
 
@@ -151,8 +151,9 @@ def _check_inputs(qf: torch.Tensor, gf: torch.Tensor, q_pids: torch.Tensor, g_pi
         raise HavanaError(f"{len(qf)} query features need as many pids and camids, got {len(q_pids)} and {len(q_camids)}.")
     if len(g_pids) != len(gf) or len(g_camids) != len(gf):
         raise HavanaError(f"{len(gf)} gallery features need as many pids and camids, got {len(g_pids)} and {len(g_camids)}.")
-    if not (bool(torch.isfinite(qf).all()) and bool(torch.isfinite(gf).all())):
-        raise HavanaError("the features contain NaN or infinite values (a diverged model?); retrain or re-extract them.")
+    if not (bool(torch.isfinite(squared_norms(qf)).all()) and bool(torch.isfinite(squared_norms(gf)).all())):
+        raise HavanaError("the features contain NaN, infinite or overflowing values (a diverged model?); retrain or "
+                          "re-extract them.")
 
 
 def evaluate(query_features: Any, gallery_features: Any, query_pids: Any, gallery_pids: Any, query_camids: Any,
@@ -175,12 +176,12 @@ def evaluate(query_features: Any, gallery_features: Any, query_pids: Any, galler
     _check_inputs(qf, gf, q_pids, g_pids, q_camids, g_camids)
 
     kept = torch.nonzero(g_pids != JUNK_PID).squeeze(1)
+    all_kept = len(kept) == len(gf)  # then no copy of the gallery is made
     gallery = _GalleryIndex.build(g_pids[kept], g_camids[kept])
     rows = min(chunk_size or chunk_rows(len(gf)), gallery.max_chunk_rows)
     if rerank is None:
-        chunks = _plain_chunks(qf, gf[kept], metric, rows)
+        chunks = _plain_chunks(qf, gf if all_kept else gf[kept], metric, rows)
     else:
-        all_kept = len(kept) == len(gf)
         chunks = ((start, block if all_kept else block[:, kept])
                   for start, block in rerank_distance_chunks(qf, gf, rerank, metric=metric, chunk_size=rows,
                                                                   progress=progress))
