@@ -9,6 +9,7 @@
 # datasets or targets; `--config key=value` overrides single keys of whichever config is active.
 
 import re
+from pathlib import Path
 
 from snakemake.utils import min_version, validate
 
@@ -17,7 +18,7 @@ min_version("9.0")
 
 if not workflow.overwrite_configfiles:
 
-    configfile: "config/config.yaml"
+    configfile: str(Path(workflow.basedir) / "config" / "config.yaml")
 
 
 validate(config, "workflow/schemas/config.schema.yaml")

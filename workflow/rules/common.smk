@@ -10,7 +10,9 @@
 
 import hashlib
 import json
+import os
 import re
+import sys
 from pathlib import Path
 
 import yaml
@@ -30,9 +32,18 @@ BASELINE = "baseline"  # the head name meaning raw extractor features, evaluated
 RESOLVED_CONFIG = f"{RESULTS}/config.resolved.yaml"
 FIGURE_NAMES = {"fig5": "retrieval", "fig6": "tsne", "fig7": "loss_curves", "fig8": "alpha_beta", "fig9": "cost"}
 TABLE_FILE_TYPES = ("md", "csv", "tex")
+# The paper tables are tables.table<N>; tables.summary holds the reproduction summary's settings, not a table.
+PAPER_TABLES = sorted((name for name in config["tables"] if re.fullmatch(r"table\d+", name)), key=lambda n: int(n[5:]))
 # Every rule names this environment (used only with `--sdm conda`); after creating it, install the package into it
 # with `pip install -e . --no-deps`. The default is the project's .venv, where `havana` is on PATH.
 CONDA_ENV = "../../environment.yml"
+
+# Jobs call the `havana` CLI of the Python running Snakemake (e.g. .venv/bin/snakemake without an activated venv).
+envvars:
+    "PATH",
+
+
+os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
 
 
 def write_resolved_config(resolved, path):
@@ -81,8 +92,8 @@ def table_cells(name):
     """(dataset, extractor, head) of every reproduced cell of tables.<name> whose dataset is active."""
     spec = config["tables"][name]
     cells = set()
-    for row in spec.get("rows", []):
-        for column in spec.get("columns", []):
+    for row in spec["rows"]:
+        for column in spec["columns"]:
             dataset = column.get("dataset") or row.get("dataset")
             if dataset in ACTIVE_DATASETS:
                 cells.add((dataset, row["extractor"], row["head"]))
@@ -116,7 +127,7 @@ def figure_heads(name):
 
 def referenced_heads():
     """Every (extractor, head) the tables and figures name, for the cross-reference check."""
-    named = {(row["extractor"], row["head"]) for spec in config["tables"].values() for row in spec.get("rows", [])}
+    named = {(row["extractor"], row["head"]) for name in PAPER_TABLES for row in config["tables"][name]["rows"]}
     for name in config["figures"]:
         named |= {(extractor, head) for _, extractor, head in figure_cells(name) | figure_heads(name)}
     return named
@@ -140,7 +151,7 @@ def check_references():
 
 def table_inputs(table):
     """Metrics files of every active cell (all seeds) of one table, or of all tables for the summary."""
-    names = list(config["tables"]) if table == "summary" else [table]
+    names = PAPER_TABLES if table == "summary" else [table]
     cells = set().union(*(table_cells(name) for name in names))
     return sorted(metrics_path(ds, ex, head, seed) for ds, ex, head in cells for seed in SEEDS)
 
@@ -161,7 +172,7 @@ def figure_inputs(name):
 
 def table_targets():
     """Every table of the config plus the reproduction summary, in all three formats."""
-    return [f"{RESULTS}/tables/{name}.{ext}" for name in [*config["tables"], "summary"] for ext in TABLE_FILE_TYPES]
+    return [f"{RESULTS}/tables/{name}.{ext}" for name in [*PAPER_TABLES, "summary"] for ext in TABLE_FILE_TYPES]
 
 
 def figure_targets():

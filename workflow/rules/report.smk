@@ -3,7 +3,7 @@
 # output is wrapped in report() with its caption from workflow/report/ for `snakemake --report`.
 
 
-for _table, _rule in [(name, name) for name in config["tables"]] + [("summary", "reproduction_summary")]:
+for _table, _rule in [(name, name) for name in PAPER_TABLES] + [("summary", "reproduction_summary")]:
 
     rule:
         name:
