@@ -24,6 +24,7 @@ RESULTS = config["results_dir"]
 RESOURCES = config["resources_dir"]
 LOGS = f"{RESULTS}/logs"
 SEEDS = [int(seed) for seed in config["seeds"]]
+config["seeds"] = SEEDS  # `--config 'seeds=[0,1]'` arrives as strings; the CLI reads integers
 FIGURE_SEED = SEEDS[0]  # figures that show one trained head (5, 6, 7) use the first seed's head
 EXTRACTOR_SEED = int(config["extractor_seed"])
 TRACKING_URI = config["tracking_uri"]

@@ -13,7 +13,7 @@ rule evaluate:
         config=RESOLVED_CONFIG,
         head=lambda wildcards, input: f"--head {input.head}" if "head" in input.keys() else "",
         config_digest=lambda wildcards: config_digest(config["evaluation"]),
-    threads: 2
+    threads: 1
     conda:
         CONDA_ENV
     shell:

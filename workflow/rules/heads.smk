@@ -17,7 +17,7 @@ rule train_head:
         tracking=lambda wildcards: tracking_args(
             f"{wildcards.dataset}/{wildcards.extractor}/{wildcards.row}/seed{wildcards.seed}"
         ),
-    threads: 2
+    threads: 1
     resources:
         gpu=1,
     conda:

@@ -1,0 +1,138 @@
+"""The Snakemake workflow: lint-clean, the paper's dry run plans every table cell, the demo's dry run plans every stage
+and never inherits paper datasets, a dataset subset is honoured, and a missing archive stops the run in `prepare`."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = Path(sys.executable).with_name("snakemake")
+PAPER = REPO / "config" / "config.yaml"
+DEMO = REPO / "config" / "demo.yaml"
+STAGES = ("prepare", "train_extractor", "extract_features", "train_head", "evaluate")
+
+
+def snakemake(workdir: Path, *args: str, configfile: Path | None = None, config: tuple[str, ...] = ()):
+    """Run snakemake on the repository's Snakefile with `workdir` as working directory (its .snakemake, results)."""
+    command = [str(SNAKEMAKE), *args, "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir)]
+    if configfile is not None:
+        command += ["--configfile", str(configfile)]
+    if config:
+        command += ["--config", *config]
+    return subprocess.run(command, capture_output=True, text=True, timeout=300)
+
+
+def job_counts(output: str) -> dict[str, int]:
+    """The 'Job stats' table of a dry run as {rule: count}."""
+    table = output[output.index("Job stats:"):]
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, flags=re.MULTILINE)}
+
+
+def planned_outputs(output: str) -> set[str]:
+    """Every output file named by the jobs of a (non-quiet) dry run."""
+    files = set()
+    for match in re.finditer(r"^\s+output: (.+)$", output, flags=re.MULTILINE):
+        files.update(path.strip() for path in match.group(1).split(","))
+    return files
+
+
+def expected_metrics(config: dict) -> set[str]:
+    """The metrics file of every reproduced cell of every paper table, for every seed (from the config alone)."""
+    files = set()
+    for name, spec in config["tables"].items():
+        if not re.fullmatch(r"table\d+", name):
+            continue
+        for row in spec["rows"]:
+            for column in spec["columns"]:
+                dataset = column.get("dataset") or row.get("dataset")
+                for seed in config["seeds"]:
+                    files.add(f"{config['results_dir']}/{dataset}/metrics/{row['extractor']}/{row['head']}/seed{seed}.json")
+    return files
+
+
+def test_lint_is_clean_with_the_default_config(tmp_path):
+    result = snakemake(tmp_path, "--lint")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Congratulations, your workflow is in a good condition!" in result.stdout + result.stderr
+    assert "Lints for" not in result.stdout + result.stderr
+
+
+def test_paper_dry_run_plans_every_table_cell_and_figure(tmp_path):
+    result = snakemake(tmp_path, "all", "-n")
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = result.stdout + result.stderr
+    counts = job_counts(log)
+    assert counts["train_head"] >= 60
+    assert all(counts.get(stage, 0) > 0 for stage in STAGES)
+    assert all(counts.get(name) == 1 for name in ("table2", "table3", "table4", "table5", "table6", "fig5", "fig9"))
+    paper = yaml.safe_load(PAPER.read_text())
+    assert expected_metrics(paper) <= planned_outputs(log)
+
+
+def test_demo_dry_run_plans_every_stage_and_never_touches_paper_datasets(tmp_path):
+    result = snakemake(tmp_path, "all", "-n", configfile=DEMO)
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = result.stdout + result.stderr
+    counts = job_counts(log)
+    assert all(counts.get(stage, 0) > 0 for stage in ("synthesize", *STAGES))
+    outputs = planned_outputs(log)
+    assert outputs and all(path.startswith(("results/demo/", "resources/demo/")) for path in outputs)
+    assert not any(name in path for path in outputs for name in ("market1501", "dukemtmc", "msmt17"))
+    demo = yaml.safe_load(DEMO.read_text())
+    assert expected_metrics(demo) <= outputs
+
+
+def test_active_datasets_selects_a_subset(tmp_path):
+    result = snakemake(tmp_path, "all", "-n", config=("active_datasets=[msmt17]",))
+    assert result.returncode == 0, result.stderr[-3000:]
+    outputs = planned_outputs(result.stdout + result.stderr)
+    assert any("/msmt17/" in path for path in outputs)
+    assert not any("/market1501/" in path or "/dukemtmc/" in path for path in outputs)
+
+
+def test_resolved_config_carries_overrides_and_is_rewritten_only_when_it_changes(tmp_path):
+    resolved = tmp_path / "results" / "config.resolved.yaml"
+    assert snakemake(tmp_path, "all", "-n", "--quiet", "all", config=("seeds=[4]",)).returncode == 0
+    assert yaml.safe_load(resolved.read_text())["seeds"] == [4]
+    first = resolved.stat().st_mtime_ns
+    assert snakemake(tmp_path, "all", "-n", "--quiet", "all", config=("seeds=[4]",)).returncode == 0
+    assert resolved.stat().st_mtime_ns == first
+    assert snakemake(tmp_path, "all", "-n", "--quiet", "all", config=("seeds=[5]",)).returncode == 0
+    assert yaml.safe_load(resolved.read_text())["seeds"] == [5]
+
+
+def test_a_table_naming_an_undefined_head_row_fails_at_parse_time(tmp_path):
+    config = yaml.safe_load(DEMO.read_text())
+    config["tables"]["table3"]["rows"][1]["head"] = "no_such_row"
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(yaml.safe_dump(config))
+    result = snakemake(tmp_path, "all", "-n", configfile=broken)
+    assert result.returncode != 0
+    assert "names head row 'no_such_row', which heads.rows does not define" in result.stdout + result.stderr
+
+
+def test_missing_archive_fails_in_prepare_with_its_message(tmp_path):
+    result = snakemake(tmp_path, "all", "--cores", "1", config=("active_datasets=[market1501]", "tracking_uri=null"))
+    log = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "Error in rule prepare" in log
+    assert re.findall(r"Error in rule (\w+)", log) == ["prepare"]
+    assert "archive resources/archives/Market-1501-v15.09.15.zip does not exist" in log
+    assert not (tmp_path / "resources" / "market1501" / "manifest.csv").exists()
+
+
+@pytest.mark.parametrize("profile", ["default", "slurm"])
+def test_profiles_are_valid_yaml_with_the_gpu_resource_story(profile):
+    settings = yaml.safe_load((REPO / "workflow" / "profiles" / profile / "config.yaml").read_text())
+    if profile == "default":
+        assert "gpu=1" in settings["resources"] and "params" in settings["rerun-triggers"]
+    else:
+        assert settings["executor"] == "slurm"
+        assert {"train_extractor", "train_head", "evaluate"} <= set(settings["set-resources"])
+        assert all("runtime" in r and "mem_mb" in r for r in settings["set-resources"].values() if "cpus_per_task" in r)
