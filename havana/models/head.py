@@ -1,0 +1,214 @@
+"""The HAVANA head on extractor features: VNAE (Sect. 3.2), HVD (Sect. 3.4), covariance constraint (Sect. 3.5), and
+the ablation-row loss (Eq. 5-14, Algorithm 1) as a pure function of a batch.
+
+Readings (DESIGN.md): f_mu, f_sigma and the decoder are Linear-act-Linear of feature width; f_sigma outputs a
+log-variance; the classifier reads z_mu; q(v | z, y) and p(z | v, y) take a sample and the one-hot identity (a
+Linear on [s, onehot(y)] is written as Linear(s) + an embedding of y, the same function without the one-hot matmul).
+The covariance constraint fixes z_sigma = I: f_sigma is not built and L_klz becomes L_reconz + KL(N(z_mu, I) || N(0, I)).
+Loss scale (paper silent): reconstruction MSEs and KL terms are per-element means, so a global 1/D scales the whole
+ELBO and beta keeps its beta-VAE meaning while alpha weighs the ELBO against the per-sample cls and triplet losses.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, replace
+from typing import Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from havana import losses
+from havana.atomic import atomic_path
+from havana.errors import HavanaError
+
+ACTIVATIONS = {"relu": nn.ReLU, "leaky_relu": nn.LeakyReLU, "gelu": nn.GELU, "tanh": nn.Tanh}
+TERMS = ("cls", "triplet", "jst", "reconx", "klz", "reconz", "klv")
+
+
+@dataclass
+class RowConfig:
+    """One ablation row (config `heads.rows.<name>`): which loss terms are on, the constraint, and the weights."""
+
+    cls: bool = True  # L_cls: CE with label smoothing on classifier(z_mu)
+    triplet: bool = False  # Eq. 7: batch-hard Euclidean triplet on z_mu
+    jst: bool = True  # Eq. 9: batch-hard JS triplet on N(z_mu, z_sigma^2)
+    reconx: bool = True  # L_reconx = MSE(x, decoder(z_sample))
+    klz: bool = True  # KL(q(z|x) || p(z|v,y)) with HVD, KL(q(z|x) || N(0,I)) without; under C: KL(N(z_mu,I) || N(0,I))
+    reconz: bool = False  # L_reconz = MSE(z_mu, z~_mu) (the covariance constraint's rewrite of L_klz; needs HVD)
+    klv: bool = False  # L_klv = KL(q(v|z,y) || N(0, I))
+    constraint: bool = False  # covariance constraint C: z_sigma = I
+    alpha: float = 0.2  # ELBO weight (Sect. 4.3: 0.2)
+    beta: Optional[float] = None  # KL weight; None = the dataset's default (heads.beta_by_dataset: Market 1, MSMT 2)
+    gamma: float = 0.5  # JS triplet margin, on the JS / log 2 scale (Table 4: 0.5)
+    lam: float = 1.0  # weight of the (JS) triplet loss (Sect. 4.3: 1.0)
+    triplet_margin: float = 0.3  # Euclidean triplet margin (paper silent; BoT's 0.3)
+
+    def __post_init__(self) -> None:
+        if self.triplet and self.jst:
+            raise HavanaError("a head row uses the Euclidean triplet or the JS triplet, not both; switch one off.")
+        if self.reconz and not self.constraint:
+            raise HavanaError("reconz is the covariance constraint's rewrite of L_klz; set constraint: true with it.")
+
+    @property
+    def uses_hvd(self) -> bool:
+        """HVD is built when klv or reconz is on; without C, klz then measures KL(q(z | x) || p(z | v, y))."""
+        return self.klv or self.reconz
+
+    def with_beta(self, default_beta: float) -> "RowConfig":
+        """This row with beta resolved from the dataset default when it is None."""
+        return self if self.beta is not None else replace(self, beta=float(default_beta))
+
+
+@dataclass
+class HeadTrainConfig:
+    """How a head is trained (config `heads.train`); defaults are the paper's Sect. 4.1."""
+
+    epochs: int = 300  # no learning-rate decay
+    lr: float = 1.0e-5
+    weight_decay: float = 5.0e-4
+    p: int = 16  # identities per batch
+    k: int = 4  # images per identity (batch 64)
+    optimizer: str = "adam"  # paper silent; its anchor (reid-strong-baseline) trains with Adam, which lr 1e-5 fits
+    label_smoothing: float = 0.1  # BoT's epsilon
+    activation: str = "relu"  # MLP non-linearity (paper: "simple MLPs with non-linear activations")
+    variation_dim: Optional[int] = None  # size of v; None = the latent size (paper silent)
+    device: str = "auto"  # "auto" (a free GPU when present), "cpu", "cuda", "cuda:N"
+
+
+@dataclass
+class HeadConfig:
+    """Architecture of one head; saved inside head.pt so the checkpoint describes itself."""
+
+    feature_dim: int  # input x: extractor feature size (2048 for ResNet-50, 512 for ResNet-18/34)
+    num_classes: int  # training identities
+    latent_dim: Optional[int] = None  # z size; None = feature_dim (Sect. 4.4 counts a 2048 -> 2048 MLP)
+    hidden_dim: Optional[int] = None  # MLP width; None = feature_dim
+    variation_dim: Optional[int] = None  # v size; None = latent_dim
+    hvd: bool = False  # build q(v | z, y) and p(z | v, y)
+    constraint: bool = False  # z_sigma = I (no f_sigma)
+    activation: str = "relu"
+
+    def __post_init__(self) -> None:
+        self.latent_dim = self.latent_dim or self.feature_dim
+        self.hidden_dim = self.hidden_dim or self.feature_dim
+        self.variation_dim = self.variation_dim or self.latent_dim
+        if self.activation not in ACTIVATIONS:
+            raise HavanaError(f"unknown activation '{self.activation}'; choose one of {', '.join(ACTIVATIONS)}.")
+
+
+def _mlp(inputs: int, hidden: int, outputs: int, activation: str) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(inputs, hidden), ACTIVATIONS[activation](), nn.Linear(hidden, outputs))
+
+
+class ConditionalMLP(nn.Module):
+    """Linear-act-Linear on [s, onehot(y)]: the one-hot part of the first layer is an embedding lookup."""
+
+    def __init__(self, inputs: int, num_classes: int, hidden: int, outputs: int, activation: str) -> None:
+        super().__init__()
+        self.first = nn.Linear(inputs, hidden)
+        self.label = nn.Embedding(num_classes, hidden)
+        nn.init.normal_(self.label.weight, std=1.0 / (inputs + num_classes) ** 0.5)
+        self.act = ACTIVATIONS[activation]()
+        self.second = nn.Linear(hidden, outputs)
+
+    def forward(self, sample: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return self.second(self.act(self.first(sample) + self.label(labels)))
+
+
+class HavanaHead(nn.Module):
+    """VNAE (f_mu, f_sigma, decoder, classifier on z_mu) with the optional HVD; inference embedding is z_mu."""
+
+    def __init__(self, config: HeadConfig) -> None:
+        super().__init__()
+        self.config = config
+        f, h, z, v, c, act = (config.feature_dim, config.hidden_dim, config.latent_dim, config.variation_dim,
+                              config.num_classes, config.activation)
+        self.f_mu = _mlp(f, h, z, act)
+        self.f_sigma = None if config.constraint else _mlp(f, h, z, act)
+        self.decoder = _mlp(z, h, f, act)
+        self.classifier = nn.Linear(z, c, bias=False)  # BoT's classifier has no bias
+        self.q_v = ConditionalMLP(z, c, h, 2 * v, act) if config.hvd else None
+        self.p_z = ConditionalMLP(v, c, h, z if config.constraint else 2 * z, act) if config.hvd else None
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(z_mu, z_logvar); z_logvar is 0 (z_sigma = I) under the covariance constraint."""
+        z_mu = self.f_mu(x)
+        return z_mu, torch.zeros_like(z_mu) if self.f_sigma is None else self.f_sigma(x)
+
+
+def _reparameterize(mu: torch.Tensor, logvar: torch.Tensor | None) -> torch.Tensor:
+    noise = torch.randn_like(mu)
+    return mu + noise if logvar is None else mu + torch.exp(0.5 * logvar) * noise
+
+
+def head_loss(model: HavanaHead, x: torch.Tensor, labels: torch.Tensor, row: RowConfig, label_smoothing: float = 0.1
+              ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Algorithm 1 for one batch: (total, {term: value}) with only the row's terms computed (off terms: no graph).
+
+    total = cls + lam (triplet | jst) + alpha (reconx + beta (klz + klv [+ reconz under C])).
+    """
+    if row.beta is None:
+        raise HavanaError("the row's beta is unresolved; call row.with_beta(dataset default) first.")
+    if row.uses_hvd and model.q_v is None:
+        raise HavanaError("this row needs HVD but the head was built without it; build it with hvd=row.uses_hvd.")
+    z_mu = model.f_mu(x)
+    z_logvar = None if row.constraint else model.f_sigma(x)
+    terms: dict[str, torch.Tensor] = {}
+    if row.cls:
+        terms["cls"] = losses.cross_entropy_label_smoothing(model.classifier(z_mu), labels, label_smoothing)
+    if row.triplet:
+        terms["triplet"] = losses.batch_hard_triplet_loss(z_mu, labels, row.triplet_margin)[0]
+    if row.jst:
+        terms["jst"] = losses.js_triplet_loss(z_mu, z_logvar, labels, row.gamma)[0]
+    needs_sample = row.reconx or row.uses_hvd
+    z_sample = _reparameterize(z_mu, z_logvar) if needs_sample else None
+    if row.reconx:
+        terms["reconx"] = F.mse_loss(model.decoder(z_sample), x)
+    z_tilde_mu = z_tilde_logvar = None
+    if row.uses_hvd:
+        v_mu, v_logvar = model.q_v(z_sample, labels).chunk(2, dim=1)
+        decoded = model.p_z(_reparameterize(v_mu, v_logvar), labels)
+        z_tilde_mu, z_tilde_logvar = (decoded, None) if row.constraint else decoded.chunk(2, dim=1)
+        if row.klv:
+            terms["klv"] = losses.gaussian_kl(v_mu, v_logvar, torch.zeros_like(v_mu), None).mean() / v_mu.shape[1]
+    if row.reconz:
+        terms["reconz"] = F.mse_loss(z_tilde_mu, z_mu)
+    if row.klz:
+        if row.constraint or not row.uses_hvd:  # towards N(0, I)
+            target_mu, target_logvar = torch.zeros_like(z_mu), None
+        else:  # towards p(z | v, y)
+            target_mu, target_logvar = z_tilde_mu, z_tilde_logvar
+        terms["klz"] = losses.gaussian_kl(z_mu, z_logvar, target_mu, target_logvar).mean() / z_mu.shape[1]
+    get = lambda name: terms.get(name, 0.0)  # noqa: E731 - an off term adds a plain 0, no graph
+    elbo = get("reconx") + row.beta * (get("klz") + get("klv") + get("reconz"))
+    total = get("cls") + row.lam * (get("triplet") + get("jst")) + row.alpha * elbo
+    if not isinstance(total, torch.Tensor):
+        raise HavanaError("the head row switches every loss term off; switch at least one on.")
+    return total, terms
+
+
+def build_head(feature_dim: int, num_classes: int, row: RowConfig, train: HeadTrainConfig) -> HavanaHead:
+    """The head a row needs: HVD only when a term uses it, f_sigma only without the constraint."""
+    return HavanaHead(HeadConfig(feature_dim=feature_dim, num_classes=num_classes, variation_dim=train.variation_dim,
+                                 hvd=row.uses_hvd, constraint=row.constraint, activation=train.activation))
+
+
+def save_head(path: str | os.PathLike, model: HavanaHead) -> None:
+    """Write {config, state_dict} atomically, so load_head needs nothing else."""
+    with atomic_path(path) as tmp:
+        torch.save({"config": asdict(model.config), "state_dict": model.state_dict()}, tmp)
+
+
+def load_head(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> HavanaHead:
+    """Rebuild a head from its self-describing checkpoint, in eval mode."""
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+        model = HavanaHead(HeadConfig(**payload["config"]))
+        model.load_state_dict(payload["state_dict"])
+    except FileNotFoundError:
+        raise HavanaError(f"head checkpoint {path} does not exist; run `havana train-head` to create it.") from None
+    except (KeyError, TypeError, RuntimeError, EOFError) as exc:
+        raise HavanaError(f"{path} is not a HAVANA head checkpoint ({exc.__class__.__name__}); retrain it.") from None
+    return model.eval()

@@ -1,0 +1,183 @@
+"""Training engine of the HAVANA head on a feature file: P x K batches over identities, one random view per image,
+Algorithm 1, a checkpoint every epoch with exact resume, then head.pt, embeddings.h5 and an evaluation of z_mu.
+
+Randomness is re-seeded at the start of every epoch from (seed, epoch) - the P x K plan, the view choice and the
+reparameterisation noise - so a run resumed from the checkpoint of epoch e continues exactly as if never stopped.
+Loss sums stay on the device during an epoch and are read once at its end (one synchronisation per epoch).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from havana import atomic, provenance
+from havana.data.sampler import PKSampler
+from havana.errors import HavanaError
+from havana.evaluation import evaluate, merge_flip
+from havana.features import FeatureFile, FeatureSplit, write_features
+from havana.models.head import TERMS, HavanaHead, HeadTrainConfig, RowConfig, build_head, head_loss, save_head
+from havana.seeding import seed_everything
+from havana.tracking import job_run
+
+HISTORY_COLUMNS = ("epoch", "total", *TERMS, "lr", "mAP", "R1")
+ENCODE_CHUNK = 8192
+
+
+@dataclass
+class HeadRun:
+    """Where and how one head job runs (everything the engine needs besides the features)."""
+
+    out_dir: Path
+    row_name: str
+    dataset: str
+    seed: int = 0
+    metric: str = "euclidean"  # evaluation distance
+    max_rank: int = 50
+    tracking_uri: str | None = None
+    run_name: str | None = None
+
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+    return (seed * 1_000_003 + epoch) % (2**63)
+
+
+def _make_optimizer(model: HavanaHead, train: HeadTrainConfig) -> torch.optim.Optimizer:
+    if train.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
+    if train.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=train.lr, weight_decay=train.weight_decay, momentum=0.9)
+    raise HavanaError(f"unknown head optimizer '{train.optimizer}'; use adam or sgd.")
+
+
+def _history_csv(history: list[dict[str, Any]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=HISTORY_COLUMNS, restval="", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(history)
+    return buffer.getvalue()
+
+
+def train_one_epoch(model: HavanaHead, optimizer: torch.optim.Optimizer, features: torch.Tensor, labels: torch.Tensor,
+                    sampler: PKSampler, row: RowConfig, train: HeadTrainConfig, epoch: int, seed: int) -> dict[str, float]:
+    """One pass of Algorithm 1 over the P x K plan of `epoch`; returns the mean of each on term and of the total."""
+    torch.manual_seed(_epoch_seed(seed, epoch))
+    view_generator = torch.Generator().manual_seed(_epoch_seed(seed, epoch) + 1)
+    sampler.set_epoch(epoch)
+    batches = [torch.as_tensor(b) for b in sampler]
+    names = ["total", *(t for t in TERMS if getattr(row, t))]
+    sums = torch.zeros(len(names), dtype=torch.float64, device=features.device)
+    model.train()
+    for index in batches:
+        views = torch.randint(features.shape[1], (len(index),), generator=view_generator)
+        index, views = index.to(features.device), views.to(features.device)
+        total, terms = head_loss(model, features[index, views], labels[index], row, train.label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        optimizer.step()
+        sums += torch.stack([total.detach(), *(terms[n].detach() for n in names[1:])]).double()
+    means = (sums / len(batches)).tolist()  # the epoch's one synchronisation
+    for name, value in zip(names, means):
+        if not np.isfinite(value):
+            raise HavanaError(f"head training diverged: loss term '{name}' is {value} in epoch {epoch}; "
+                              "lower the learning rate or check the features for NaN.")
+    return dict(zip(names, means))
+
+
+@torch.no_grad()
+def encode_views(model: HavanaHead, features: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """(z_mu, z_logvar) of features [N, V, D] as float32 arrays [N, V, L], in chunks."""
+    model.eval()
+    flat = features.reshape(-1, features.shape[-1])
+    mus, logvars = zip(*(model.encode(flat[i:i + ENCODE_CHUNK]) for i in range(0, len(flat), ENCODE_CHUNK)))
+    shape = (*features.shape[:2], -1)
+    return (torch.cat(mus).reshape(shape).float().cpu().numpy(), torch.cat(logvars).reshape(shape).float().cpu().numpy())
+
+
+def write_embeddings(path: Path, splits: dict[str, FeatureSplit], logvars: dict[str, np.ndarray], attrs: dict) -> None:
+    """The feature-file schema with z_mu as `features`, plus `logvar` [N, 2, L] in each group, written atomically."""
+    with atomic.atomic_path(path) as tmp:
+        write_features(tmp, splits, attrs)
+        with h5py.File(tmp, "a") as h5:
+            for name, logvar in logvars.items():
+                h5[name].create_dataset("logvar", data=logvar.astype(np.float32))
+
+
+def read_logvar(path: str | Path, split: str) -> np.ndarray:
+    """z_logvar [N, 2, L] of one split of an embeddings.h5 (0 for heads trained with the covariance constraint)."""
+    with h5py.File(path, "r") as h5:
+        return h5[split]["logvar"][...]
+
+
+def train_head(feature_file: FeatureFile, row: RowConfig, train: HeadTrainConfig, run: HeadRun,
+               device: torch.device) -> dict[str, float]:
+    """Train (or resume) one head and write head.pt, history.csv, embeddings.h5 and provenance into run.out_dir."""
+    if row.beta is None:
+        raise HavanaError("the row's beta is unresolved; resolve it from heads.beta_by_dataset first.")
+    seed_everything(run.seed)
+    out = Path(run.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    split = feature_file["train"]
+    identities, labels = np.unique(split.pids, return_inverse=True)
+    features = torch.from_numpy(split.features).to(device)
+    labels_t = torch.from_numpy(labels.astype(np.int64)).to(device)
+    model = build_head(features.shape[-1], len(identities), row, train).to(device)
+    optimizer = _make_optimizer(model, train)
+    sampler = PKSampler(split.pids.tolist(), p=train.p, k=train.k, seed=run.seed)
+    resolved = {"row": row, "train": replace(train, epochs=0), "seed": run.seed, "dataset": run.dataset,
+                "features": dict(feature_file.attrs)}
+    fingerprint = provenance.config_hash(resolved)  # epochs excluded: a longer run resumes a shorter one
+    checkpoint_path = out / "checkpoint.pt"
+    history: list[dict[str, Any]] = []
+    start = 0
+    if checkpoint_path.is_file():
+        state = torch.load(checkpoint_path, map_location=device, weights_only=False)
+        if state["fingerprint"] != fingerprint:
+            raise HavanaError(f"{checkpoint_path} belongs to a different configuration; delete it to start over.")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start, history = state["epoch"], state["history"]
+    params = {"row": row.__dict__, "train": train.__dict__, "seed": run.seed, "dataset": run.dataset,
+              "extractor": feature_file.attrs.get("extractor", "")}
+    with job_run(run.tracking_uri, run.dataset, run.run_name or f"{run.row_name}/seed{run.seed}", out, params) as tracker:
+        bar = tqdm(range(start, train.epochs), initial=start, total=train.epochs, desc=f"head {run.row_name}", unit="epoch")
+        for epoch in bar:
+            means = train_one_epoch(model, optimizer, features, labels_t, sampler, row, train, epoch, run.seed)
+            history.append({"epoch": epoch + 1, **{t: 0 for t in TERMS}, **means, "lr": optimizer.param_groups[0]["lr"]})
+            with atomic.atomic_path(checkpoint_path) as tmp:
+                torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1,
+                            "history": history, "fingerprint": fingerprint}, tmp)
+            atomic.write_text(out / "history.csv", _history_csv(history))
+            tracker.log_epoch(epoch + 1, means)
+            bar.set_postfix(total=f"{means['total']:.4f}")
+        splits, logvars = {}, {}
+        for name in ("query", "gallery"):
+            part = feature_file[name]
+            z_mu, z_logvar = encode_views(model, torch.from_numpy(part.features).to(device))
+            splits[name] = FeatureSplit(z_mu, part.pids, part.camids, part.paths)
+            logvars[name] = z_logvar
+        scores = {}
+        for label, pick in (("", lambda f: f[:, 0]), ("flip_", merge_flip)):
+            result = evaluate(pick(splits["query"].features), pick(splits["gallery"].features), splits["query"].pids,
+                              splits["gallery"].pids, splits["query"].camids, splits["gallery"].camids,
+                              metric=run.metric, max_rank=run.max_rank)
+            scores.update({f"{label}mAP": result["mAP"], f"{label}R1": result["cmc"][0]})
+        if history:
+            history[-1].update({"mAP": scores["mAP"], "R1": scores["R1"]})
+        atomic.write_text(out / "history.csv", _history_csv(history))
+        save_head(out / "head.pt", model)
+        attrs = {**feature_file.attrs, "head_row": run.row_name, "seed": run.seed, "embedding": "z_mu"}
+        attrs.pop("complete", None)
+        write_embeddings(out / "embeddings.h5", splits, logvars, attrs)
+        provenance.write_beside(out / "head.pt", resolved | {"train": train})
+        tracker.log_metrics(scores)
+        tracker.log_artifact(out / "history.csv")
+    return scores

@@ -1,0 +1,131 @@
+"""HAVANA head: each ablation row switches exactly its terms, the constraint fixes z_sigma, checkpoints round-trip."""
+
+import dataclasses
+
+import pytest
+import torch
+
+from havana import losses
+from havana.errors import HavanaError
+from havana.models.head import TERMS, HeadTrainConfig, RowConfig, build_head, head_loss, load_head, save_head
+
+ROWS = {  # the agreed rows (config/config.yaml heads.rows), beta resolved
+    "reconx": RowConfig(triplet=True, jst=False, reconx=True, klz=False, beta=1.0),
+    "vnae": RowConfig(triplet=True, jst=False, reconx=True, klz=True, beta=1.0),
+    "vnae_jst": RowConfig(jst=True, reconx=True, klz=True, beta=1.0),
+    "vnae_jst_hvd": RowConfig(jst=True, reconx=True, klz=True, klv=True, beta=1.0),
+    "havana_noklv": RowConfig(jst=True, reconx=True, klz=True, reconz=True, constraint=True, beta=1.0),
+    "havana": RowConfig(jst=True, reconx=True, klz=True, reconz=True, klv=True, constraint=True, beta=2.0),
+}
+
+
+def batch(num_ids=4, k=3, dim=6, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(num_ids).repeat_interleave(k)
+    return torch.randn(num_ids * k, dim, generator=g, dtype=torch.float64), labels
+
+
+def grads(model, x, labels, row):
+    torch.manual_seed(0)
+    model.zero_grad(set_to_none=True)
+    total, terms = head_loss(model, x, labels, row)
+    total.backward()
+    return total, terms, {n: None if p.grad is None else p.grad.clone() for n, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize("name", ROWS)
+def test_row_computes_exactly_its_terms_and_off_terms_add_no_gradient(name):
+    row = ROWS[name]
+    x, labels = batch()
+    torch.manual_seed(1)
+    model = build_head(6, 4, row, HeadTrainConfig()).double()
+    total, terms, full = grads(model, x, labels, row)
+    assert set(terms) == {t for t in TERMS if getattr(row, t)}
+    expected = (terms.get("cls", 0) + row.lam * (terms.get("triplet", 0) + terms.get("jst", 0))
+                + row.alpha * (terms.get("reconx", 0) + row.beta * (terms.get("klz", 0) + terms.get("klv", 0)
+                                                                     + terms.get("reconz", 0))))
+    torch.testing.assert_close(total, expected)
+    weights = {"cls": 1.0, "triplet": row.lam, "jst": row.lam, "reconx": row.alpha, "klz": row.alpha * row.beta,
+               "klv": row.alpha * row.beta, "reconz": row.alpha * row.beta}
+    for term in terms:
+        # switching one term off removes exactly weight * d(term)/d(params) from the gradient (same noise)
+        off = dataclasses.replace(row, **{term: False})
+        if off.uses_hvd != row.uses_hvd and row.klz and not row.constraint:
+            continue  # without HVD, klz's target is N(0, I) instead of p(z | v, y): a different term, not an off one
+        _, off_terms, reduced = grads(model, x, labels, off)
+        assert term not in off_terms
+        torch.manual_seed(0)
+        model.zero_grad(set_to_none=True)
+        _, single = head_loss(model, x, labels, row)
+        (weights[term] * single[term]).backward()
+        for n, p in model.named_parameters():
+            g_full = full[n] if full[n] is not None else torch.zeros_like(p)
+            g_off = reduced[n] if reduced[n] is not None else torch.zeros_like(p)
+            g_term = p.grad if p.grad is not None else torch.zeros_like(p)
+            torch.testing.assert_close(g_full - g_off, g_term, atol=1e-10, rtol=1e-8)
+
+
+def test_modules_a_row_does_not_use_get_no_gradient():
+    x, labels = batch()
+    model = build_head(6, 4, ROWS["vnae_jst_hvd"], HeadTrainConfig()).double()
+    _, _, g = grads(model, x, labels, ROWS["vnae_jst"])  # same head, HVD terms off
+    assert all(g[n] is None for n in g if n.startswith(("q_v.", "p_z.")))
+    _, _, g = grads(model, x, labels, dataclasses.replace(ROWS["vnae_jst"], cls=False))
+    assert g["classifier.weight"] is None
+    _, _, g = grads(model, x, labels, dataclasses.replace(ROWS["vnae_jst"], reconx=False))
+    assert all(g[n] is None for n in g if n.startswith("decoder."))
+    _, _, g = grads(model, x, labels, ROWS["vnae_jst_hvd"])
+    assert all(g[n] is not None for n in g)
+
+
+def test_hvd_and_sigma_are_built_only_when_needed():
+    train = HeadTrainConfig()
+    assert build_head(6, 4, ROWS["vnae"], train).q_v is None
+    assert build_head(6, 4, ROWS["vnae_jst_hvd"], train).q_v is not None
+    assert build_head(6, 4, ROWS["havana"], train).f_sigma is None
+    with pytest.raises(HavanaError, match="not both"):
+        RowConfig(triplet=True, jst=True)
+    with pytest.raises(HavanaError, match="constraint"):
+        RowConfig(reconz=True)
+
+
+def test_constraint_fixes_sigma_and_klz_is_half_squared_norm():
+    row = ROWS["havana"]
+    x, labels = batch()
+    model = build_head(6, 4, row, HeadTrainConfig()).double()
+    z_mu, z_logvar = model.encode(x)
+    assert torch.equal(z_logvar, torch.zeros_like(z_mu))
+    torch.manual_seed(0)
+    _, terms = head_loss(model, x, labels, row)
+    torch.testing.assert_close(terms["klz"], 0.5 * z_mu.pow(2).mean())
+    # the JS triplet sees identity covariances: the same value as the exact isotropic JS of z_mu
+    torch.testing.assert_close(terms["jst"], losses.js_triplet_loss(z_mu, None, labels, row.gamma)[0])
+
+
+def test_klz_targets_hvd_prior_without_constraint():
+    row = ROWS["vnae_jst_hvd"]
+    x, labels = batch()
+    model = build_head(6, 4, row, HeadTrainConfig()).double()
+    torch.manual_seed(0)
+    _, terms = head_loss(model, x, labels, row)
+    torch.manual_seed(0)  # replay Algorithm 1's sampling by hand
+    z_mu, z_logvar = model.f_mu(x), model.f_sigma(x)
+    z = z_mu + torch.exp(0.5 * z_logvar) * torch.randn_like(z_mu)
+    model.decoder(z)
+    v_mu, v_logvar = model.q_v(z, labels).chunk(2, 1)
+    v = v_mu + torch.exp(0.5 * v_logvar) * torch.randn_like(v_mu)
+    zt_mu, zt_logvar = model.p_z(v, labels).chunk(2, 1)
+    torch.testing.assert_close(terms["klz"], losses.gaussian_kl(z_mu, z_logvar, zt_mu, zt_logvar).mean() / 6)
+    torch.testing.assert_close(terms["klv"], losses.gaussian_kl(v_mu, v_logvar, torch.zeros_like(v_mu), None).mean() / 6)
+
+
+def test_save_and_load_head_round_trip(tmp_path):
+    model = build_head(6, 4, ROWS["vnae_jst_hvd"], HeadTrainConfig())
+    save_head(tmp_path / "head.pt", model)
+    loaded = load_head(tmp_path / "head.pt")
+    assert not loaded.training and loaded.config == model.config
+    x = torch.randn(3, 6)
+    for a, b in zip(model.encode(x), loaded.encode(x)):
+        torch.testing.assert_close(a, b)
+    with pytest.raises(HavanaError, match="does not exist"):
+        load_head(tmp_path / "missing.pt")
