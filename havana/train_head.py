@@ -50,9 +50,10 @@ def _epoch_seed(seed: int, epoch: int) -> int:
     return (seed * 1_000_003 + epoch) % (2**63)
 
 
-def _make_optimizer(model: HavanaHead, train: HeadTrainConfig) -> torch.optim.Optimizer:
+def make_optimizer(model: HavanaHead, train: HeadTrainConfig) -> torch.optim.Optimizer:
+    """Adam (or SGD) over all head parameters; fused kernels: one pass over the parameters per step."""
     if train.optimizer == "adam":
-        return torch.optim.Adam(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
+        return torch.optim.Adam(model.parameters(), lr=train.lr, weight_decay=train.weight_decay, fused=True)
     if train.optimizer == "sgd":
         return torch.optim.SGD(model.parameters(), lr=train.lr, weight_decay=train.weight_decay, momentum=0.9)
     raise HavanaError(f"unknown head optimizer '{train.optimizer}'; use adam or sgd.")
@@ -130,7 +131,7 @@ def train_head(feature_file: FeatureFile, row: RowConfig, train: HeadTrainConfig
     features = torch.from_numpy(split.features).to(device)
     labels_t = torch.from_numpy(labels.astype(np.int64)).to(device)
     model = build_head(features.shape[-1], len(identities), row, train).to(device)
-    optimizer = _make_optimizer(model, train)
+    optimizer = make_optimizer(model, train)
     sampler = PKSampler(split.pids.tolist(), p=train.p, k=train.k, seed=run.seed)
     resolved = {"row": row, "train": replace(train, epochs=0), "seed": run.seed, "dataset": run.dataset,
                 "features": dict(feature_file.attrs)}

@@ -129,3 +129,17 @@ def test_save_and_load_head_round_trip(tmp_path):
         torch.testing.assert_close(a, b)
     with pytest.raises(HavanaError, match="does not exist"):
         load_head(tmp_path / "missing.pt")
+
+
+@pytest.mark.parametrize("config_file", ["config/config.yaml", "config/demo.yaml"])
+def test_every_config_row_builds_and_resolves_beta(config_file):
+    from pathlib import Path
+
+    from havana.config import from_mapping, load_yaml
+    config = load_yaml(Path(__file__).resolve().parents[1] / config_file)
+    heads = config["heads"]
+    from_mapping(HeadTrainConfig, heads.get("train") or {}, "heads.train")
+    for name, mapping in heads["rows"].items():
+        row = from_mapping(RowConfig, mapping, f"heads.rows.{name}").with_beta(heads["beta_by_dataset"]["msmt17"])
+        assert row.beta is not None and (row.triplet or row.jst)
+    assert {"reconx", "vnae", "vnae_jst", "vnae_jst_hvd", "havana_noklv", "havana"} <= set(heads["rows"])
