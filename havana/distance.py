@@ -48,7 +48,7 @@ class DistanceFunction:
 
     def __init__(self, gallery: torch.Tensor, metric: str = "euclidean"):
         self.metric = check_metric(metric)
-        self.gallery_sq = squared_norms(gallery)
+        self.gallery_sq = _finite(squared_norms(gallery))
         if metric == "cosine":
             self.gallery = F.normalize(gallery, dim=1)  # one normalised copy of the gallery
         else:
@@ -56,14 +56,23 @@ class DistanceFunction:
 
     def __call__(self, queries: torch.Tensor) -> torch.Tensor:
         """The [len(queries), G] float32 distance block, clamped at 0."""
+        queries_sq = _finite((queries * queries).sum(dim=1, keepdim=True))
         if self.metric == "cosine":
             queries = F.normalize(queries, dim=1)
             dist = torch.addmm(torch.ones((), dtype=queries.dtype, device=queries.device), queries, self.gallery.T,
                                alpha=-1.0)
         else:
             dist = torch.addmm(self.gallery_sq[None, :], queries, self.gallery.T, alpha=-2.0)
-            dist.add_((queries * queries).sum(dim=1, keepdim=True))
+            dist.add_(queries_sq)
         return dist.clamp_min_(0.0)
+
+
+def _finite(norms: torch.Tensor) -> torch.Tensor:
+    """`norms` unchanged, or HavanaError when a feature vector holds NaN, inf or values too large to square."""
+    if not bool(torch.isfinite(norms).all()):
+        raise HavanaError("the features contain NaN, infinite or overflowing values (a diverged model?); retrain or "
+                          "re-extract them.")
+    return norms
 
 
 def pairwise_distance(query_features: Any, gallery_features: Any, metric: str = "euclidean", *,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -10,8 +11,9 @@ import pytest
 import yaml
 
 from havana import cli
+from havana.commands.evaluate import resolve_settings
 from havana.evaluation import evaluate
-from havana.features import FeatureSplit, write_features
+from havana.features import FeatureSplit, read_features, write_features
 
 
 def make_split(rng: np.random.Generator, n: int, num_ids: int, dim: int = 6, views: int = 2) -> FeatureSplit:
@@ -38,8 +40,6 @@ def test_writes_plain_and_flip_metrics_with_provenance(tmp_path, feature_file, c
     out = tmp_path / "metrics" / "seed0.json"
     assert cli.main(["evaluate", "--features", str(feature_file), "--out", str(out), "--device", "cpu"]) == 0
     metrics = read_json(out)
-    from havana.features import read_features
-
     data = read_features(feature_file, splits=("query", "gallery"))
     q, g = data["query"], data["gallery"]
     ids = (q.pids, g.pids, q.camids, g.camids)
@@ -114,3 +114,11 @@ def test_missing_head_is_rejected(tmp_path, feature_file, capsys):
     assert cli.main(["evaluate", "--features", str(feature_file), "--head", str(tmp_path / "head.pt"),
                      "--out", str(out), "--device", "cpu"]) == 2
     assert "head checkpoint" in capsys.readouterr().err and not out.exists()
+
+
+@pytest.mark.parametrize("config_file", ["config/config.yaml", "config/demo.yaml"])
+def test_project_configs_give_valid_evaluation_settings(config_file):
+    root = Path(__file__).resolve().parents[1]
+    args = argparse.Namespace(config=str(root / config_file), metric=None, max_rank=None, rerank=None)
+    settings = resolve_settings(args)
+    assert settings.metric in ("euclidean", "cosine") and settings.max_rank >= 10
