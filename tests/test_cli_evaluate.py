@@ -8,12 +8,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 
 from havana import cli
 from havana.commands.evaluate import resolve_settings
 from havana.evaluation import evaluate
 from havana.features import FeatureSplit, read_features, write_features
+from havana.models.head import HavanaHead, HeadConfig, save_head
 
 
 def make_split(rng: np.random.Generator, n: int, num_ids: int, dim: int = 6, views: int = 2) -> FeatureSplit:
@@ -122,3 +124,31 @@ def test_project_configs_give_valid_evaluation_settings(config_file):
     args = argparse.Namespace(config=str(root / config_file), metric=None, max_rank=None, rerank=None)
     settings = resolve_settings(args)
     assert settings.metric in ("euclidean", "cosine") and settings.max_rank >= 10
+
+
+def test_head_embeddings_are_evaluated(tmp_path, feature_file):
+    torch.manual_seed(0)
+    head = HavanaHead(HeadConfig(feature_dim=6, num_classes=4, latent_dim=5))
+    save_head(tmp_path / "head.pt", head)
+    out = tmp_path / "m.json"
+    assert cli.main(["evaluate", "--features", str(feature_file), "--head", str(tmp_path / "head.pt"),
+                     "--out", str(out), "--device", "cpu"]) == 0
+    metrics = read_json(out)
+    data = read_features(feature_file, splits=("query", "gallery"))
+    q, g = data["query"], data["gallery"]
+    with torch.no_grad():
+        zq, zg = (head.eval().encode(torch.as_tensor(s.features))[0].numpy() for s in (q, g))  # [N, 2, 5]
+    ids = (q.pids, g.pids, q.camids, g.camids)
+    assert metrics["plain"]["mAP"] == pytest.approx(evaluate(zq[:, 0], zg[:, 0], *ids)["mAP"], abs=1e-6)
+    assert metrics["flip"]["mAP"] == pytest.approx(evaluate(zq.mean(1), zg.mean(1), *ids)["mAP"], abs=1e-6)
+    assert metrics["provenance"]["config"]["embedding_dim"] == 5
+    assert metrics["provenance"]["config"]["head"]["path"] == str(tmp_path / "head.pt")
+
+
+def test_head_of_another_feature_size_is_rejected(tmp_path, feature_file, capsys):
+    save_head(tmp_path / "head.pt", HavanaHead(HeadConfig(feature_dim=8, num_classes=4)))
+    out = tmp_path / "m.json"
+    assert cli.main(["evaluate", "--features", str(feature_file), "--head", str(tmp_path / "head.pt"),
+                     "--out", str(out), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "takes 8-d inputs" in err and "6-d features" in err and not out.exists()

@@ -62,22 +62,13 @@ def _check_views(name: str, split: FeatureSplit, path: str) -> None:
                           "(plain, flipped); re-extract it with `havana extract`.")
 
 
-def embed(head: torch.nn.Module, views: np.ndarray, device: torch.device, head_path: str) -> np.ndarray:
+def embed(head: torch.nn.Module, views: np.ndarray, device: torch.device) -> np.ndarray:
     """The head's z_mu for every view of [N, 2, D] features, as [N, 2, Z] float32."""
     flat = torch.as_tensor(views.reshape(-1, views.shape[-1]))
-    out = []
     with torch.inference_mode():
-        for start in range(0, len(flat), HEAD_BATCH):
-            batch = flat[start:start + HEAD_BATCH].to(device)
-            try:
-                z_mu = head.encode(batch)[0]
-            except RuntimeError as exc:
-                if "shape" not in str(exc) and "size" not in str(exc):
-                    raise
-                raise HavanaError(f"head {head_path} does not accept the {views.shape[-1]}-d features it was given; "
-                                  "evaluate it on the features of the extractor it was trained on.") from None
-            out.append(z_mu.float().cpu())
-    return torch.cat(out).numpy().reshape(views.shape[0], views.shape[1], -1)
+        z_mu = [head.encode(flat[start:start + HEAD_BATCH].to(device))[0].float().cpu()
+                for start in range(0, len(flat), HEAD_BATCH)]
+    return torch.cat(z_mu).numpy().reshape(views.shape[0], views.shape[1], -1)
 
 
 def metrics_entry(result: dict[str, Any]) -> dict[str, Any]:
@@ -102,7 +93,10 @@ def run(args: argparse.Namespace) -> int:
         from havana.models.head import load_head
 
         head = load_head(args.head, map_location=device)
-        q_views, g_views = (embed(head, views, device, args.head) for views in (q_views, g_views))
+        if head.config.feature_dim != q_views.shape[-1]:
+            raise HavanaError(f"head {args.head} takes {head.config.feature_dim}-d inputs but {args.features} holds "
+                              f"{q_views.shape[-1]}-d features; evaluate the head on its own extractor's features.")
+        q_views, g_views = (embed(head, views, device) for views in (q_views, g_views))
         head_record = {"path": args.head, "sha256": provenance.file_sha256(args.head)}
 
     rerank = RerankConfig() if settings.rerank else None
