@@ -88,14 +88,27 @@ def pairwise_distance(query_features: Any, gallery_features: Any, metric: str = 
 
 def sortable_bits(distances: torch.Tensor) -> torch.Tensor:
     """Non-negative float32 distances as int64 integers (< 2**31) with the same order; -0.0 becomes +0.0."""
-    return distances.contiguous().view(torch.int32).clamp_min(0).to(torch.int64)
+    return distances.contiguous().view(torch.int32).to(torch.int64).clamp_min_(0)
 
 
 def ranking_keys(distances: torch.Tensor) -> torch.Tensor:
     """Unique int64 keys of a [b, G] distance block ordered by (distance, column), the stable-argsort order."""
     column_bits = max(1, (distances.shape[1] - 1).bit_length())
-    columns = torch.arange(distances.shape[1], device=distances.device)
-    return (sortable_bits(distances) << column_bits) | columns
+    keys = sortable_bits(distances)
+    keys <<= column_bits
+    return keys.bitwise_or_(torch.arange(distances.shape[1], device=distances.device))
+
+
+def row_groups(per_row: list[int], budget: int) -> list[tuple[int, int]]:
+    """Consecutive row ranges holding about `budget` items each (one range when everything fits)."""
+    groups, first, held = [], 0, 0
+    for row, count in enumerate(per_row):
+        if held and held + count > budget:
+            groups.append((first, row))
+            first, held = row, 0
+        held += count
+    groups.append((first, len(per_row)))
+    return groups
 
 
 def paired_distance(left: torch.Tensor, right: torch.Tensor, metric: str = "euclidean") -> torch.Tensor:

@@ -10,8 +10,10 @@ gallery index comes first, i.e. the order `numpy.argsort(distances, kind="stable
 
 Speed: no gallery row is sorted. Only each true match's rank is needed, and that is (its position among the query's
 true matches) + (the number of kept non-matches before it). Entries farther than the query's last true match cannot
-precede any match, so one comparison pass drops them; the few survivors get exact (row, distance, index) integer keys
-that are bucketed against the sorted true-match keys with searchsorted and counted with a cumulative sum.
+precede any match, so one comparison pass drops them; the survivors (a few per query for a trained model, all G in the
+worst case of random features) get exact (row, distance, index) integer keys that are bucketed against the sorted
+true-match keys with searchsorted and counted with a cumulative sum. Memory: one chunk of about 2**25 distances at a
+time (havana.distance.CHUNK_ELEMENTS), whatever the problem size.
 """
 
 from __future__ import annotations
@@ -24,13 +26,14 @@ import torch
 from tqdm import tqdm
 
 from havana.distance import (DistanceFunction, as_tensor, check_metric, chunk_rows, pairwise_distance, ranking_keys,
-                             sortable_bits)
+                             row_groups, sortable_bits)
 from havana.errors import HavanaError
 from havana.reranking import RerankConfig, rerank_distance_chunks
 
 __all__ = ["EvaluationConfig", "RerankConfig", "evaluate", "merge_flip", "pairwise_distance", "topk_indices"]
 
 JUNK_PID = -1
+SURVIVORS_PER_STEP = 1 << 22  # candidate entries keyed at once (bounds memory when a poor model leaves many)
 
 
 @dataclass
@@ -40,12 +43,16 @@ class EvaluationConfig:
     metric: str = "euclidean"  # "euclidean" (squared L2) or "cosine" (= L2 on normalised features, BoT's FEAT_NORM yes)
     max_rank: int = 50  # CMC is reported up to this rank
     rerank: bool = False  # k-reciprocal re-ranking with RerankConfig's defaults (k1 20, k2 6, lambda 0.3)
+
+
 _FLOAT_BITS = 31  # a non-negative float32 read as int32 is below 2**31 and orders like the float
 
 
 def _keys(rows: torch.Tensor, distances: torch.Tensor, columns: torch.Tensor, column_bits: int) -> torch.Tensor:
     """Unique int64 keys ordered by (row, distance, column): the protocol's ranking order inside each row."""
-    return (rows << (_FLOAT_BITS + column_bits)) | (sortable_bits(distances) << column_bits) | columns
+    keys = sortable_bits(distances)
+    keys <<= column_bits
+    return keys.bitwise_or_(columns).bitwise_or_(rows << (_FLOAT_BITS + column_bits))
 
 
 @dataclass
@@ -63,6 +70,7 @@ class _GalleryIndex:
 
     @classmethod
     def build(cls, pids: torch.Tensor, camids: torch.Tensor) -> "_GalleryIndex":
+        """Index the kept gallery's pids and cameras (both already on the evaluation device)."""
         by_pid = torch.sort(pids, stable=True).indices
         unique_pids, counts = torch.unique_consecutive(pids[by_pid], return_counts=True)
         starts = torch.cumsum(counts, 0) - counts
@@ -115,14 +123,19 @@ def _score_chunk(dist: torch.Tensor, q_pids: torch.Tensor, q_camids: torch.Tenso
 
     # Other identities no farther than the row's last match: the only entries that can precede a true match.
     dist[row_grid[in_row], same_pid_columns[in_row]] = float("inf")
-    flat = torch.nonzero((dist <= last_match_dist[:, None]).view(-1)).squeeze(1)
-    rows = torch.div(flat, columns_in_chunk, rounding_mode="floor")
-    other_keys = _keys(rows, dist.view(-1)[flat], flat - rows * columns_in_chunk, gallery.column_bits)
-    bucket = torch.searchsorted(match_keys, other_keys)  # index of the first match this entry precedes
-    bucket = bucket[bucket < segment_end[rows]]
+    candidates = dist <= last_match_dist[:, None]
     total = len(match_keys)
+    counts = torch.zeros(total, dtype=torch.int64, device=device)
+    for first_row, last_row in row_groups(candidates.sum(dim=1).tolist(), SURVIVORS_PER_STEP):
+        flat = torch.nonzero(candidates[first_row:last_row].reshape(-1)).squeeze(1)
+        local_rows = torch.div(flat, columns_in_chunk, rounding_mode="floor")
+        rows = local_rows + first_row
+        values = dist[first_row:last_row].reshape(-1)[flat]
+        other_keys = _keys(rows, values, flat - local_rows * columns_in_chunk, gallery.column_bits)
+        bucket = torch.searchsorted(match_keys, other_keys)  # index of the first match this entry precedes
+        counts += torch.bincount(bucket[bucket < segment_end[rows]], minlength=total)
     preceding = torch.zeros(total + 1, dtype=torch.int64, device=device)
-    preceding[1:] = torch.cumsum(torch.bincount(bucket, minlength=total), 0)
+    preceding[1:] = torch.cumsum(counts, 0)
 
     match_row = torch.repeat_interleave(torch.arange(rows_in_chunk, device=device), match_count)
     position = torch.arange(total, device=device) - segment_start[match_row]

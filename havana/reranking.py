@@ -17,10 +17,11 @@ import scipy.sparse as sp
 import torch
 from tqdm import tqdm
 
-from havana.distance import DistanceFunction, chunk_rows, paired_distance, ranking_keys
+from havana.distance import DistanceFunction, chunk_rows, paired_distance, ranking_keys, row_groups
 from havana.errors import HavanaError
 
 PAIRS_PER_CHUNK = 1 << 14  # feature pairs gathered at once when weighting the expanded neighbour sets
+TERMS_PER_STEP = 1 << 22  # (query, item, gallery) terms of the Jaccard join held at once
 
 
 @dataclass(frozen=True)
@@ -100,11 +101,8 @@ def _encodings(features: torch.Tensor, metric: str, nearest: np.ndarray, row_max
     return (averaging @ encodings).tocsr()
 
 
-def _jaccard_block(query_rows: sp.csr_matrix, gallery_by_item: sp.csr_matrix, gallery_size: int) -> np.ndarray:
-    """Jaccard distance 1 - sum(min)/sum(max) between query encodings and every gallery encoding, via an inverted index.
-
-    With rows summing to 1, sum(max) = 2 - sum(min); only items both vectors touch contribute to sum(min).
-    """
+def _shared_mass(query_rows: sp.csr_matrix, gallery_by_item: sp.csr_matrix, gallery_size: int) -> np.ndarray:
+    """sum_k min(V_q[k], V_g[k]) for every (query row, gallery item), joining on the items both vectors touch."""
     count = query_rows.shape[0]
     row = np.repeat(np.arange(count), np.diff(query_rows.indptr))
     item, value = query_rows.indices, query_rows.data
@@ -113,8 +111,23 @@ def _jaccard_block(query_rows: sp.csr_matrix, gallery_by_item: sp.csr_matrix, ga
     position = np.repeat(gallery_by_item.indptr[item] - first, lengths) + np.arange(int(lengths.sum()))
     shared = np.minimum(np.repeat(value, lengths), gallery_by_item.data[position])
     flat = np.repeat(row, lengths) * gallery_size + gallery_by_item.indices[position]
-    intersection = np.bincount(flat, weights=shared, minlength=count * gallery_size).reshape(count, gallery_size)
-    return 1.0 - intersection / (2.0 - intersection)
+    return np.bincount(flat, weights=shared, minlength=count * gallery_size).reshape(count, gallery_size)
+
+
+def _jaccard_block(query_rows: sp.csr_matrix, gallery_by_item: sp.csr_matrix, gallery_size: int) -> np.ndarray:
+    """Jaccard distance 1 - sum(min)/sum(max) [b, G] float32 between query encodings and every gallery encoding.
+
+    With rows summing to 1, sum(max) = 2 - sum(min). Rows are joined in groups of about TERMS_PER_STEP terms.
+    """
+    lengths = np.diff(gallery_by_item.indptr)[query_rows.indices]
+    per_row = np.bincount(np.repeat(np.arange(query_rows.shape[0]), np.diff(query_rows.indptr)), weights=lengths,
+                          minlength=query_rows.shape[0])
+    result = np.empty((query_rows.shape[0], gallery_size), dtype=np.float32)
+    for first_row, last_row in row_groups(per_row.astype(np.int64).tolist(), TERMS_PER_STEP):
+        shared = _shared_mass(query_rows[first_row:last_row], gallery_by_item, gallery_size)
+        np.divide(shared, 2.0 - shared, out=shared)
+        np.subtract(1.0, shared, out=result[first_row:last_row], casting="same_kind")
+    return result
 
 
 def rerank_distance_chunks(query_features: torch.Tensor, gallery_features: torch.Tensor, config: RerankConfig, *,
@@ -123,22 +136,23 @@ def rerank_distance_chunks(query_features: torch.Tensor, gallery_features: torch
     """(start, [b, G] re-ranked distance block) for consecutive query chunks; float32 on the features' device."""
     features = torch.cat([query_features, gallery_features])
     num_query, num_gallery = len(query_features), len(gallery_features)
-    k = min(config.k1 + 1, len(features))
-    if k < config.k1 + 1:
+    if len(features) < config.k1 + 1:
         raise HavanaError(f"re-ranking with k1={config.k1} needs more than {config.k1} query+gallery items, got "
                           f"{len(features)}; lower k1 or evaluate without re-ranking.")
-    nearest, row_max = _nearest(features, metric, k, chunk_rows(len(features)), progress)
+    nearest, row_max = _nearest(features, metric, config.k1 + 1, chunk_rows(len(features)), progress)
     encodings = _encodings(features, metric, nearest, row_max, config)
+    del features
     gallery_by_item = encodings[num_query:].T.tocsr()
+    query_scale = torch.as_tensor(np.maximum(row_max[:num_query], np.finfo(np.float32).tiny), dtype=torch.float32,
+                                  device=query_features.device)
     distance = DistanceFunction(gallery_features, metric)
     rows = chunk_size or chunk_rows(num_gallery)
     for start in range(0, num_query, rows):
         stop = min(start + rows, num_query)
-        jaccard = _jaccard_block(encodings[start:stop], gallery_by_item, num_gallery)
-        original = distance(query_features[start:stop]).double() / torch.as_tensor(
-            np.maximum(row_max[start:stop], np.finfo(np.float64).tiny), device=query_features.device)[:, None]
-        jaccard_t = torch.as_tensor(jaccard, device=query_features.device)
-        yield start, ((1.0 - config.lambda_value) * jaccard_t + config.lambda_value * original).float().clamp_min_(0.0)
+        jaccard = torch.from_numpy(_jaccard_block(encodings[start:stop], gallery_by_item, num_gallery))
+        original = distance(query_features[start:stop]).div_(query_scale[start:stop, None])
+        final = original.mul_(config.lambda_value).add_(jaccard.to(original.device), alpha=1.0 - config.lambda_value)
+        yield start, final.clamp_min_(0.0)
 
 
 def k_reciprocal_distance(query_features: torch.Tensor, gallery_features: torch.Tensor,

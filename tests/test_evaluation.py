@@ -7,6 +7,8 @@ import pytest
 import torch
 from scipy.spatial.distance import cdist
 
+from havana import evaluation
+from havana.distance import row_groups
 from havana.errors import HavanaError
 from havana.evaluation import evaluate, merge_flip, pairwise_distance, topk_indices
 from reid_reference import reference_evaluate
@@ -98,6 +100,15 @@ def test_numpy_torch_and_float64_inputs_agree():
 def test_chunk_size_does_not_change_results(chunk_size):
     problem = random_problem(6)
     assert_same_metrics(evaluate(*problem, chunk_size=chunk_size), evaluate(*problem))
+
+
+def test_candidates_processed_in_small_groups_give_the_same_results(monkeypatch):
+    problem = random_problem(9)
+    want = evaluate(*problem)
+    monkeypatch.setattr(evaluation, "SURVIVORS_PER_STEP", 5)  # forces many row groups per chunk
+    assert_same_metrics(evaluate(*problem), want)
+    assert row_groups([3, 1, 3, 10, 1], 5) == [(0, 2), (2, 3), (3, 4), (4, 5)]
+    assert row_groups([3, 1], 5) == [(0, 2)]
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

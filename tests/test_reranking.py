@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from havana import reranking
 from havana.errors import HavanaError
 from havana.evaluation import evaluate
 from havana.reranking import RerankConfig, k_reciprocal_distance, rerank_distance_chunks
@@ -61,12 +62,16 @@ def test_sparse_rerank_equals_dense_algorithm(seed, k1, k2, lambda_value):
     np.testing.assert_allclose(got.numpy(), want, atol=2e-6)
 
 
-def test_chunking_does_not_change_the_reranked_distance():
+def test_chunking_does_not_change_the_reranked_distance(monkeypatch):
     qf, gf, _, _ = clustered_problem(4)
     qf, gf = torch.as_tensor(qf), torch.as_tensor(gf)
     whole = torch.cat([b for _, b in rerank_distance_chunks(qf, gf, RerankConfig(), chunk_size=100)])
     pieces = torch.cat([b for _, b in rerank_distance_chunks(qf, gf, RerankConfig(), chunk_size=3)])
     torch.testing.assert_close(pieces, whole, rtol=0, atol=1e-7)
+    monkeypatch.setattr(reranking, "TERMS_PER_STEP", 50)  # the Jaccard join one or two queries at a time
+    monkeypatch.setattr(reranking, "PAIRS_PER_CHUNK", 7)
+    joined_in_steps = torch.cat([b for _, b in rerank_distance_chunks(qf, gf, RerankConfig(), chunk_size=100)])
+    torch.testing.assert_close(joined_in_steps, whole, rtol=0, atol=1e-7)
 
 
 def test_evaluate_with_rerank_matches_reference_on_the_reranked_distances():
