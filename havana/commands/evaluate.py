@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,6 +15,7 @@ from havana.device import select_device
 from havana.errors import HavanaError
 from havana.evaluation import EvaluationConfig, RerankConfig, evaluate, merge_flip
 from havana.features import FeatureSplit, read_features
+from havana.models.head import load_head
 
 RANKS = (1, 5, 10)  # reported as R1, R5, R10 beside the full CMC
 HEAD_BATCH = 4096  # rows encoded by the head at once
@@ -88,10 +88,6 @@ def run(args: argparse.Namespace) -> int:
     q_views, g_views = query.features, gallery.features
     head_record = None
     if args.head:
-        if not Path(args.head).is_file():
-            raise HavanaError(f"head checkpoint {args.head} does not exist; run `havana train-head` to create it.")
-        from havana.models.head import load_head
-
         head = load_head(args.head, map_location=device)
         if head.config.feature_dim != q_views.shape[-1]:
             raise HavanaError(f"head {args.head} takes {head.config.feature_dim}-d inputs but {args.features} holds "
