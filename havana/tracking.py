@@ -13,6 +13,8 @@ import contextlib
 import fcntl
 import os
 import random
+import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, TypeVar
@@ -183,6 +185,22 @@ class JobRun:
             with_retries(lambda: self.client.log_artifact(self.run_id, os.fspath(path), artifact_path))
 
 
+def invoking_command() -> str:
+    """The havana subcommand running this process (e.g. train_head), recorded as the run's `rule` tag."""
+    words = [arg for arg in sys.argv[1:] if not arg.startswith("-")]
+    return words[0].replace("-", "_") if words else Path(sys.argv[0]).name
+
+
+def _log_config_artifact(run: JobRun, params: Mapping[str, Any]) -> None:
+    """Store the job's resolved config as `config.yaml` among the run's artifacts."""
+    import yaml
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "config.yaml"
+        path.write_text(yaml.safe_dump(provenance.to_plain(dict(params)), sort_keys=False), encoding="utf-8")
+        run.log_artifact(path)
+
+
 def _resumable_run(client, experiment_id: str, run_dir: Path, params: dict[str, str]) -> str | None:
     """The run id stored in `run_dir` when that run exists in this store's experiment with the same params."""
     from mlflow.exceptions import MlflowException
@@ -226,7 +244,9 @@ def job_run(tracking_uri: str | None, experiment: str, run_name: str, run_dir: s
         with_retries(lambda: client.update_run(run_id, status="RUNNING"))
     run = JobRun(client, run_id)
     run.log_params(params)
-    run.set_tags({"git_sha": provenance.git_sha(), "havana_version": __version__, **(tags or {})})
+    run.set_tags({"git_sha": provenance.git_sha(), "havana_version": __version__, "rule": invoking_command(),
+                  **(tags or {})})
+    _log_config_artifact(run, params)
     try:
         yield run
     except KeyboardInterrupt:

@@ -6,7 +6,10 @@ import subprocess
 import sys
 import textwrap
 
+from pathlib import Path
+
 import pytest
+import yaml
 
 from havana import tracking
 
@@ -55,7 +58,9 @@ def test_run_records_params_epochs_final_metrics_artifacts_tags_and_rerun_resume
     assert [m.value for m in sorted(client.get_metric_history(run.run_id, "total"), key=lambda m: m.step)] == [3, 2, 1]
     assert stored.data.metrics["mAP"] == pytest.approx(0.42)
     assert stored.data.tags["rule"] == "train_head" and stored.data.tags["havana_version"]
-    assert [f.path for f in client.list_artifacts(run.run_id)] == ["history.csv"]
+    assert sorted(f.path for f in client.list_artifacts(run.run_id)) == ["config.yaml", "history.csv"]
+    config_copy = Path(client.download_artifacts(run.run_id, "config.yaml", str(tmp_path)))
+    assert yaml.safe_load(config_copy.read_text()) == params
 
     with tracking.job_run(uri, "synthetic", "bot_r18/havana/seed0", run_dir, params) as again:
         again.log_metrics({"mAP": 0.43})
@@ -117,8 +122,13 @@ def test_eight_concurrent_jobs_lose_nothing(tmp_path):
     assert sorted(r.info.run_name for r in runs) == [f"worker{w}" for w in range(8)]
     for run in runs:
         worker = int(run.data.params["worker"])
-        assert run.info.status == "FINISHED"
+        assert run.info.status == "FINISHED" and run.data.tags["rule"] == "train_head"
         assert run.data.metrics["mAP"] == pytest.approx(worker / 10)
         for name in TERMS:
             history = sorted(client.get_metric_history(run.info.run_id, name), key=lambda m: m.step)
             assert [(m.step, m.value) for m in history] == [(e, worker * 100 + e) for e in range(EPOCHS)]
+
+
+def test_rule_tag_is_the_invoking_havana_subcommand(monkeypatch):
+    monkeypatch.setattr("sys.argv", ["/venv/bin/havana", "train-head", "--features", "f.h5", "--seed", "0"])
+    assert tracking.invoking_command() == "train_head"

@@ -25,7 +25,6 @@ RESOURCES = config["resources_dir"]
 LOGS = f"{RESULTS}/logs"
 SEEDS = [int(seed) for seed in config["seeds"]]
 config["seeds"] = SEEDS  # `--config 'seeds=[0,1]'` arrives as strings; the CLI reads integers
-FIGURE_SEED = SEEDS[0]  # figures that show one trained head (5, 6, 7) use the first seed's head
 EXTRACTOR_SEED = int(config["extractor_seed"])
 TRACKING_URI = config["tracking_uri"]
 ACTIVE_DATASETS = list(config["active_datasets"])
@@ -120,7 +119,7 @@ def figure_cells(name):
 
 
 def figure_heads(name):
-    """(dataset, extractor, row) of the single-seed heads figures.<name> reads (Figs. 5, 6, 7)."""
+    """(dataset, extractor, row) of the trained heads figures.<name> draws from (Figs. 5, 6, 7)."""
     spec = config["figures"][name]
     rows = {"fig5": ("head",), "fig6": ("head_mu", "head_sigma"), "fig7": ("with_c", "without_c")}.get(name, ())
     return {(ds, spec["extractor"], spec[key]) for ds in figure_datasets(name) for key in rows}
@@ -162,12 +161,13 @@ def figure_path(name):
 
 
 def figure_inputs(name):
-    """What figures.<name> reads: metrics over all seeds (8, 9), or one seed's head outputs, features, manifest."""
+    """What figures.<name> reads: metrics over all seeds (8, 9), or the heads' outputs, features and manifest (5-7)."""
     inputs = {metrics_path(ds, ex, head, seed) for ds, ex, head in figure_cells(name) for seed in SEEDS}
     for dataset, extractor, row in figure_heads(name):
-        folder = head_dir(dataset, extractor, row, FIGURE_SEED)
-        inputs |= {f"{folder}/history.csv", f"{folder}/embeddings.h5", f"{folder}/head.pt",
-                   features_path(dataset, extractor), manifest_path(dataset)}
+        inputs |= {features_path(dataset, extractor), manifest_path(dataset)}
+        for seed in SEEDS:  # Fig. 7 averages every seed's history; Figs. 5 and 6 draw one seed's head
+            folder = head_dir(dataset, extractor, row, seed)
+            inputs |= {f"{folder}/history.csv", f"{folder}/embeddings.h5", f"{folder}/head.pt"}
     return sorted(inputs)
 
 
