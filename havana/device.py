@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from havana.errors import HavanaError
 LOCK_DIR_ENV = "HAVANA_GPU_LOCK_DIR"
 DEFAULT_LOCK_DIR = "/tmp/havana-gpu-locks"
 WAIT_ENV = "HAVANA_GPU_WAIT_S"
-DEFAULT_WAIT_S = 300.0  # how long to wait for a busy GPU before giving up (another workflow may hold them all)
+DEFAULT_WAIT_S = float("inf")  # wait for a busy GPU as long as it takes (a queue); HAVANA_GPU_WAIT_S bounds it
 _held: dict[str, int] = {}  # device id -> open lock fd, kept open until the process exits
 
 
@@ -61,8 +62,9 @@ def claim_gpu(candidates: list[str], lock_dir: str | os.PathLike | None = None, 
               poll_s: float = 1.0) -> str:
     """Claim the first free device among `candidates` and return its id; the lock lives until the process exits.
 
-    Waits up to `wait_s` seconds (env HAVANA_GPU_WAIT_S, default 300) for one to free up, then raises HavanaError.
-    A device this process already holds is returned again.
+    When all are held (more GPU jobs than GPUs, e.g. no `--resources gpu=N`), waits up to `wait_s` seconds (env
+    HAVANA_GPU_WAIT_S, default: no limit) for one to free up, then raises HavanaError. A device this process already
+    holds is returned again.
     """
     for device_id in candidates:
         if device_id in _held:
@@ -73,6 +75,7 @@ def claim_gpu(candidates: list[str], lock_dir: str | os.PathLike | None = None, 
     lock_dir.mkdir(parents=True, exist_ok=True)
     wait_s = float(os.environ.get(WAIT_ENV, DEFAULT_WAIT_S)) if wait_s is None else wait_s
     deadline = time.monotonic() + wait_s
+    announced = False
     while True:
         for device_id in candidates:
             fd = _try_lock(lock_dir, device_id)
@@ -82,6 +85,10 @@ def claim_gpu(candidates: list[str], lock_dir: str | os.PathLike | None = None, 
         if time.monotonic() >= deadline:
             raise HavanaError(f"all {len(candidates)} GPU(s) ({', '.join(candidates)}) are held by other jobs "
                               f"(locks in {lock_dir}); run with --resources gpu=N no larger than the GPU count.")
+        if not announced:
+            print(f"havana: all {len(candidates)} GPU(s) are held by other jobs; waiting for one to free up "
+                  f"(pass --resources gpu=N to Snakemake to avoid this).", file=sys.stderr, flush=True)
+            announced = True
         time.sleep(poll_s)
 
 

@@ -84,3 +84,17 @@ def test_unknown_device_name_is_a_clear_error():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_auto_on_a_gpu_box_returns_a_cuda_device():
     assert device.select_device("auto").type == "cuda"
+
+
+def test_a_claim_waits_for_a_device_to_be_released(tmp_path):
+    holder, held = _start_claimer(tmp_path, ["0"])
+    waiter = subprocess.Popen([sys.executable, "-c", "import sys\nfrom havana.device import claim_gpu\n"
+                               f"print(claim_gpu(['0'], lock_dir={str(tmp_path)!r}, wait_s=60, poll_s=0.1))"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        first_line = waiter.stderr.readline()
+        assert "waiting for one to free up" in first_line and waiter.poll() is None
+    finally:
+        holder.communicate("", timeout=60)  # the holder exits: its lock is released
+    out, _ = waiter.communicate(timeout=60)
+    assert held == "0" and out.strip() == "0" and waiter.returncode == 0

@@ -136,3 +136,10 @@ def test_profiles_are_valid_yaml_with_the_gpu_resource_story(profile):
         assert settings["executor"] == "slurm"
         assert {"train_extractor", "train_head", "evaluate"} <= set(settings["set-resources"])
         assert all("runtime" in r and "mem_mb" in r for r in settings["set-resources"].values() if "cpus_per_task" in r)
+
+
+def test_slurm_profile_plans_the_demo_with_the_executor_plugin(tmp_path):
+    result = snakemake(tmp_path, "all", "-n", "--profile", str(REPO / "workflow" / "profiles" / "slurm"),
+                       configfile=DEMO)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert job_counts(result.stdout + result.stderr)["train_head"] > 0
