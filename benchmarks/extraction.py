@@ -90,8 +90,10 @@ def main() -> None:
                                             repeats=max(3, forward_images // args.batch_size))
         training = train_extractor(manifest, config, root / "train", seed=0).last_metrics["images_per_s"]
 
+    # extraction on CPU reads images in-process between forwards (havana/extraction.py); training uses the workers
+    reading = f"{args.workers} workers" if fast else f"extraction reads in-process, training {args.workers} workers"
     print(f"device {device} ({torch.cuda.get_device_name(device) if fast else 'cpu, %d threads' % torch.get_num_threads()}), "
-          f"{args.arch} at {size[0]}x{size[1]}, batch {args.batch_size}, {args.workers} workers, "
+          f"{args.arch} at {size[0]}x{size[1]}, batch {args.batch_size}, {reading}, "
           f"{forward_images} forward images")
     print(f"extraction end to end : {end_to_end:9.1f} images/s")
     print(f"forward only          : {forward_only:9.1f} images/s")

@@ -54,7 +54,7 @@ class ExtractionConfig:
 
     views: int = 1  # train views per image; view 0 is un-augmented, others use the train augmentation
     batch_size: int = 128  # images per forward pass
-    num_workers: int = 4  # DataLoader worker processes
+    num_workers: int = 4  # DataLoader worker processes on CUDA; on CPU images are read between forwards on threads
     amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
     device: str = "auto"  # "auto" (CUDA when available), "cpu" or "cuda[:i]"
     seed: int = 0  # seeds the per-image augmentation of train views 1..V-1

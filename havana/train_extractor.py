@@ -24,7 +24,7 @@ from tqdm import tqdm
 from havana import provenance
 from havana.atomic import atomic_path
 from havana.data.datasets import read_manifest
-from havana.data.images import ManifestImages, label_map
+from havana.data.images import ManifestImages, label_map, loader_batches
 from havana.data.sampler import PKSampler
 from havana.data.transforms import train_transform
 from havana.device import select_device
@@ -169,7 +169,8 @@ def _train_one_epoch(model: torch.nn.Module, loader: torch.utils.data.DataLoader
     sampler.set_epoch(epoch)
     sums = {"loss": 0.0, "ce": 0.0, "triplet": 0.0, "accuracy": 0.0}
     images_seen, started = 0, time.perf_counter()
-    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{train.epochs}", unit="batch", leave=False, disable=None)
+    bar = tqdm(loader_batches(loader), desc=f"epoch {epoch + 1}/{train.epochs}", unit="batch", total=len(loader),
+               leave=False, disable=None)
     for iteration, (images, labels, _camids, _indices) in enumerate(bar):
         images = images.to(device, non_blocking=True)
         if fast:

@@ -4,11 +4,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import torchvision.transforms as T
 import yaml
+from PIL import Image
 
 from havana.cli import main
-from havana.data.images import load_rgb
-from havana.data.transforms import eval_transform
 from havana.features import read_features
 from havana.models.extractor import load_extractor
 from image_folder import make_image_folder
@@ -49,13 +49,20 @@ def test_extract_writes_the_schema_with_views_and_flips(trained, capsys):
         assert got.paths == part["path"].tolist()
         np.testing.assert_array_equal(got.pids, part["pid"].to_numpy())
         np.testing.assert_array_equal(got.camids, part["camid"].to_numpy())
-    # oracle: the model run by hand on one image, plain and mirrored; train view 0 is the plain image too
+    # oracle: the model run by hand on one image through torchvision's per-image PIL transforms, plain and
+    # mirrored; train view 0 is the plain image too
     model, ext_config = load_extractor(model_path)
-    plain = eval_transform(ext_config.image_size, ext_config.transforms)
+    plain = T.Compose([T.Resize(tuple(ext_config.image_size), interpolation=T.InterpolationMode.BICUBIC),
+                       T.ToTensor(), T.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])
+
+    def by_hand(relative):
+        with Image.open(manifest.parent / relative) as image:
+            return plain(image.convert("RGB")).unsqueeze(0)
+
     with torch.no_grad():
-        query = plain(load_rgb(manifest.parent / features["query"].paths[1])).unsqueeze(0)
+        query = by_hand(features["query"].paths[1])
         expected = torch.cat([model(query), model(query.flip(-1))]).numpy()
-        train0 = model(plain(load_rgb(manifest.parent / features["train"].paths[4])).unsqueeze(0)).numpy()
+        train0 = model(by_hand(features["train"].paths[4])).numpy()
     np.testing.assert_allclose(features["query"].features[1], expected, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(features["train"].features[4, 0], train0[0], rtol=1e-4, atol=1e-5)
     assert not np.allclose(features["train"].features[4, 1], features["train"].features[4, 2])
@@ -83,14 +90,17 @@ def test_missing_model_is_one_sentence_and_leaves_no_file(trained, capsys):
     assert not out.exists() and not list(out.parent.glob(".x.h5.*"))
 
 
-def test_missing_image_aborts_without_a_partial_file(trained, capsys):
+def test_missing_image_aborts_with_one_sentence_and_without_a_partial_file(trained, capsys):
     root, manifest, _config, model_path = trained
     broken = root / "broken"
     broken_manifest = make_image_folder(broken)
-    (broken / pd.read_csv(broken_manifest)["path"].iloc[-1]).unlink()  # last gallery image
+    missing = pd.read_csv(broken_manifest)["path"].iloc[-1]  # last gallery image
+    (broken / missing).unlink()
     out = root / "broken.h5"
     assert main(["extract", "--manifest", str(broken_manifest), "--model", str(model_path), "--out", str(out)]) == 2
-    assert "does not exist" in capsys.readouterr().err
+    err = capsys.readouterr().err.strip()
+    assert err == (f"havana extract: error: image {broken / missing} listed in the manifest does not exist; "
+                   "rerun `havana prepare`.")  # one line, no traceback
     assert not out.exists() and not list(root.glob(".broken.h5.*"))
 
 

@@ -1,10 +1,13 @@
-"""Torch datasets over manifest rows: decoded RGB images with identity, camera and row index; seeded multi-view."""
+"""Torch datasets over manifest rows: decoded RGB images with identity, camera and row index; seeded multi-view;
+batches in order from loader processes or from threads of this process, an unreadable image reported as one sentence
+whichever process read it."""
 
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import pandas as pd
 import torch
@@ -59,7 +62,7 @@ class ManifestImages(torch.utils.data.Dataset):
 
 
 class MultiViewImages(ManifestImages):
-    """Item i is ([V,C,H,W] views, pid, camid, i): view 0 from `plain`, views 1.. from `augment`.
+    """Item i is (plain view, [V-1,C,H,W] augmented views, pid, camid, i): `plain` gives view 0, `augment` views 1..
 
     Each augmented view draws from torch's RNG seeded by (seed, i, view), so the views do not depend on worker count,
     batch order or what ran before: extraction is reproducible.
@@ -72,9 +75,48 @@ class MultiViewImages(ManifestImages):
 
     def __getitem__(self, index: int):
         image = load_rgb(self.root / self.paths[index])
-        stack = [self.transform(image)]
+        plain = self.transform(image)
+        augmented = []
         for view in range(1, self.views):
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed((self.seed * 1_000_003 + index) * 1_009 + view)
-                stack.append(self.augment(image))
-        return torch.stack(stack), self.target(index), self.camids[index], index
+                augmented.append(self.augment(image))
+        stack = torch.stack(augmented) if augmented else torch.empty(0, *plain.shape)
+        return plain, stack, self.target(index), self.camids[index], index
+
+
+def loader_batches(loader: Iterable) -> Iterator:
+    """Iterate a DataLoader; a HavanaError raised in a worker process arrives as its own sentence, without the
+    worker traceback the DataLoader wraps it in."""
+    try:
+        yield from loader
+    except HavanaError as exc:
+        message = str(exc)
+        if not message.startswith("Caught HavanaError in DataLoader worker"):
+            raise
+        # The wrapped text ends with the worker's formatted exception: "havana.errors.HavanaError: <message>".
+        raise HavanaError(message.rpartition("HavanaError: ")[2].strip()) from None
+
+
+def ordered_batches(data: torch.utils.data.Dataset, batch_size: int, *, workers: int, threads: int = 1,
+                    read_ahead: int = 1, pin_memory: bool = False) -> Iterator:
+    """`data`'s items in order, collated `batch_size` at a time: read by `workers` DataLoader processes (pinned when
+    `pin_memory`), or with `workers` 0 in this process, `read_ahead` batches at a time split over `threads` threads
+    (PIL releases the GIL while it decodes and resizes)."""
+    if workers > 0:
+        yield from loader_batches(torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=False,
+                                                              num_workers=workers, pin_memory=pin_memory))
+        return
+
+    def read(indices: range) -> list:
+        return [data[i] for i in indices]
+
+    threads, chunk = max(1, threads), batch_size * max(1, read_ahead)
+    with ThreadPoolExecutor(threads) as pool:
+        for start in range(0, len(data), chunk):
+            indices = range(start, min(start + chunk, len(data)))
+            step = -(-len(indices) // threads)  # contiguous parts, one per thread
+            parts = pool.map(read, [indices[i:i + step] for i in range(0, len(indices), step)])
+            fields = torch.utils.data.default_collate([item for part in parts for item in part])
+            for offset in range(0, len(indices), batch_size):
+                yield [field[offset:offset + batch_size] for field in fields]

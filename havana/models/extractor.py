@@ -189,8 +189,9 @@ def load_extractor(path: str | os.PathLike, map_location: str | torch.device = "
     try:
         saved = torch.load(path, map_location=map_location, weights_only=True)
         config = from_mapping(ExtractorConfig, {**saved["config"], "pretrained": False, "weights": None}, str(path))
-        model = build_extractor(config, saved["num_classes"])
-        model.load_state_dict(saved["state_dict"])
+        with torch.device("meta"):  # no random initialisation: every tensor comes from the checkpoint
+            model = build_extractor(config, saved["num_classes"])
+        model.load_state_dict(saved["state_dict"], assign=True)
     except (KeyError, RuntimeError, OSError, TypeError) as exc:
         raise HavanaError(f"{path} is not a havana extractor checkpoint ({exc.__class__.__name__}); "
                           "rerun `havana train-extractor`.") from None
