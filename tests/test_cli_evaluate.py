@@ -152,3 +152,19 @@ def test_head_of_another_feature_size_is_rejected(tmp_path, feature_file, capsys
                      "--out", str(out), "--device", "cpu"]) == 2
     err = capsys.readouterr().err
     assert "takes 8-d inputs" in err and "6-d features" in err and not out.exists()
+
+
+def test_tracked_evaluation_logs_the_json_metrics_and_a_rerun_resumes_its_run(tmp_path, feature_file):
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    out = tmp_path / "metrics" / "seed0.json"
+    argv = ["evaluate", "--features", str(feature_file), "--out", str(out), "--device", "cpu",
+            "--tracking-uri", uri, "--run-name", "evaluate/synthetic/bot_r18/baseline/seed0"]
+    assert cli.main(argv) == 0 and cli.main(argv) == 0
+    client = MlflowClient(tracking_uri=uri)
+    runs = client.search_runs([client.get_experiment_by_name("synthetic").experiment_id])
+    assert len(runs) == 1  # the second call resumed the first call's run
+    logged, written = runs[0].data.metrics, read_json(out)
+    assert logged["mAP"] == pytest.approx(written["plain"]["mAP"]) and logged["flip_R1"] == pytest.approx(written["flip"]["R1"])
+    assert (out.parent / "seed0.mlflow" / "mlflow_run_id").read_text().strip() == runs[0].info.run_id

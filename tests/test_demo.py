@@ -1,5 +1,5 @@
 """The demo DAG end to end (slow): every stage on the synthetic dataset, metrics for every table cell, the tables,
-figures, report and an MLflow run per training job; then a second invocation finds nothing to do."""
+figures, report and an MLflow run per training and evaluation job; then a second invocation finds nothing to do."""
 
 from __future__ import annotations
 
@@ -58,6 +58,9 @@ def test_demo_runs_end_to_end_and_a_second_run_does_nothing(tmp_path):
         for seed in config["seeds"]:
             assert f"{dataset}/{extractor}/{head}/seed{seed}" in names
     assert {f"synthetic/{extractor}" for extractor in config["extractors"]} <= set(names)
+    for dataset, extractor, head in cells:  # every evaluate job, baseline included, has its run too
+        for seed in config["seeds"]:
+            assert f"evaluate/{dataset}/{extractor}/{head}/seed{seed}" in names
     assert len(names) == len(set(names)) and all(run.info.status == "FINISHED" for run in runs)
 
     report = run_demo(tmp_path, "--report", str(results / "report.html"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,6 +17,7 @@ from havana.errors import HavanaError
 from havana.evaluation import EvaluationConfig, RerankConfig, evaluate, merge_flip
 from havana.features import FeatureSplit, read_features
 from havana.models.head import load_head
+from havana.tracking import job_run
 
 RANKS = (1, 5, 10)  # reported as R1, R5, R10 beside the full CMC
 HEAD_BATCH = 4096  # rows encoded by the head at once
@@ -37,6 +39,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-rank", type=int, help="override evaluation.max_rank (at least 10)")
     parser.add_argument("--rerank", action="store_true", default=None, help="apply k-reciprocal re-ranking")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--tracking-uri", help="MLflow store, e.g. sqlite:///results/mlflow.db (none: no tracking)")
+    parser.add_argument("--run-name", help="MLflow run name (default: evaluate/<OUT stem>)")
     parser.set_defaults(func=run)
 
 
@@ -109,13 +113,21 @@ def run(args: argparse.Namespace) -> int:
         "embedding_dim": int(q_views.shape[-1]),
         "device": str(device),
     }
-    provenance_path = provenance.write_beside(args.out, record)
-    try:
-        atomic.write_json(args.out, {"plain": metrics_entry(plain), "flip": metrics_entry(flip),
-                                     "provenance": provenance.record(record)})
-    except BaseException:
-        provenance_path.unlink(missing_ok=True)
-        raise
+    out = Path(args.out)
+    experiment = str(data.attrs.get("dataset", "havana"))
+    # The run-id file sits in a folder of its own per output: several seeds' metrics share one folder.
+    with job_run(args.tracking_uri, experiment, args.run_name or f"evaluate/{out.stem}",
+                 out.with_name(out.stem + ".mlflow"), params=provenance.to_plain(record)) as tracker:
+        provenance_path = provenance.write_beside(out, record)
+        try:
+            atomic.write_json(out, {"plain": metrics_entry(plain), "flip": metrics_entry(flip),
+                                    "provenance": provenance.record(record)})
+        except BaseException:
+            provenance_path.unlink(missing_ok=True)
+            raise
+        tracker.log_metrics({f"{prefix}{key}": value for prefix, block in (("", plain), ("flip_", flip))
+                             for key, value in metrics_entry(block).items() if key != "cmc"})
+        tracker.log_artifact(out)
     print(f"havana evaluate: wrote {args.out}: mAP {100 * plain['mAP']:.1f}%, R1 {100 * plain['cmc'][0]:.1f}% "
           f"(flip: mAP {100 * flip['mAP']:.1f}%, R1 {100 * flip['cmc'][0]:.1f}%) over {plain['num_valid_queries']} "
           f"queries, {settings.metric}{' with re-ranking' if rerank else ''}.")

@@ -13,9 +13,12 @@ rule evaluate:
         config=RESOLVED_CONFIG,
         head=lambda wildcards, input: f"--head {input.head}" if "head" in input.keys() else "",
         config_digest=lambda wildcards: config_digest(config["evaluation"]),
+        tracking=lambda wildcards: tracking_args(
+            f"evaluate/{wildcards.dataset}/{wildcards.extractor}/{wildcards.head}/seed{wildcards.seed}"
+        ),
     threads: 1
     conda:
         CONDA_ENV
     shell:
         "havana evaluate --features {input.features} {params.head} --config {params.config} "
-        "--out {output.metrics} > {log} 2>&1"
+        "--out {output.metrics} {params.tracking} > {log} 2>&1"
