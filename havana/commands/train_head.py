@@ -8,6 +8,7 @@ from pathlib import Path
 
 from havana.config import from_mapping, load_yaml, section
 from havana.device import select_device
+from havana.evaluation import EvaluationConfig
 from havana.features import read_features
 from havana.models.head import HeadTrainConfig, RowConfig
 from havana.train_head import HeadRun, train_head
@@ -44,9 +45,9 @@ def run(args: argparse.Namespace) -> int:
     features = read_features(args.features)
     dataset = args.dataset or str(features.attrs.get("dataset", Path(args.features).resolve().parents[1].name))
     row = row.with_beta(section(heads, "beta_by_dataset", dataset)) if row.beta is None else row
-    evaluation = config.get("evaluation") or {}
+    evaluation = from_mapping(EvaluationConfig, config.get("evaluation") or {}, "evaluation")
     head_run = HeadRun(out_dir=Path(args.out), row_name=args.row, dataset=dataset, seed=args.seed,
-                       metric=evaluation.get("metric", "euclidean"), max_rank=int(evaluation.get("max_rank", 50)),
+                       metric=evaluation.metric, max_rank=evaluation.max_rank,
                        tracking_uri=args.tracking_uri, run_name=args.run_name)
     scores = train_head(features, row, train, head_run, select_device(train.device))
     print(f"havana train-head: {args.row} (seed {args.seed}) trained for {train.epochs} epochs -> {args.out}/head.pt; "
