@@ -23,11 +23,11 @@ from typing import Any, Iterator
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from havana.distance import (DistanceFunction, as_tensor, check_metric, chunk_rows, pairwise_distance, ranking_keys,
                              row_groups, sortable_bits)
 from havana.errors import HavanaError
+from havana.progress import progress as shown_progress
 from havana.reranking import RerankConfig, rerank_distance_chunks
 
 __all__ = ["EvaluationConfig", "RerankConfig", "evaluate", "merge_flip", "pairwise_distance", "topk_indices"]
@@ -196,7 +196,7 @@ def evaluate(query_features: Any, gallery_features: Any, query_pids: Any, galler
     else:  # junk leaves before the neighbour graph is built, as in torchreid and fast-reid
         chunks = rerank_distance_chunks(qf, ranked, rerank, metric=metric, chunk_size=rows, progress=progress)
     results = []
-    for start, block in tqdm(chunks, total=-(-len(qf) // rows), desc="evaluate", unit="chunk", disable=not progress):
+    for start, block in (shown_progress(chunks, "evaluate", -(-len(qf) // rows), unit="chunk") if progress else chunks):
         stop = start + len(block)
         results.append(_score_chunk(block, q_pids[start:stop], q_camids[start:stop], gallery))
 

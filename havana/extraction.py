@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import torch
-from tqdm import tqdm
 
 from havana import __version__, provenance
 from havana.data.datasets import read_manifest
@@ -24,6 +23,7 @@ from havana.device import select_device
 from havana.extractor_config import ExtractionConfig, ExtractorConfig
 from havana.features import SPLITS, FeatureSplit, FeatureWriter
 from havana.models.extractor import load_extractor
+from havana.progress import progress
 
 READ_AHEAD = 8  # batches of un-augmented images read at a time when the model runs on CPU
 
@@ -113,9 +113,9 @@ def _extract_split(model, config: ExtractorConfig, extraction: ExtractionConfig,
     workers = extraction.num_workers if device.type == "cuda" else 0
     augmented = split == "train" and extraction.views > 1
     threads, read_ahead = (1, 1) if augmented else (torch.get_num_threads(), READ_AHEAD)
-    batches = tqdm(ordered_batches(data, batch_size, workers=workers, threads=threads, read_ahead=read_ahead,
-                                   pin_memory=device.type == "cuda"),
-                   desc=f"extract {split}", unit="batch", total=-(-len(data) // batch_size), disable=None)
+    batches = progress(ordered_batches(data, batch_size, workers=workers, threads=threads, read_ahead=read_ahead,
+                                       pin_memory=device.type == "cuda"),
+                       f"extract {split}", -(-len(data) // batch_size), unit="batch")
     for batch in batches:
         if split == "train":
             images, augmented, pids, camids, indices = batch

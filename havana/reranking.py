@@ -15,10 +15,10 @@ from typing import Iterator
 import numpy as np
 import scipy.sparse as sp
 import torch
-from tqdm import tqdm
 
 from havana.distance import DistanceFunction, chunk_rows, paired_distance, ranking_keys, row_groups
 from havana.errors import HavanaError
+from havana.progress import progress as shown_progress
 
 PAIRS_PER_CHUNK = 1 << 14  # feature pairs gathered at once when weighting the expanded neighbour sets
 TERMS_PER_STEP = 1 << 22  # (query, item, gallery) terms of the Jaccard join held at once
@@ -45,7 +45,7 @@ def _nearest(features: torch.Tensor, metric: str, k: int, rows: int, progress: b
     nearest = np.empty((len(features), k), dtype=np.int64)
     row_max = np.empty(len(features), dtype=np.float64)
     starts = range(0, len(features), rows)
-    for start in tqdm(starts, desc="re-rank neighbours", unit="chunk", disable=not progress):
+    for start in (shown_progress(starts, "re-rank neighbours", unit="chunk") if progress else starts):
         block = distance(features[start:start + rows])
         row_max[start:start + len(block)] = block.amax(dim=1).double().cpu().numpy()
         keys = ranking_keys(block)

@@ -19,7 +19,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from havana import provenance
 from havana.atomic import atomic_path
@@ -32,6 +31,7 @@ from havana.errors import HavanaError
 from havana.extractor_config import ExtractorConfig, ExtractorTrainConfig
 from havana.losses import batch_hard_triplet_loss, cross_entropy_label_smoothing
 from havana.models.extractor import ExtractorOutput, build_extractor, save_extractor
+from havana.progress import Progress
 from havana.seeding import seed_everything
 from havana.tracking import job_run
 
@@ -144,6 +144,8 @@ def train_extractor(manifest: str | os.PathLike, config: ExtractorConfig, out_di
               "manifest_sha256": manifest_sha, "num_classes": len(labels), "train_images": len(rows)}
     metrics: dict[str, float] = {}
     with job_run(tracking_uri, experiment, run_name, out_dir, params) as run:
+        shown = Progress(f"train-extractor {out_dir.name}", train.epochs, unit="epoch", initial=start_epoch,
+                         every_s=0)  # one line per epoch in a log
         for epoch in range(start_epoch, train.epochs):
             metrics = _train_one_epoch(model, loader, sampler, optimizer, train, device, fast, epoch)
             metrics["lr"] = optimizer.param_groups[0]["lr"]
@@ -153,6 +155,8 @@ def train_extractor(manifest: str | os.PathLike, config: ExtractorConfig, out_di
                             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                             "sampler": {"seed": seed, "epoch": epoch + 1}, "rng": rng_states()}, tmp)
             run.log_epoch(epoch + 1, metrics)
+            shown.update(1, **{("images/s" if k == "images_per_s" else k): v for k, v in metrics.items()})
+        shown.close()
         model_path = out_dir / MODEL
         save_extractor(model_path, model, config, len(labels))
         provenance.write_beside(model_path, params)
@@ -169,9 +173,9 @@ def _train_one_epoch(model: torch.nn.Module, loader: torch.utils.data.DataLoader
     sampler.set_epoch(epoch)
     sums = {"loss": 0.0, "ce": 0.0, "triplet": 0.0, "accuracy": 0.0}
     images_seen, started = 0, time.perf_counter()
-    bar = tqdm(loader_batches(loader), desc=f"epoch {epoch + 1}/{train.epochs}", unit="batch", total=len(loader),
-               leave=False, disable=None)
-    for iteration, (images, labels, _camids, _indices) in enumerate(bar):
+    bar = Progress(f"epoch {epoch + 1}/{train.epochs}", len(loader), unit="batch",
+                   final_line=False)  # in a log: a line a minute within long epochs; the epoch line follows
+    for iteration, (images, labels, _camids, _indices) in enumerate(loader_batches(loader)):
         images = images.to(device, non_blocking=True)
         if fast:
             images = images.contiguous(memory_format=torch.channels_last)
@@ -190,7 +194,8 @@ def _train_one_epoch(model: torch.nn.Module, loader: torch.utils.data.DataLoader
         for name, value in (("loss", loss_value), *parts.items()):
             sums[name] += value
         images_seen += len(images)
-        bar.set_postfix(loss=f"{loss_value:.3f}", acc=f"{parts['accuracy']:.2f}")
+        bar.update(1, loss=loss_value, acc=parts["accuracy"])
+    bar.close()
     batches = max(1, len(sampler))
     metrics = {name: total / batches for name, total in sums.items()}
     metrics["images_per_s"] = images_seen / max(1e-9, time.perf_counter() - started)

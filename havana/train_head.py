@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,6 @@ from typing import Any
 import h5py
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from havana import atomic, provenance
 from havana.data.sampler import PKSampler
@@ -25,6 +25,7 @@ from havana.errors import HavanaError
 from havana.evaluation import evaluate, merge_flip
 from havana.features import FeatureFile, FeatureSplit, write_features
 from havana.models.head import TERMS, HavanaHead, HeadTrainConfig, RowConfig, build_head, head_loss, save_head
+from havana.progress import Progress
 from havana.seeding import seed_everything
 from havana.tracking import job_run
 
@@ -149,16 +150,20 @@ def train_head(feature_file: FeatureFile, row: RowConfig, train: HeadTrainConfig
     params = {"row": row.__dict__, "train": train.__dict__, "seed": run.seed, "dataset": run.dataset,
               "extractor": feature_file.attrs.get("extractor", "")}
     with job_run(run.tracking_uri, run.dataset, run.run_name or f"{run.row_name}/seed{run.seed}", out, params) as tracker:
-        bar = tqdm(range(start, train.epochs), initial=start, total=train.epochs, desc=f"head {run.row_name}", unit="epoch")
-        for epoch in bar:
+        shown = Progress(f"train-head {run.row_name} seed{run.seed}", train.epochs, unit="epoch", initial=start,
+                         every_s=0)  # one line per epoch in a log
+        for epoch in range(start, train.epochs):
+            started = time.perf_counter()
             means = train_one_epoch(model, optimizer, features, labels_t, sampler, row, train, epoch, run.seed)
+            images_per_s = len(sampler) * train.p * train.k / max(1e-9, time.perf_counter() - started)
             history.append({"epoch": epoch + 1, **{t: 0 for t in TERMS}, **means, "lr": optimizer.param_groups[0]["lr"]})
             with atomic.atomic_path(checkpoint_path) as tmp:
                 torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1,
                             "history": history, "fingerprint": fingerprint}, tmp)
             atomic.write_text(out / "history.csv", _history_csv(history))
             tracker.log_epoch(epoch + 1, means)
-            bar.set_postfix(total=f"{means['total']:.4f}")
+            shown.update(1, **means, lr=optimizer.param_groups[0]["lr"], **{"images/s": round(images_per_s)})
+        shown.close()
         splits, logvars = {}, {}
         for name in ("query", "gallery"):
             part = feature_file[name]

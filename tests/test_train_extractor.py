@@ -10,6 +10,7 @@ from havana.extractor_config import ExtractorConfig, ExtractorTrainConfig, Trans
 from havana.models.extractor import ExtractorOutput, load_extractor
 from havana.train_extractor import extractor_loss, train_extractor, warmup_multistep_factor
 from image_folder import make_image_folder
+from test_progress import epoch_lines
 
 torch.set_num_threads(2)
 
@@ -52,8 +53,11 @@ def _weights(path):
 
 
 @pytest.mark.parametrize("workers", [0, 1])
-def test_killed_after_epoch_one_and_resumed_equals_uninterrupted(manifest, tmp_path, workers):
+def test_killed_after_epoch_one_and_resumed_equals_uninterrupted(manifest, tmp_path, workers, capfd):
     whole = train_extractor(manifest, tiny_config(2, num_workers=workers), tmp_path / "whole", seed=4)
+    epochs = epoch_lines(capfd.readouterr().err, "train-extractor whole")  # a log gets one plain line per epoch
+    assert [m["done"] for m in epochs] == ["1", "2"]
+    assert all(f"{term} " in epochs[-1]["rest"] for term in ("loss", "ce", "triplet", "accuracy", "lr", "images/s"))
     train_extractor(manifest, tiny_config(1, num_workers=workers), tmp_path / "resumed", seed=4)  # stops after 1
     resumed = train_extractor(manifest, tiny_config(2, num_workers=workers), tmp_path / "resumed", seed=4)
     a, b = _weights(whole.model_path), _weights(resumed.model_path)

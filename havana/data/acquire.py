@@ -25,11 +25,11 @@ import zlib
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import BinaryIO
 
-from tqdm import tqdm
 
 from havana import atomic
 from havana.data.datasets import Dataset
 from havana.errors import HavanaError
+from havana.progress import Progress, progress
 
 STAMP_NAME = ".prepared.json"  # in ROOT/<ds>/: which source was extracted to which top folder
 TEMP_PREFIX = ".extract-"  # temporary extraction folders in ROOT/<ds>/
@@ -88,7 +88,7 @@ def download(url: str, directory: Path) -> Path:
     try:
         with urllib.request.urlopen(url) as response, atomic.atomic_path(destination) as tmp, open(tmp, "wb") as out:
             total = int(response.headers.get("Content-Length") or 0) or None
-            with tqdm(total=total, unit="B", unit_scale=True, desc=f"download {name}") as bar:
+            with Progress(f"download {name}", total, unit="B", unit_scale=True) as bar:
                 for chunk in iter(lambda: response.read(CHUNK_BYTES), b""):
                     out.write(chunk)
                     bar.update(len(chunk))
@@ -111,8 +111,8 @@ def _normalise_sha256(sha256: str | None) -> str | None:
 def verify_sha256(path: Path, expected: str, *, downloaded: bool = False) -> None:
     """Check the sha256 of `path` against `expected`; a mismatching download is removed so a rerun fetches it again."""
     digest = hashlib.sha256()
-    with open(path, "rb") as handle, tqdm(total=path.stat().st_size, unit="B", unit_scale=True,
-                                          desc=f"sha256 {path.name}") as bar:
+    with open(path, "rb") as handle, Progress(f"sha256 {path.name}", path.stat().st_size, unit="B",
+                                              unit_scale=True) as bar:
         for chunk in iter(lambda: handle.read(CHUNK_BYTES), b""):
             digest.update(chunk)
             bar.update(len(chunk))
@@ -262,7 +262,7 @@ class SafeTree:
 
 def _extract_zip(source: Path, writer: SafeTree) -> None:
     with zipfile.ZipFile(source) as archive:
-        for info in tqdm(archive.infolist(), desc=f"extract {source.name}", unit="file"):
+        for info in progress(archive.infolist(), f"extract {source.name}", unit="file"):
             mode = info.external_attr >> 16
             if stat.S_ISLNK(mode):
                 writer.symlink(info.filename, archive.read(info).decode("utf-8"))
@@ -274,7 +274,7 @@ def _extract_zip(source: Path, writer: SafeTree) -> None:
 
 
 def _extract_tar(source: Path, writer: SafeTree) -> None:
-    with tarfile.open(source, "r:*") as archive, tqdm(desc=f"extract {source.name}", unit="file") as bar:
+    with tarfile.open(source, "r:*") as archive, Progress(f"extract {source.name}", unit="file") as bar:
         for member in archive:  # streaming: members are checked and written one at a time
             if member.isdir():
                 writer.directory(member.name)
@@ -302,7 +302,7 @@ def _is_compressed(source: Path) -> bool:
 def _copy_folder(source: Path, writer: SafeTree) -> None:
     """Copy an extracted folder with the same checks as an archive (its links must stay inside it)."""
     source_real = os.path.realpath(source)
-    for folder, dirs, files in tqdm(os.walk(source), desc=f"copy {source.name}", unit="folder"):
+    for folder, dirs, files in progress(os.walk(source), f"copy {source.name}", unit="folder"):
         dirs.sort()
         relative_folder = os.path.relpath(folder, source)
         for name in sorted(dirs) + sorted(files):

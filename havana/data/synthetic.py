@@ -18,11 +18,11 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
-from tqdm import tqdm
 
 from havana import atomic
 from havana.data.datasets import SPLITS, Synthetic
 from havana.errors import HavanaError
+from havana.progress import progress
 
 VIEWS = ("front", "back", "left", "right")
 SKIN = ((224, 180, 150), (198, 140, 105), (150, 100, 70), (95, 65, 45))
@@ -324,7 +324,7 @@ def synthesize(config: SynthConfig, out: str | Path) -> Path:
     with atomic.atomic_path(top, directory=True) as tmp:
         for sub in Synthetic.subfolders.values():
             (tmp / sub).mkdir()
-        for shot in tqdm(shots, desc="synth", unit="img"):
+        for shot in progress(shots, "synth", unit="img"):
             rng = np.random.default_rng([config.seed, 4, shot.pid + 1, shot.index, shot.camera])
             if shot.pid > 0:
                 if shot.pid not in identities:
