@@ -23,6 +23,7 @@ from havana import __version__, atomic, provenance
 from havana.errors import HavanaError
 
 RUN_ID_FILE = "mlflow_run_id"
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")  # the UI opens the runs table, not GenAI traces
 RETRY_ATTEMPTS = 12  # bounded: about a minute of backoff in total before giving up
 RETRY_FIRST_DELAY_S = 0.05
 RETRY_MAX_DELAY_S = 8.0
@@ -112,14 +113,49 @@ def ensure_experiment(client, tracking_uri: str, name: str) -> str:
         if found.lifecycle_stage == "deleted":
             raise HavanaError(f"MLflow experiment '{name}' is deleted in {tracking_uri}; restore it with "
                               f"`mlflow experiments restore` or delete it permanently with `mlflow gc`.")
-        return found.experiment_id
+        experiment_id = found.experiment_id
+        if found.tags.get(EXPERIMENT_KIND[0]) != EXPERIMENT_KIND[1]:
+            with_retries(lambda: client.set_experiment_tag(experiment_id, *EXPERIMENT_KIND))
+        return experiment_id
     try:
-        return with_retries(lambda: client.create_experiment(name, artifact_location=_artifact_location(tracking_uri, name)))
+        return with_retries(lambda: client.create_experiment(name, artifact_location=_artifact_location(tracking_uri, name),
+                                                             tags=dict([EXPERIMENT_KIND])))
     except MlflowException:
         found = with_retries(lambda: client.get_experiment_by_name(name))  # another job created it first
         if found is None:
             raise
         return found.experiment_id
+
+
+def run_name(row: str, seed: int | str | None, extractor: str, dataset: str) -> str:
+    """'vnae_jst seed0 · bot_r50 · market1501': what differs between ablation runs first (the UI cuts long names)."""
+    lead = row if seed is None else f"{row} seed{seed}"
+    return " · ".join((lead, extractor, dataset))
+
+
+def cell_tags(dataset: str, extractor: str, row: str | None = None, seed: int | None = None,
+              table_cells: list[str] | tuple[str, ...] = ()) -> dict[str, str]:
+    """The tags that make runs filterable and groupable in the UI: dataset, extractor, row, seed, table_cells."""
+    tags = {"dataset": dataset, "extractor": extractor}
+    if row is not None:
+        tags["row"] = row
+    if seed is not None:
+        tags["seed"] = str(seed)
+    if table_cells:
+        tags["table_cells"] = "; ".join(table_cells)
+    return tags
+
+
+def source_tags() -> dict[str, str]:
+    """MLflow's own source tags (its Source column, git commit, entry point) for this `havana` process."""
+    from mlflow.utils.mlflow_tags import (MLFLOW_GIT_COMMIT, MLFLOW_GIT_DIRTY, MLFLOW_PROJECT_ENTRY_POINT,
+                                          MLFLOW_SOURCE_NAME, MLFLOW_SOURCE_TYPE)
+
+    sha = provenance.git_sha()
+    command = invoking_command()
+    return {MLFLOW_SOURCE_NAME: f"havana {command.replace('_', '-')}", MLFLOW_SOURCE_TYPE: "LOCAL",
+            MLFLOW_GIT_COMMIT: sha.removesuffix("-dirty"), MLFLOW_GIT_DIRTY: str(sha.endswith("-dirty")).lower(),
+            MLFLOW_PROJECT_ENTRY_POINT: command}
 
 
 class JobRun:
@@ -245,7 +281,7 @@ def job_run(tracking_uri: str | None, experiment: str, run_name: str, run_dir: s
     run = JobRun(client, run_id)
     run.log_params(params)
     run.set_tags({"git_sha": provenance.git_sha(), "havana_version": __version__, "rule": invoking_command(),
-                  **(tags or {})})
+                  **source_tags(), **(tags or {})})
     _log_config_artifact(run, params)
     try:
         yield run
@@ -256,3 +292,22 @@ def job_run(tracking_uri: str | None, experiment: str, run_name: str, run_dir: s
         with_retries(lambda: client.set_terminated(run_id, "FAILED"))
         raise
     with_retries(lambda: client.set_terminated(run_id, "FINISHED"))
+
+
+@contextlib.contextmanager
+def existing_run(tracking_uri: str | None, run_dir: str | os.PathLike) -> Iterator[JobRun | None]:
+    """The run recorded in `run_dir/mlflow_run_id` (a head's run, for its evaluation to log into), or None when
+    tracking is off, no id is recorded, or the store does not hold that run (any more). Its status is left as is."""
+    from mlflow.exceptions import MlflowException
+
+    id_file = Path(run_dir) / RUN_ID_FILE
+    if tracking_uri is None or not id_file.is_file():
+        yield None
+        return
+    client = _client(tracking_uri)
+    run_id = id_file.read_text(encoding="utf-8").strip()
+    try:
+        found = with_retries(lambda: client.get_run(run_id))
+    except MlflowException:
+        found = None
+    yield JobRun(client, run_id) if found is not None and found.info.lifecycle_stage != "deleted" else None

@@ -100,7 +100,7 @@ def _checkpoint_key(config: ExtractorConfig, seed: int, manifest_sha: str) -> di
 
 def train_extractor(manifest: str | os.PathLike, config: ExtractorConfig, out_dir: str | os.PathLike, *,
                     seed: int = 0, tracking_uri: str | None = None, experiment: str = "extractors",
-                    run_name: str = "train_extractor") -> TrainResult:
+                    run_name: str = "train_extractor", tags: dict[str, str] | None = None) -> TrainResult:
     """Train `config`'s extractor on the manifest's train split, checkpointing into `out_dir`; write `model.pt`."""
     manifest, out_dir = Path(manifest), Path(out_dir)
     train = config.train
@@ -143,7 +143,7 @@ def train_extractor(manifest: str | os.PathLike, config: ExtractorConfig, out_di
     params = {"extractor": provenance.to_plain(config), "seed": seed, "manifest": str(manifest),
               "manifest_sha256": manifest_sha, "num_classes": len(labels), "train_images": len(rows)}
     metrics: dict[str, float] = {}
-    with job_run(tracking_uri, experiment, run_name, out_dir, params) as run:
+    with job_run(tracking_uri, experiment, run_name, out_dir, params, tags=tags) as run:
         shown = Progress(f"train-extractor {out_dir.name}", train.epochs, unit="epoch", initial=start_epoch,
                          every_s=0)  # one line per epoch in a log
         for epoch in range(start_epoch, train.epochs):

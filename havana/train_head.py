@@ -27,7 +27,7 @@ from havana.features import FeatureFile, FeatureSplit, write_features
 from havana.models.head import TERMS, HavanaHead, HeadTrainConfig, RowConfig, build_head, head_loss, save_head
 from havana.progress import Progress
 from havana.seeding import seed_everything
-from havana.tracking import job_run
+from havana.tracking import cell_tags, job_run, run_name
 
 HISTORY_COLUMNS = ("epoch", "total", *TERMS, "lr", "mAP", "R1")
 ENCODE_CHUNK = 8192
@@ -44,7 +44,8 @@ class HeadRun:
     metric: str = "euclidean"  # evaluation distance
     max_rank: int = 50
     tracking_uri: str | None = None
-    run_name: str | None = None
+    run_name: str | None = None  # default: tracking.run_name (row and seed first)
+    table_cells: tuple[str, ...] = ()  # the table cells this head feeds ('table3:V+J'), an MLflow tag
 
 
 def _epoch_seed(seed: int, epoch: int) -> int:
@@ -149,7 +150,10 @@ def train_head(feature_file: FeatureFile, row: RowConfig, train: HeadTrainConfig
         start, history = state["epoch"], state["history"]
     params = {"row": row.__dict__, "train": train.__dict__, "seed": run.seed, "dataset": run.dataset,
               "extractor": feature_file.attrs.get("extractor", "")}
-    with job_run(run.tracking_uri, run.dataset, run.run_name or f"{run.row_name}/seed{run.seed}", out, params) as tracker:
+    extractor = str(feature_file.attrs.get("extractor", ""))
+    tags = cell_tags(run.dataset, extractor, run.row_name, run.seed, run.table_cells)
+    with job_run(run.tracking_uri, run.dataset, run.run_name or run_name(run.row_name, run.seed, extractor, run.dataset),
+                 out, params, tags=tags) as tracker:
         shown = Progress(f"train-head {run.row_name} seed{run.seed}", train.epochs, unit="epoch", initial=start,
                          every_s=0)  # one line per epoch in a log
         for epoch in range(start, train.epochs):

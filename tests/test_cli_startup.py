@@ -21,7 +21,7 @@ def imported_modules(*argv: str) -> set[str]:
 
 @pytest.mark.parametrize("argv", [("--help",), ("table", "--help"), ("figure", "--help"), ("prepare", "--help"),
                                   ("train-head", "--help"), ("evaluate", "--help"), ("extract", "--help"),
-                                  ("train-extractor", "--help"), ("synth", "--help")])
+                                  ("train-extractor", "--help"), ("synth", "--help"), ("runs", "--help")])
 def test_help_imports_no_heavy_library(argv):
     modules = imported_modules(*argv)
     assert "havana" in modules and "argparse" in modules  # the oracle sees the imports it should
@@ -41,3 +41,10 @@ def test_figure_choices_are_the_figures_drawn():
     from havana.report import figures
 
     assert FIGURES == tuple(sorted(figures.FIGURES))
+
+
+def test_runs_default_metrics_are_the_renderers():
+    from havana.commands.runs import DEFAULT_METRICS
+    from havana.report import runs
+
+    assert DEFAULT_METRICS == runs.DEFAULT_METRICS

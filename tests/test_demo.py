@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from havana.tracking import run_name
+
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
 DEMO = REPO / "config" / "demo.yaml"
@@ -51,17 +53,32 @@ def test_demo_runs_end_to_end_and_a_second_run_does_nothing(tmp_path):
 
     client = MlflowClient(tracking_uri=config["tracking_uri"].replace("sqlite:///", f"sqlite:///{tmp_path}/"))
     experiment = client.get_experiment_by_name("synthetic")
-    runs = client.search_runs([experiment.experiment_id], max_results=1000)
-    names = sorted(run.info.run_name for run in runs)
-    head_jobs = {(d, e, h) for d, e, h in cells if h != "baseline"}
-    for dataset, extractor, head in head_jobs:
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    runs = {run.info.run_name: run for run in client.search_runs([experiment.experiment_id], max_results=1000)}
+    for dataset, extractor, head in cells:  # every head run and every baseline evaluation run
         for seed in config["seeds"]:
-            assert f"{dataset}/{extractor}/{head}/seed{seed}" in names
-    assert {f"synthetic/{extractor}" for extractor in config["extractors"]} <= set(names)
-    for dataset, extractor, head in cells:  # every evaluate job, baseline included, has its run too
+            run = runs[run_name(head, seed, extractor, dataset)]
+            tags = run.data.tags
+            assert (tags["dataset"], tags["extractor"], tags["row"], tags["seed"]) == (dataset, extractor, head, str(seed))
+            assert tags["table_cells"] and tags["mlflow.source.git.commit"] and tags["mlflow.project.entryPoint"]
+            assert {"mAP", "R1", "mINP", "flip_mAP", "flip_R1"} <= set(run.data.metrics), run.info.run_name
+            written = json.loads((results / dataset / "metrics" / extractor / head / f"seed{seed}.json").read_text())
+            assert run.data.metrics["mAP"] == pytest.approx(written["plain"]["mAP"])
+    assert {run_name("extractor", None, extractor, "synthetic") for extractor in config["extractors"]} <= set(runs)
+    assert len(runs) == len(cells) * len(config["seeds"]) + len(config["extractors"])  # no run per evaluate job
+    assert all(run.info.status == "FINISHED" for run in runs.values())
+
+    logs = results / "logs"  # every long job's log shows one plain line per epoch, no carriage return
+    head_epochs = config["heads"]["train"]["epochs"]
+    for dataset, extractor, head in cells - {(d, e, h) for d, e, h in cells if h == "baseline"}:
         for seed in config["seeds"]:
-            assert f"evaluate/{dataset}/{extractor}/{head}/seed{seed}" in names
-    assert len(names) == len(set(names)) and all(run.info.status == "FINISHED" for run in runs)
+            text = (logs / "train_head" / dataset / extractor / head / f"seed{seed}.log").read_text()
+            assert "\r" not in text
+            assert len(re.findall(rf"train-head {re.escape(head)} seed{seed}: epoch \d+/{head_epochs} ", text)) == head_epochs
+    for extractor, spec in config["extractors"].items():
+        text = (logs / "train_extractor" / "synthetic" / f"{extractor}.log").read_text()
+        epochs = spec["train"]["epochs"]
+        assert "\r" not in text and len(re.findall(rf"train-extractor {extractor}: epoch \d+/{epochs} ", text)) == epochs
 
     report = run_demo(tmp_path, "--report", str(results / "report.html"))
     assert report.returncode == 0, report.stderr[-3000:]

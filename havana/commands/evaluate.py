@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 from havana.errors import HavanaError
 
@@ -15,6 +16,7 @@ if TYPE_CHECKING:  # torch and the engines are imported when the command runs, n
 
     from havana.evaluation import EvaluationConfig
     from havana.features import FeatureSplit
+    from havana.tracking import JobRun
 
 RANKS = (1, 5, 10)  # reported as R1, R5, R10 beside the full CMC
 HEAD_BATCH = 4096  # rows encoded by the head at once
@@ -27,7 +29,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Rank the gallery for every query of FEATURES (Market-1501 protocol) and write OUT as JSON: "
                     "'plain' (first view) and 'flip' (mean of plain and flipped views) metrics as fractions, with the "
                     "resolved settings and git SHA; also OUT.provenance.yaml. With --head, the head's z_mu of each "
-                    "view is ranked instead of the raw features.")
+                    "view is ranked instead of the raw features, and the metrics are logged into the head's own MLflow "
+                    "run (its mlflow_run_id file), so one runs-table row holds its switches and its mAP; raw "
+                    "features (the baseline) get a run of their own.")
     parser.add_argument("--features", required=True, help="an HDF5 file written by `havana extract`")
     parser.add_argument("--head", help="a head.pt written by `havana train-head` (default: raw features)")
     parser.add_argument("--out", required=True, help="output JSON, e.g. results/<ds>/metrics/<extractor>/<row>/seed0.json")
@@ -37,7 +41,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--rerank", action="store_true", default=None, help="apply k-reciprocal re-ranking")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--tracking-uri", help="MLflow store, e.g. sqlite:///results/mlflow.db (none: no tracking)")
-    parser.add_argument("--run-name", help="MLflow run name (default: evaluate/<OUT stem>)")
+    parser.add_argument("--row", help="the table row evaluated (heads.rows name, or baseline): MLflow tag and run name")
+    parser.add_argument("--seed", type=int, help="the head's seed (the baseline's copy for that seed): MLflow tag")
+    parser.add_argument("--run-name", help="MLflow run name of a job without a head run (default: "
+                                           "'<ROW> seed<S> · <extractor> · <dataset>')")
     parser.set_defaults(func=run)
 
 
@@ -83,6 +90,35 @@ def metrics_entry(result: dict[str, Any]) -> dict[str, Any]:
             "cmc": result["cmc"], "num_valid_queries": result["num_valid_queries"]}
 
 
+@contextlib.contextmanager
+def evaluation_run(args: argparse.Namespace, record: dict[str, Any], attrs: dict[str, Any]) -> Iterator[JobRun]:
+    """The MLflow run the metrics go to: the head's own run when it is in this store (the evaluation settings become
+    its eval.* tags), else a run of this job, named and tagged as its table row (the baseline's case)."""
+    from havana import provenance
+    from havana.config import load_yaml
+    from havana.report.tables import cells_fed
+    from havana.tracking import cell_tags, existing_run, job_run, run_name
+
+    if args.head:
+        with existing_run(args.tracking_uri, Path(args.head).parent) as head_run:
+            if head_run is not None:
+                settings = provenance.to_plain({"eval": {"metric": record["evaluation"].metric,
+                                                         "max_rank": record["evaluation"].max_rank,
+                                                         "rerank": record["rerank"], "features": args.features}})
+                head_run.set_tags({f"eval.{key}": value for key, value in settings["eval"].items()})
+                yield head_run
+                return
+    dataset, extractor = str(attrs.get("dataset", "havana")), str(attrs.get("extractor", ""))
+    row = args.row or (None if args.head else "baseline")
+    fed = cells_fed(load_yaml(args.config), dataset, extractor, row) if args.config and row else []
+    out = Path(args.out)
+    # The run-id file sits in a folder of its own per output: several seeds' metrics share one folder.
+    with job_run(args.tracking_uri, dataset, args.run_name or run_name(row or out.stem, args.seed, extractor, dataset),
+                 out.with_name(out.stem + ".mlflow"), params=provenance.to_plain(record),
+                 tags=cell_tags(dataset, extractor, row, args.seed, fed)) as tracker:
+        yield tracker
+
+
 def run(args: argparse.Namespace) -> int:
     """Load the features (and head), evaluate plain and flip-test embeddings, write the metrics and provenance."""
     from havana import atomic, provenance
@@ -90,7 +126,6 @@ def run(args: argparse.Namespace) -> int:
     from havana.evaluation import RerankConfig, evaluate, merge_flip
     from havana.features import read_features
     from havana.models.head import load_head
-    from havana.tracking import job_run
 
     settings = resolve_settings(args)
     data = read_features(args.features, splits=("query", "gallery"))
@@ -123,10 +158,7 @@ def run(args: argparse.Namespace) -> int:
         "device": str(device),
     }
     out = Path(args.out)
-    experiment = str(data.attrs.get("dataset", "havana"))
-    # The run-id file sits in a folder of its own per output: several seeds' metrics share one folder.
-    with job_run(args.tracking_uri, experiment, args.run_name or f"evaluate/{out.stem}",
-                 out.with_name(out.stem + ".mlflow"), params=provenance.to_plain(record)) as tracker:
+    with evaluation_run(args, record, data.attrs) as tracker:
         provenance_path = provenance.write_beside(out, record)
         try:
             atomic.write_json(out, {"plain": metrics_entry(plain), "flip": metrics_entry(flip),
@@ -136,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
             raise
         tracker.log_metrics({f"{prefix}{key}": value for prefix, block in (("", plain), ("flip_", flip))
                              for key, value in metrics_entry(block).items() if key != "cmc"})
-        tracker.log_artifact(out)
+        tracker.log_artifact(out, "evaluation")
     print(f"havana evaluate: wrote {args.out}: mAP {100 * plain['mAP']:.1f}%, R1 {100 * plain['cmc'][0]:.1f}% "
           f"(flip: mAP {100 * flip['mAP']:.1f}%, R1 {100 * flip['cmc'][0]:.1f}%) over {plain['num_valid_queries']} "
           f"queries, {settings.metric}{' with re-ranking' if rerank else ''}.")

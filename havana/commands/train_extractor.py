@@ -22,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", help="override train.device: auto, cpu, cuda or cuda:N")
     parser.add_argument("--tracking-uri", help="MLflow store, e.g. sqlite:///results/mlflow.db (none: no tracking)")
     parser.add_argument("--experiment", help="MLflow experiment (default: the manifest's folder name, the dataset)")
-    parser.add_argument("--run-name", help="MLflow run name (default: train_extractor/<NAME>)")
+    parser.add_argument("--run-name", help="MLflow run name (default: 'extractor · <NAME> · <dataset>')")
     parser.set_defaults(func=run)
 
 
@@ -30,14 +30,17 @@ def run(args: argparse.Namespace) -> int:
     """Load the extractor config, apply overrides, train, and print a one-line summary."""
     from havana.config import load_yaml
     from havana.extractor_config import extractor_config
+    from havana.tracking import cell_tags, run_name
     from havana.train_extractor import train_extractor  # torch: imported to run, not to print help
 
     config = extractor_config(load_yaml(args.config), args.extractor)
     overrides = {k: v for k, v in (("epochs", args.epochs), ("device", args.device)) if v is not None}
     config = dataclasses.replace(config, train=dataclasses.replace(config.train, **overrides))
+    dataset = Path(args.manifest).resolve().parent.name
+    experiment = args.experiment or dataset
     result = train_extractor(args.manifest, config, args.out, seed=args.seed, tracking_uri=args.tracking_uri,
-                             experiment=args.experiment or Path(args.manifest).resolve().parent.name,
-                             run_name=args.run_name or f"train_extractor/{args.extractor}")
+                             experiment=experiment, run_name=args.run_name or run_name("extractor", None, args.extractor, dataset),
+                             tags=cell_tags(dataset, args.extractor, seed=args.seed))
     last = ", ".join(f"{k} {v:.4g}" for k, v in result.last_metrics.items() if k in ("loss", "ce", "triplet", "accuracy"))
     print(f"havana train-extractor: {args.extractor} trained for {result.epochs} epochs -> {result.model_path}"
           + (f" (last epoch: {last})" if last else ""))

@@ -23,7 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--epochs", type=int, help="override heads.train.epochs")
     parser.add_argument("--device", help="override heads.train.device: auto, cpu, cuda or cuda:N")
     parser.add_argument("--tracking-uri", help="MLflow store, e.g. sqlite:///results/mlflow.db (none: no tracking)")
-    parser.add_argument("--run-name", help="MLflow run name (default: <row>/seed<S>)")
+    parser.add_argument("--run-name", help="MLflow run name (default: '<ROW> seed<S> · <extractor> · <dataset>')")
     parser.set_defaults(func=run)
 
 
@@ -34,6 +34,7 @@ def run(args: argparse.Namespace) -> int:
     from havana.evaluation import EvaluationConfig
     from havana.features import read_features
     from havana.models.head import HeadTrainConfig, RowConfig
+    from havana.report import tables
     from havana.train_head import HeadRun, train_head  # torch: imported to run, not to print help
 
     config = load_yaml(args.config)
@@ -46,9 +47,10 @@ def run(args: argparse.Namespace) -> int:
     dataset = args.dataset or str(features.attrs.get("dataset", Path(args.features).resolve().parents[1].name))
     row = row.with_beta(section(heads, "beta_by_dataset", dataset)) if row.beta is None else row
     evaluation = from_mapping(EvaluationConfig, config.get("evaluation") or {}, "evaluation")
+    fed = tables.cells_fed(config, dataset, str(features.attrs.get("extractor", "")), args.row)
     head_run = HeadRun(out_dir=Path(args.out), row_name=args.row, dataset=dataset, seed=args.seed,
                        metric=evaluation.metric, max_rank=evaluation.max_rank,
-                       tracking_uri=args.tracking_uri, run_name=args.run_name)
+                       tracking_uri=args.tracking_uri, run_name=args.run_name, table_cells=tuple(fed))
     scores = train_head(features, row, train, head_run, select_device(train.device))
     print(f"havana train-head: {args.row} (seed {args.seed}) trained for {train.epochs} epochs -> {args.out}/head.pt; "
           f"z_mu mAP {100 * scores['mAP']:.2f}, R1 {100 * scores['R1']:.2f} (flip: {100 * scores['flip_mAP']:.2f}, "

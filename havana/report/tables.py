@@ -158,6 +158,18 @@ def table_names(config: Mapping[str, Any]) -> list[str]:
     return sorted(names, key=lambda name: int(name[5:]))
 
 
+def cells_fed(config: Mapping[str, Any], dataset: str, extractor: str, head: str) -> list[str]:
+    """'table3:V+J' for every table row with a cell that reads (dataset, extractor, head): an MLflow run's table_cells."""
+    fed = []
+    for name in table_names(config):
+        spec = table_spec(config, name)
+        for row in spec.rows:
+            if (row.extractor, row.head) == (extractor, head) and any(
+                    (column.dataset or row.dataset) == dataset for column in spec.columns):
+                fed.append(f"{name}:{row.label}")
+    return list(dict.fromkeys(fed))
+
+
 def cell_keys(spec: TableSpec, seeds: Sequence[int]) -> list[list[list[RunKey]]]:
     """For each row and column, the metrics files (one per seed) its cell averages."""
     return [

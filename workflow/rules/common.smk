@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import re
+import shlex
 import sys
 from pathlib import Path
 
@@ -19,6 +20,7 @@ import yaml
 from snakemake.exceptions import WorkflowError
 
 from havana import atomic
+from havana.tracking import run_name
 
 RESULTS = config["results_dir"]
 RESOURCES = config["resources_dir"]
@@ -65,7 +67,7 @@ def tracking_args(run_name):
     """The CLI's MLflow arguments for one job (none when tracking_uri is null)."""
     if TRACKING_URI is None:
         return ""
-    return f"--tracking-uri {TRACKING_URI} --run-name {run_name}"
+    return f"--tracking-uri {shlex.quote(TRACKING_URI)} --run-name {shlex.quote(run_name)}"
 
 
 def manifest_path(dataset):

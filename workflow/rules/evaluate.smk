@@ -14,11 +14,11 @@ rule evaluate:
         head=lambda wildcards, input: f"--head {input.head}" if "head" in input.keys() else "",
         config_digest=lambda wildcards: config_digest(config["evaluation"]),
         tracking=lambda wildcards: tracking_args(
-            f"evaluate/{wildcards.dataset}/{wildcards.extractor}/{wildcards.head}/seed{wildcards.seed}"
+            run_name(wildcards.head, wildcards.seed, wildcards.extractor, wildcards.dataset)
         ),
     threads: 1
     conda:
         CONDA_ENV
     shell:
         "havana evaluate --features {input.features} {params.head} --config {params.config} "
-        "--out {output.metrics} {params.tracking} > {log} 2>&1"
+        "--out {output.metrics} --row {wildcards.head} --seed {wildcards.seed} {params.tracking} > {log} 2>&1"

@@ -13,7 +13,7 @@ rule train_extractor:
         out_dir=lambda wildcards, output: Path(output.model).parent,
         seed=EXTRACTOR_SEED,
         config_digest=lambda wildcards: config_digest(config["extractors"][wildcards.extractor]),
-        tracking=lambda wildcards: tracking_args(f"{wildcards.dataset}/{wildcards.extractor}"),
+        tracking=lambda wildcards: tracking_args(run_name("extractor", None, wildcards.extractor, wildcards.dataset)),
     threads: 4
     resources:
         gpu=1,

@@ -15,7 +15,7 @@ rule train_head:
         out_dir=lambda wildcards, output: Path(output.head).parent,
         config_digest=head_settings,
         tracking=lambda wildcards: tracking_args(
-            f"{wildcards.dataset}/{wildcards.extractor}/{wildcards.row}/seed{wildcards.seed}"
+            run_name(wildcards.row, wildcards.seed, wildcards.extractor, wildcards.dataset)
         ),
     threads: 1
     resources:
