@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "table",
     "figure",
     "runs",
+    "plan",
 )
 
 

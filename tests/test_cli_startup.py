@@ -21,7 +21,8 @@ def imported_modules(*argv: str) -> set[str]:
 
 @pytest.mark.parametrize("argv", [("--help",), ("table", "--help"), ("figure", "--help"), ("prepare", "--help"),
                                   ("train-head", "--help"), ("evaluate", "--help"), ("extract", "--help"),
-                                  ("train-extractor", "--help"), ("synth", "--help"), ("runs", "--help")])
+                                  ("train-extractor", "--help"), ("synth", "--help"), ("runs", "--help"),
+                                  ("plan", "--help")])
 def test_help_imports_no_heavy_library(argv):
     modules = imported_modules(*argv)
     assert "havana" in modules and "argparse" in modules  # the oracle sees the imports it should
