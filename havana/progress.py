@@ -104,18 +104,19 @@ class Progress:
         print(self.line(), file=self.stream, flush=True)
         self.last_line, self.logged_count = time.monotonic(), self.count
 
-    def close(self) -> None:
-        """End the display: close the bar, or write the last line if it was not written yet."""
+    def close(self, finished: bool = True) -> None:
+        """End the display: close the bar, or write the last line if it was not written yet (not after a failure:
+        the error follows)."""
         if self.bar is not None:
             self.bar.close()
-        elif self.final_line and self.count != self.logged_count:
+        elif finished and self.final_line and self.count != self.logged_count:
             self.write_line()
 
     def __enter__(self) -> "Progress":
         return self
 
-    def __exit__(self, *exc_info: Any) -> None:
-        self.close()
+    def __exit__(self, exc_type: Any, *exc_info: Any) -> None:
+        self.close(finished=exc_type is None)
 
 
 def progress(items: Iterable[T], desc: str, total: int | None = None, **options: Any) -> Iterator[T]:

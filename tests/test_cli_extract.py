@@ -99,8 +99,9 @@ def test_missing_image_aborts_with_one_sentence_and_without_a_partial_file(train
     out = root / "broken.h5"
     assert main(["extract", "--manifest", str(broken_manifest), "--model", str(model_path), "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == (f"havana extract: error: image {broken / missing} listed in the manifest does not exist; "
-                   "rerun `havana prepare`.")  # one line, no traceback
+    assert err.splitlines()[-1] == (f"havana extract: error: image {broken / missing} listed in the manifest does not "
+                                    "exist; rerun `havana prepare`.")  # one sentence after the progress lines
+    assert "Traceback" not in err and all(line.startswith("20") for line in err.splitlines()[:-1])
     assert not out.exists() and not list(root.glob(".broken.h5.*"))
 
 
