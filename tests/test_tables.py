@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
@@ -184,7 +185,7 @@ def test_cli_writes_tables_and_rejects_unknown_table(tmp_path: Path, results: Pa
     prefix = tmp_path / "tables" / "table2"
     assert main(["table", "--config", str(config_path), "--table", "table2", "--results-dir", str(results),
                  "--out-prefix", str(prefix)]) == 0
-    assert all((prefix.parent / f"table2.{ext}").is_file() for ext in ("md", "csv", "tex"))
+    assert all((prefix.parent / f"table2.{ext}").is_file() for ext in ("md", "csv", "tex", "html"))
     assert "6/9 reproduced cells have metrics" in capsys.readouterr().out
     assert main(["table", "--config", str(config_path), "--table", "summary", "--results-dir", str(results),
                  "--out-prefix", str(tmp_path / "tables" / "summary")]) == 0
@@ -192,3 +193,59 @@ def test_cli_writes_tables_and_rejects_unknown_table(tmp_path: Path, results: Pa
                  "--out-prefix", str(tmp_path / "tables" / "table7")]) == 2
     assert "no 'table7' under tables" in capsys.readouterr().err
     assert not list((tmp_path / "tables").glob("table7*"))
+
+
+class TableCells(HTMLParser):
+    """Every <table>'s rows as lists of (text, class) cells, from an HTML page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tables: list[list[list[tuple[str, str]]]] = []
+        self.cell: list[str] | None = None
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "table":
+            self.tables.append([])
+        elif tag == "tr":
+            self.tables[-1].append([])
+        elif tag in ("td", "th"):
+            self.cell, self.cls = [], dict(attrs).get("class", "")
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self.cell is not None:
+            self.tables[-1][-1].append(("".join(self.cell).strip(), self.cls))
+            self.cell = None
+
+    def handle_data(self, data):
+        if self.cell is not None:
+            self.cell.append(data)
+
+
+def html_tables(text: str) -> list[list[list[tuple[str, str]]]]:
+    parser = TableCells()
+    parser.feed(text)
+    return parser.tables
+
+
+def test_html_table_has_the_papers_layout_and_deltas_coloured_by_verdict(tmp_path: Path, results: Path) -> None:
+    tables.write_table(make_config(), "table2", results, tmp_path / "table2")
+    page = (tmp_path / "table2.html").read_text()
+    assert page.startswith("<!DOCTYPE html>") and "<caption>Table 2. Comparison with the state of the art.</caption>" in page
+    [rows] = html_tables(page)
+    assert [text for text, _ in rows[0]] == ["Method", "Market-1501 mAP", "Market-1501 R-1", "MSMT17 mAP"]
+    assert [text for text, _ in rows[1]] == ["ours", "paper", "Δ"] * 3
+    by_label = {row[0][0]: row for row in rows[2:]}
+    # The same numbers as the Markdown; Δ coloured as the summary judges: baseline mAP not reproduced, R1 reproduced,
+    # MSMT17 missing; a cell without a paper value has no verdict colour.
+    assert [text for text, _ in by_label["Baseline"]] == ["Baseline", "86.6 ± 0.6", "85.8", "+0.8", "94.0 ± 0.0", "94.2",
+                                                         "-0.2", "n/a", "48.2", "n/a"]
+    assert [cls.split()[-1] for _, cls in by_label["Baseline"][3::3]] == ["bad", "ok", "missing"]
+    assert by_label["HAVANA †"][6] == ("—", "num")
+    assert by_label["MGN [40] (2018 ACMM)"][2] == ("86.9", "num paper")
+    assert [row[0][0] for row in rows[2:] if len(row) == 1] == ["non-generative", "generative", "Reproduced by this pipeline"]
+
+    summary.write_summary(make_config(), results, tmp_path / "summary")
+    [judged] = html_tables((tmp_path / "summary.html").read_text())
+    assert len(judged) == 1 + 10 and [text for text, _ in judged[0]] == summary.HEADINGS
+    verdicts = [row[6] for row in judged[1:]]
+    assert verdicts.count(("missing", "missing")) == 3 and verdicts.count(("not reproduced", "bad")) == 1

@@ -99,7 +99,7 @@ def counts_text(verdicts: Sequence[Verdict]) -> str:
             f"{tally[NOT_REPRODUCED]} not reproduced, {tally[MISSING]} missing.")
 
 
-def _fields(item: Verdict) -> list[str]:
+def verdict_fields(item: Verdict) -> list[str]:
     cell = item.cell
     return [item.table, item.row, item.column, tables.cell_text(cell), tables.paper_text(cell.paper),
             tables.delta_text(cell), item.verdict, ", ".join(item.runs) or "—"]
@@ -112,7 +112,7 @@ def render_markdown(verdicts: Sequence[Verdict], tolerance: float) -> str:
     """Counts and rule at the top, then one line per judged cell."""
     lines = ["# Reproduction summary", "", f"**{counts_text(verdicts)}**", "", rule_text(tolerance), "",
              "| " + " | ".join(HEADINGS) + " |", "|" + "|".join([":--"] * 3 + ["--:"] * 3 + [":--"] * 2) + "|"]
-    lines += ["| " + " | ".join(text.replace("|", "\\|") for text in _fields(item)) + " |" for item in verdicts]
+    lines += ["| " + " | ".join(text.replace("|", "\\|") for text in verdict_fields(item)) + " |" for item in verdicts]
     return "\n".join(lines) + "\n"
 
 
@@ -139,7 +139,7 @@ def render_latex(verdicts: Sequence[Verdict], tolerance: float) -> str:
              rf"\caption{{Reproduction summary. {escape(counts_text(verdicts))} {escape(rule_text(tolerance))}}}",
              r"\label{tab:summary}", r"\begin{tabular}{lllrrrl}", r"\toprule",
              r"Table & Row & Column & Reproduced & Paper & $\Delta$ & Verdict \\", r"\midrule"]
-    lines += [" & ".join(escape(text) for text in _fields(item)[:7]) + r" \\" for item in verdicts]
+    lines += [" & ".join(escape(text) for text in verdict_fields(item)[:7]) + r" \\" for item in verdicts]
     lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}", ""]
     return "\n".join(lines)
 
@@ -154,7 +154,7 @@ def run_ids(results_dir: str | os.PathLike, key: RunKey) -> list[str]:
 
 
 def write_summary(config: Mapping[str, Any], results_dir: str | os.PathLike, out_prefix: str | os.PathLike) -> list[Verdict]:
-    """Judge every configured table's cells and write `<out_prefix>.{md,csv,tex}`; return the verdicts."""
+    """Judge every configured table's cells and write `<out_prefix>.{md,csv,tex,html}`; return the verdicts."""
     settings = summary_config(config)
     names = settings.tables if settings.tables is not None else tables.table_names(config)
     if not names:
@@ -170,8 +170,10 @@ def write_summary(config: Mapping[str, Any], results_dir: str | os.PathLike, out
             found = runs.setdefault(key[:3], ())
             runs[key[:3]] = found + tuple(run for run in run_ids(results_dir, key) if run not in found)
     verdicts = judge(models, settings.tolerance, runs)
+    from havana.report import html  # it imports this module
+
     rendered = {"md": render_markdown(verdicts, settings.tolerance), "csv": render_csv(verdicts),
-                "tex": render_latex(verdicts, settings.tolerance)}
+                "tex": render_latex(verdicts, settings.tolerance), "html": html.render_summary(verdicts, settings.tolerance)}
     tables.write_rendered(out_prefix, rendered, {"summary": settings, "tables": names, "seeds": seeds,
                                                  "results_dir": str(results_dir)})
     return verdicts

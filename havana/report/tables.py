@@ -294,7 +294,7 @@ def render_markdown(model: TableModel) -> str:
     for column in model.columns:
         title = column_title(column)
         head += [f"{title} (ours)", f"{title} (paper)", f"{title} Δ"]
-    display = _display_name(model.name)
+    display = display_name(model.name)
     title = model.caption if model.caption.startswith(display) else f"{display}. {model.caption}"
     lines = [f"**{title}**", "", "| " + " | ".join(head) + " |",
              "|" + "|".join([":--"] * (len(head) - 3 * len(model.columns)) + ["--:"] * 3 * len(model.columns)) + "|"]
@@ -370,7 +370,7 @@ def render_latex(model: TableModel) -> str:
     return "\n".join(lines)
 
 
-def _display_name(name: str) -> str:
+def display_name(name: str) -> str:
     """'table3' -> 'Table 3'."""
     return f"Table {name[5:]}" if name.startswith("table") and name[5:].isdigit() else name.capitalize()
 
@@ -396,11 +396,15 @@ def write_rendered(out_prefix: str | os.PathLike, rendered: Mapping[str, str], p
 
 def write_table(config: Mapping[str, Any], name: str, results_dir: str | os.PathLike,
                 out_prefix: str | os.PathLike) -> TableModel:
-    """Read the table's metrics under `results_dir` and write `<out_prefix>.{md,csv,tex}`; return the model."""
+    """Read the table's metrics under `results_dir` and write `<out_prefix>.{md,csv,tex,html}`; return the model."""
     spec = table_spec(config, name)
     seeds = config_seeds(config)
     metrics = collect_metrics(results_dir, required_runs(spec, seeds))
     model = build_table(name, spec, metrics, seeds, table_note(config, spec, seeds))
-    rendered = {"md": render_markdown(model), "csv": render_csv(model), "tex": render_latex(model)}
+    from havana.report import html, summary  # both import this module
+
+    tolerance = summary.summary_config(config).tolerance
+    rendered = {"md": render_markdown(model), "csv": render_csv(model), "tex": render_latex(model),
+                "html": html.render_table(model, tolerance)}
     write_rendered(out_prefix, rendered, {"table": name, "spec": spec, "seeds": seeds, "results_dir": str(results_dir)})
     return model

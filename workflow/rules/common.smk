@@ -33,7 +33,7 @@ ACTIVE_DATASETS = list(config["active_datasets"])
 BASELINE = "baseline"  # the head name meaning raw extractor features, evaluated without a head
 RESOLVED_CONFIG = f"{RESULTS}/config.resolved.yaml"
 FIGURE_NAMES = {"fig5": "retrieval", "fig6": "tsne", "fig7": "loss_curves", "fig8": "alpha_beta", "fig9": "cost"}
-TABLE_FILE_TYPES = ("md", "csv", "tex")
+TABLE_FILE_TYPES = ("html", "md", "csv", "tex")  # html: shown inline in the report; the others are downloads
 # The paper tables are tables.table<N>; tables.summary holds the reproduction summary's settings, not a table.
 PAPER_TABLES = sorted((name for name in config["tables"] if re.fullmatch(r"table\d+", name)), key=lambda n: int(n[5:]))
 # Every rule names this environment (used only with `--sdm conda`); after creating it, install the package into it
@@ -230,6 +230,8 @@ def table_outputs(name):
     prefix = f"{RESULTS}/tables/{name}"
     labels = {"table": name}
     return {
+        "html": report(f"{prefix}.html", caption="../report/table.rst", category="Tables",
+                       labels={**labels, "format": "html"}),
         "md": report(f"{prefix}.md", caption="../report/table.rst", category="Tables", labels={**labels, "format": "md"}),
         "csv": report(f"{prefix}.csv", caption="../report/table.rst", category="Tables", labels={**labels, "format": "csv"}),
         "tex": report(f"{prefix}.tex", caption="../report/table.rst", category="Tables", labels={**labels, "format": "tex"}),
