@@ -230,3 +230,70 @@ def test_cli_figure(tmp_path: Path, run_dirs, capsys) -> None:
     assert out.is_file() and (out.parent / "fig9_params.png.provenance.yaml").is_file()
     assert main(args[:5] + ["--results-dir", str(tmp_path / "none")] + args[5:]) == 2
     assert "fig9 has no input" in capsys.readouterr().err
+
+
+def text_outside_canvas(fig) -> list[str]:
+    """What the renderer draws outside the figure's canvas: each axes' drawn extent (title, axis labels, the tick
+    labels in view, legend, texts: `get_tightbbox`) and each figure-level text (suptitle, figure legend)."""
+    from matplotlib.text import Text
+
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    width, height = fig.bbox.width, fig.bbox.height
+    boxes = [(f"axes {ax.get_title()!r}", ax.get_tightbbox(renderer)) for ax in fig.axes if ax.get_visible()]
+    in_axes = {id(text) for ax in fig.axes for text in ax.findobj(Text)}  # tick labels included, in view or not
+    boxes += [(repr(text.get_text()), text.get_window_extent(renderer)) for text in fig.findobj(Text)
+              if id(text) not in in_axes and text.get_visible() and text.get_text().strip()]
+    return [f"{what} at {tuple(round(v) for v in box.bounds)} on a {width:.0f}x{height:.0f} canvas"
+            for what, box in boxes
+            if box.x0 < -0.5 or box.y0 < -0.5 or box.x1 > width + 0.5 or box.y1 > height + 0.5]
+
+
+def points_under_legends(fig) -> list[tuple[float, float]]:
+    """Data points (line vertices) hidden under a legend of the same axes, in display coordinates."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    hidden = []
+    for ax in fig.axes:
+        legend = ax.get_legend()
+        if legend is None:
+            continue
+        box = legend.get_window_extent(renderer)
+        for line in ax.get_lines():
+            for x, y in ax.transData.transform(line.get_xydata()):
+                if box.contains(x, y):
+                    hidden.append((x, y))
+    return hidden
+
+
+@pytest.mark.parametrize("name", ["fig5", "fig6", "fig7", "fig8", "fig9", "fig9 without SOTA parameters"])
+def test_every_text_lies_inside_the_canvas_and_no_legend_hides_data(tmp_path: Path, run_dirs, monkeypatch, name) -> None:
+    results, resources = run_dirs
+    config = make_config()
+    if name.endswith("without SOTA parameters"):  # the demo's case: a long note in the title, the SOTA point absent
+        config["figures"]["fig9"]["sota"]["params_m"] = None
+        name = "fig9"
+    checked = []
+    save = figures.save_png
+
+    def check_then_save(fig, out):
+        checked.append((text_outside_canvas(fig), points_under_legends(fig), [t.get_text() for ax in fig.axes
+                                                                              for t in (ax.title,)]))
+        return save(fig, out)
+
+    monkeypatch.setattr(figures, "save_png", check_then_save)
+    figures.write_figure(config, name, results, resources, tmp_path / f"{name}.png")
+    [(outside, hidden, titles)] = checked
+    assert outside == [] and hidden == []
+    if name == "fig5":  # rank numbers above the baseline row's columns of every query
+        assert titles.count("1") == 2 and titles.count("4") == 2
+
+
+def test_fig8_heatmap_writes_every_cells_value(tmp_path: Path, run_dirs, monkeypatch) -> None:
+    results, resources = run_dirs
+    texts = []
+    save = figures.save_png
+    monkeypatch.setattr(figures, "save_png", lambda fig, out: (texts.extend(t.get_text() for t in fig.axes[0].texts),
+                                                               save(fig, out))[1])
+    figures.write_figure(make_config(), "fig8", results, resources, tmp_path / "fig8.png")
+    assert sorted(texts) == ["51.0", "53.0", "57.0", "n/a"]  # the grid of test_fig8_grid, by hand

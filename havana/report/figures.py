@@ -405,6 +405,8 @@ def fig5(config: Mapping[str, Any], results_dir: str | os.PathLike, resources_di
                         ax.set_axis_off()
                         continue
                     ax.imshow(image(data.g_paths[ranked[q, k]]))
+                    if method_index == 0:
+                        ax.set_title(str(k + 1), pad=2)  # the rank, above the column
                     for spine in ax.spines.values():
                         spine.set_visible(True)
                         spine.set_color(CORRECT_COLOR if correct[q, k] else WRONG_COLOR)
@@ -516,7 +518,7 @@ def fig7(config: Mapping[str, Any], results_dir: str | os.PathLike, resources_di
 # ---------------------------------------------------------------- Fig. 8: alpha × beta bars
 
 def fig8_size(num_datasets: int) -> tuple[float, float]:
-    return 5.0 * max(1, num_datasets), 4.5
+    return 5.0 * max(1, num_datasets), 4.2
 
 
 def fig8_grid(config: Mapping[str, Any], results_dir: str | os.PathLike, settings: Fig8Config, dataset: str
@@ -531,34 +533,39 @@ def fig8_grid(config: Mapping[str, Any], results_dir: str | os.PathLike, setting
 
 def fig8(config: Mapping[str, Any], results_dir: str | os.PathLike, resources_dir: str | os.PathLike,
          out: str | os.PathLike) -> Path:
-    """3-D bars of the metric over the alpha × beta grid, one panel per dataset."""
+    """The metric over the alpha × beta grid, one heatmap per dataset with every cell's value written in it.
+
+    The paper draws 3-D bars; a heatmap with values shows the same grid without a truncated height axis that would
+    make a spread of one or two points look large. The colour scale spans each panel's own min..max, and the panel
+    title states that spread in points."""
     settings = _figure_config(config, "fig8", Fig8Config)
     grids = {dataset: fig8_grid(config, results_dir, settings, dataset) for dataset in settings.datasets}
     _require_any(any(np.isfinite(grid).any() for _, _, grid in grids.values()), "fig8",
                  f"metrics of rows {', '.join(settings.rows)}")
     with plt.rc_context(STYLE):
-        fig = plt.figure(figsize=fig8_size(len(settings.datasets)))
-        for index, dataset in enumerate(settings.datasets, start=1):
+        fig, axes = plt.subplots(1, len(settings.datasets), figsize=fig8_size(len(settings.datasets)), squeeze=False,
+                                 layout="constrained")
+        for ax, dataset in zip(axes[0], settings.datasets):
             alphas, betas, grid = grids[dataset]
             if not np.isfinite(grid).any():
-                no_data(fig.add_subplot(1, len(settings.datasets), index), f"the α×β grid on {dataset}")
+                no_data(ax, f"the α×β grid on {dataset}")
                 continue
-            ax = fig.add_subplot(1, len(settings.datasets), index, projection="3d")
-            a_index, b_index = np.nonzero(np.isfinite(grid))
-            heights = grid[a_index, b_index]
-            floor = math.floor(float(heights.min())) - 1.0
-            ax.bar3d(a_index - 0.35, b_index - 0.35, np.full(len(heights), floor), 0.7, 0.7, heights - floor,
-                     color=plt.get_cmap("viridis")((heights - floor) / max(1e-9, float(heights.max() - floor))),
-                     shade=True)
+            low, high = float(np.nanmin(grid)), float(np.nanmax(grid))
+            image = ax.imshow(np.ma.masked_invalid(grid.T), origin="lower", cmap="viridis", aspect="auto",
+                              vmin=low, vmax=high if high > low else low + 1e-6)
+            for a, b in np.ndindex(grid.shape):
+                value = grid[a, b]
+                shade = 0.0 if not np.isfinite(value) or high <= low else (value - low) / (high - low)
+                ax.text(a, b, "n/a" if not np.isfinite(value) else f"{value:.1f}", ha="center", va="center",
+                        fontsize=7, color="black" if shade > 0.6 else "white" if np.isfinite(value) else "0.4")
             ax.set_xticks(range(len(alphas)), [f"{a:g}" for a in alphas])
             ax.set_yticks(range(len(betas)), [f"{b:g}" for b in betas])
-            ax.set_zlim(floor, float(heights.max()) + 0.5)
-            ax.set_xlabel(r"$\alpha$")
-            ax.set_ylabel(r"$\beta$")
-            ax.set_zlabel(f"{settings.metric} (%)")
-            ax.set_title(tables.dataset_title(dataset))
+            ax.set_xlabel(r"$\alpha$ (ELBO weight)")
+            ax.set_ylabel(r"$\beta$ (KL weight)")
+            ax.set_title(f"{tables.dataset_title(dataset)}: {settings.metric} {low:.1f}–{high:.1f} "
+                         f"(spread {high - low:.1f} points)")
+            fig.colorbar(image, ax=ax, label=f"{settings.metric} (%)", shrink=0.9)
         fig.suptitle(f"Fig. 8: {settings.metric} over the α × β grid ({settings.extractor}, mean over seeds)")
-        fig.subplots_adjust(left=0.02, right=0.95, top=0.88, bottom=0.04)
         return save_png(fig, out)
 
 
@@ -587,7 +594,8 @@ def fig9(config: Mapping[str, Any], results_dir: str | os.PathLike, resources_di
     names = {"baseline": "baseline", "havana": f"HAVANA ({settings.head})",
              "sota": f"{settings.sota.label} (SOTA)" if settings.sota else "SOTA"}
     with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(1, len(settings.datasets), figsize=fig9_size(len(settings.datasets)), squeeze=False)
+        fig, axes = plt.subplots(1, len(settings.datasets), figsize=fig9_size(len(settings.datasets)), squeeze=False,
+                                 layout="constrained")  # titles, labels and the legend below the axes all fit
         for ax, dataset in zip(axes[0], settings.datasets):
             points = panels[dataset]
             if not points:
@@ -607,15 +615,14 @@ def fig9(config: Mapping[str, Any], results_dir: str | os.PathLike, resources_di
             ax.margins(x=0.15, y=0.1)
             ax.axhline(0, color="0.7", linewidth=0.8)
             ax.axvline(0, color="0.7", linewidth=0.8)
-            ax.set_title(f"{tables.dataset_title(dataset)} (origin: {settings.extractors[0]} baseline, "
-                         f"{origin.params_m:.1f}M, mAP {origin.map_percent:.1f})")
+            ax.set_title(f"{tables.dataset_title(dataset)}\norigin: {settings.extractors[0]} baseline, "
+                         f"{origin.params_m:.1f}M parameters, mAP {origin.map_percent:.1f}")
             ax.set_xlabel("parameters increment (M)")
             ax.set_ylabel("mAP gain (points)")
-            ax.legend(loc="lower right")
+            ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3, frameon=False)  # outside the data
         missing_sota = settings.sota is not None and settings.sota.params_m is None
         fig.suptitle("Fig. 9: mAP gain against test-time parameters"
-                     + (f" ({settings.sota.label} not drawn: its parameter count is not configured)" if missing_sota else ""))
-        fig.subplots_adjust(left=0.08, right=0.98, top=0.85, bottom=0.13, wspace=0.25)
+                     + (f"\n({settings.sota.label} not drawn: its parameter count is not configured)" if missing_sota else ""))
         return save_png(fig, out)
 
 
