@@ -102,10 +102,9 @@ def evaluation_run(args: argparse.Namespace, record: dict[str, Any], attrs: dict
     if args.head:
         with existing_run(args.tracking_uri, Path(args.head).parent) as head_run:
             if head_run is not None:
-                settings = provenance.to_plain({"eval": {"metric": record["evaluation"].metric,
-                                                         "max_rank": record["evaluation"].max_rank,
-                                                         "rerank": record["rerank"], "features": args.features}})
-                head_run.set_tags({f"eval.{key}": value for key, value in settings["eval"].items()})
+                settings = record["evaluation"]
+                head_run.set_tags({"eval.metric": settings.metric, "eval.max_rank": settings.max_rank,
+                                   "eval.rerank": provenance.to_plain(record["rerank"]), "eval.features": args.features})
                 yield head_run
                 return
     dataset, extractor = str(attrs.get("dataset", "havana")), str(attrs.get("extractor", ""))
