@@ -27,6 +27,7 @@ COMMAND_MODULES = (
     "evaluate",
     "table",
     "figure",
+    "plan",
 )
 
 
