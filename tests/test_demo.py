@@ -3,6 +3,7 @@ figures, report and an MLflow run per training and evaluation job; then a second
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import subprocess
@@ -23,6 +24,12 @@ def run_demo(workdir: Path, *extra: str) -> subprocess.CompletedProcess:
     command = [str(SNAKEMAKE), "all", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
                "--cores", "2", "--resources", "gpu=2", *extra, "--configfile", str(DEMO)]  # profiles/default applies
     return subprocess.run(command, capture_output=True, text=True, timeout=3600)
+
+
+def report_html_pages(report: str) -> list[str]:
+    """The HTML files embedded in a snakemake report (base64 data URIs), decoded."""
+    return [base64.b64decode(data).decode("utf-8")
+            for data in re.findall(r"data:text/html[^,\"']*?;base64,([A-Za-z0-9+/=]+)", report)]
 
 
 @pytest.mark.slow
@@ -87,6 +94,9 @@ def test_demo_runs_end_to_end_and_a_second_run_does_nothing(tmp_path):
     report = run_demo(tmp_path, "--report", str(results / "report.html"))
     assert report.returncode == 0, report.stderr[-3000:]
     assert (results / "report.html").stat().st_size > 0
+    pages = report_html_pages((results / "report.html").read_text(encoding="utf-8"))
+    for name in [n for n in config["tables"] if re.fullmatch(r"table\d+", n)] + ["summary"]:  # each table inline
+        assert sum(f'<table class="havana" id="{name}">' in page for page in pages) == 1, name
 
     again = run_demo(tmp_path)
     assert again.returncode == 0

@@ -23,9 +23,9 @@ table.havana thead th { border-bottom: 2px solid #444; text-align: center; }
 table.havana td.num { text-align: right; font-variant-numeric: tabular-nums; }
 table.havana td.paper { color: #555; }
 table.havana tr.group td { font-style: italic; background: #f4f4f4; }
-td.ok { background: #d9f2d9; color: #1a6b1a; }
-td.bad { background: #f8d7d7; color: #9b1c1c; }
-td.missing { background: #eee; color: #777; }
+.ok { background: #d9f2d9; color: #1a6b1a; }
+.bad { background: #f8d7d7; color: #9b1c1c; }
+.missing { background: #eee; color: #777; }
 p.note { max-width: 70em; color: #444; }
 span.legend { padding: 1px 6px; margin-right: 6px; }
 """
