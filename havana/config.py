@@ -87,7 +87,7 @@ def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
         raise HavanaError(f"config file {path} does not exist; pass an existing YAML file (e.g. config/config.yaml).")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise HavanaError(f"config file {path} is not valid YAML ({exc.__class__.__name__}); fix its syntax.") from None
     if data is None:
         return {}

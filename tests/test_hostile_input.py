@@ -566,3 +566,21 @@ def test_prepare_rule_quotes_an_archive_path_with_a_space(tmp_path):
     result = snakemake(tmp_path, "resources/market1501/manifest.csv", "--cores", "1", configfile=overlay)
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     assert (tmp_path / "resources" / "market1501" / "manifest.csv").read_text().count("\n") == 11
+
+
+# ------------------------------------------------------------------- found by the sweep of careless command lines
+
+
+def test_config_file_that_is_binary_is_one_sentence(tmp_path, capsys):
+    features = feature_file(tmp_path / "f.h5")
+    (tmp_path / "c.yaml").write_bytes(b"\x00\xff\xfe not text")
+    status, _, err = run(capsys, "evaluate", "--features", features, "--config", tmp_path / "c.yaml",
+                         "--out", tmp_path / "m.json", "--device", "cpu")
+    assert_sentence(status, err, "evaluate", "is not valid YAML (UnicodeDecodeError)")
+    assert not (tmp_path / "m.json").exists()
+
+
+def test_malformed_url_is_one_sentence(tmp_path, capsys):
+    status, _, err = run(capsys, "prepare", "market1501", "--root", tmp_path / "R", "--url", "https://[bad/m.zip")
+    assert_sentence(status, err, "prepare", "is not a valid URL")
+    assert not (tmp_path / "R" / "archives").exists() or list((tmp_path / "R" / "archives").iterdir()) == []
