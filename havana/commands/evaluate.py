@@ -5,12 +5,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from havana import atomic, provenance, scoring
-from havana.config import from_mapping, load_yaml
-from havana.device import select_device
-from havana.evaluation import EvaluationConfig, RerankConfig
-from havana.tracking import job_run
+if TYPE_CHECKING:  # torch and the engines are imported when the command runs, not to print its help
+    from havana.evaluation import EvaluationConfig
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -38,6 +36,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def resolve_settings(args: argparse.Namespace) -> EvaluationConfig:
     """The config's `evaluation` section (defaults without --config) with the command-line overrides applied."""
+    from havana import scoring
+    from havana.config import from_mapping, load_yaml
+    from havana.evaluation import EvaluationConfig
+
     settings = EvaluationConfig()
     if args.config:
         settings = from_mapping(EvaluationConfig, load_yaml(args.config).get("evaluation") or {}, "evaluation")
@@ -48,6 +50,11 @@ def resolve_settings(args: argparse.Namespace) -> EvaluationConfig:
 
 def run(args: argparse.Namespace) -> int:
     """Score the features (or the head's embeddings of them) through havana.scoring; write metrics and provenance."""
+    from havana import atomic, provenance, scoring
+    from havana.device import select_device
+    from havana.evaluation import RerankConfig
+    from havana.tracking import job_run
+
     settings = resolve_settings(args)
     device = select_device(args.device)
     scored = scoring.score_file(args.features, args.head, settings, device, progress=True)

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from havana import provenance
-from havana.data import acquire, datasets
+from havana.data import datasets
 from havana.errors import HavanaError
 
 MANIFEST_NAME = "manifest.csv"
@@ -35,6 +35,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Acquire the dataset, parse it, print its statistics next to the official ones, and write the manifest."""
+    from havana.data import acquire
+
     dataset_class = datasets.get_dataset(args.dataset)
     if args.msmt17_include_val and dataset_class is not datasets.MSMT17:
         raise HavanaError(f"--msmt17-include-val applies to msmt17 only, not {args.dataset}; drop it.")
