@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "evaluate",
     "table",
     "figure",
+    "plan",
 )
 
 

@@ -24,6 +24,12 @@ SPLITS = ("train", "query", "gallery")
 ROOT_ATTRS = ("dataset", "extractor", "checkpoint_sha256", "manifest_sha256", "config_hash", "image_size", "views",
               "created_by")
 _STR = h5py.string_dtype("utf-8")
+INDEX_CHUNK_ROWS = 4096  # rows per HDF5 chunk of pids, camids and paths
+
+
+def feature_chunk_rows(views: int, dim: int) -> int:
+    """Rows per HDF5 chunk of a split's features: about 1 MiB, at most 256 rows (the file grows in whole chunks)."""
+    return max(1, min(256, (1 << 20) // (4 * views * dim)))
 
 
 @dataclass
@@ -102,10 +108,10 @@ class FeatureWriter:
             return self._h5[split]
         group = self._h5.create_group(split)
         group.create_dataset("features", shape=(0, views, dim), maxshape=(None, views, dim), dtype=np.float32,
-                             chunks=(max(1, min(256, (1 << 20) // (4 * views * dim))), views, dim))
-        group.create_dataset("pids", shape=(0,), maxshape=(None,), dtype=np.int64, chunks=(4096,))
-        group.create_dataset("camids", shape=(0,), maxshape=(None,), dtype=np.int64, chunks=(4096,))
-        group.create_dataset("paths", shape=(0,), maxshape=(None,), dtype=_STR, chunks=(4096,))
+                             chunks=(feature_chunk_rows(views, dim), views, dim))
+        group.create_dataset("pids", shape=(0,), maxshape=(None,), dtype=np.int64, chunks=(INDEX_CHUNK_ROWS,))
+        group.create_dataset("camids", shape=(0,), maxshape=(None,), dtype=np.int64, chunks=(INDEX_CHUNK_ROWS,))
+        group.create_dataset("paths", shape=(0,), maxshape=(None,), dtype=_STR, chunks=(INDEX_CHUNK_ROWS,))
         return group
 
     def create_split(self, split: str, views: int, dim: int) -> None:
