@@ -23,11 +23,12 @@ from havana import atomic, provenance, torch_io
 from havana.data.sampler import PKSampler
 from havana.errors import HavanaError
 from havana.features import FeatureFile
-from havana.models.head import TERMS, HavanaHead, HeadTrainConfig, RowConfig, build_head, head_loss, save_head
+from havana.models.head import (DIAGNOSTICS, TERMS, HavanaHead, HeadTrainConfig, RowConfig, build_head, head_loss,
+                                loss_diagnostics, save_head)
 from havana.seeding import seed_everything
 from havana.tracking import job_run
 
-HISTORY_COLUMNS = ("epoch", "total", *TERMS, "lr")
+HISTORY_COLUMNS = ("epoch", "total", *TERMS, *DIAGNOSTICS, "lr")
 
 
 @dataclass
@@ -89,10 +90,22 @@ def train_one_epoch(model: HavanaHead, optimizer: torch.optim.Optimizer, feature
     return dict(zip(names, means))
 
 
+def epoch_diagnostics(model: HavanaHead, features: torch.Tensor, labels: torch.Tensor, sampler: PKSampler,
+                      row: RowConfig, train: HeadTrainConfig, epoch: int, seed: int) -> dict[str, float]:
+    """loss_diagnostics after `epoch` on the epoch's first P x K batch (view 0), with its own seeded noise inside a
+    forked RNG, so training continues exactly as without it."""
+    sampler.set_epoch(epoch)
+    index = torch.as_tensor(next(iter(sampler))).to(features.device)
+    devices = [features.device] if features.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(_epoch_seed(seed, epoch) + 2)
+        return loss_diagnostics(model, features[index, 0], labels[index], row, train.label_smoothing)
+
+
 def train_head(feature_file: FeatureFile, row: RowConfig, train: HeadTrainConfig, run: HeadRun,
                device: torch.device) -> dict[str, float]:
     """Train (or resume) one head, write head.pt, history.csv and provenance into run.out_dir; return the last
-    epoch's mean loss terms."""
+    epoch's mean total and terms (0 for a term the row switches off)."""
     if row.beta is None:
         raise HavanaError("the row's beta is unresolved; resolve it from heads.beta_by_dataset first.")
     seed_everything(run.seed)
@@ -125,6 +138,7 @@ def train_head(feature_file: FeatureFile, row: RowConfig, train: HeadTrainConfig
         bar = tqdm(range(start, train.epochs), initial=start, total=train.epochs, desc=f"head {run.row_name}", unit="epoch")
         for epoch in bar:
             means = train_one_epoch(model, optimizer, features, labels_t, sampler, row, train, epoch, run.seed)
+            means |= epoch_diagnostics(model, features, labels_t, sampler, row, train, epoch, run.seed)
             history.append({"epoch": epoch + 1, **{t: 0 for t in TERMS}, **means, "lr": optimizer.param_groups[0]["lr"]})
             with atomic.atomic_path(checkpoint_path) as tmp:
                 torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1,
@@ -135,4 +149,4 @@ def train_head(feature_file: FeatureFile, row: RowConfig, train: HeadTrainConfig
         save_head(out / "head.pt", model)
         provenance.write_beside(out / "head.pt", resolved | {"train": train})
         tracker.log_artifact(out / "history.csv")
-    return {key: value for key, value in history[-1].items() if key not in ("epoch", "lr")} if history else {}
+    return {key: history[-1][key] for key in ("total", *TERMS)} if history else {}
