@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from havana import provenance
+from havana import paths, provenance
 from havana.data import datasets
 from havana.errors import HavanaError
 
@@ -60,6 +60,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"havana prepare: warning: {dataset.name} differs from its official statistics "
               "(fine for a subset, otherwise check the archive).", file=sys.stderr)
 
+    outside = paths.outside_entries(dataset_dir, manifest["path"])
+    if outside:
+        entry, resolved = outside[0]
+        raise HavanaError(f"{dataset.name} image {entry} resolves to {resolved}, outside {dataset_dir} "
+                          f"({len(outside)} such image(s)); no manifest was written, so use a clean copy of the dataset.")
     provenance.write_beside(manifest_path, {"dataset": dataset.name, "root": args.root, "archive": args.archive,
                                             "url": args.url, "sha256": args.sha256, "top": top.name,
                                             "msmt17_include_val": args.msmt17_include_val})

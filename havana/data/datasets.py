@@ -195,7 +195,12 @@ class MSMT17(Dataset):
         lists += [("list_query.txt", test_dir, "query"), ("list_gallery.txt", test_dir, "gallery")]
         rows = []
         for list_name, image_dir, split in lists:
-            for number, line in enumerate((top / list_name).read_text(encoding="utf-8").splitlines(), start=1):
+            try:
+                text = (top / list_name).read_text(encoding="utf-8")
+            except UnicodeDecodeError as exc:
+                raise HavanaError(f"{list_name} under {top} is not UTF-8 text (byte {exc.start}); the list file is "
+                                  "damaged, so extract the archive again.") from None
+            for number, line in enumerate(text.splitlines(), start=1):
                 if line.strip():
                     rows.append(self._row(line, top, list_name, number, image_dir, split))
         return make_manifest(rows)

@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import re
+import shlex
 import sys
 from pathlib import Path
 
@@ -34,9 +35,11 @@ FIGURE_NAMES = {"fig5": "retrieval", "fig6": "tsne", "fig7": "loss_curves", "fig
 TABLE_FILE_TYPES = ("md", "csv", "tex")
 # The paper tables are tables.table<N>; tables.summary holds the reproduction summary's settings, not a table.
 PAPER_TABLES = sorted((name for name in config["tables"] if re.fullmatch(r"table\d+", name)), key=lambda n: int(n[5:]))
-# Every rule names this environment (used only with `--sdm conda`); after creating it, install the package into it
-# with `pip install -e . --no-deps`. The default is the project's .venv, where `havana` is on PATH.
-CONDA_ENV = "../../environment.yml"
+# The software environment of every job under `--sdm conda`: this package and its pins (pyproject.toml), installed
+# from this checkout, whose path pip reads from HAVANA_SOURCE. Without --sdm conda, jobs use the Python running
+# Snakemake (e.g. the project's .venv).
+CONDA_ENV = "../envs/havana.yaml"
+os.environ.update(HAVANA_SOURCE=workflow.basedir)  # read by pip when --sdm conda builds CONDA_ENV
 
 # Jobs call the `havana` CLI of the Python running Snakemake (e.g. .venv/bin/snakemake without an activated venv).
 envvars:
@@ -192,15 +195,15 @@ def synth_args(wildcards):
 
 
 def prepare_source(wildcards):
-    """`--archive PATH` or `--url URL [--sha256 HEX]` for one dataset, from datasets.<ds>."""
+    """`--archive PATH` or `--url URL [--sha256 HEX]` for one dataset, from datasets.<ds>, quoted for the shell (an
+    archive path may hold spaces)."""
     entry = config["datasets"][wildcards.dataset]
     if "synth" in entry:
-        return f"--archive {RESOURCES}/archives/{wildcards.dataset}"
+        return f"--archive {shlex.quote(f'{RESOURCES}/archives/{wildcards.dataset}')}"
+    checksum = f" --sha256 {shlex.quote(str(entry['sha256']))}" if entry.get("sha256") else ""
     if entry.get("url"):
-        checksum = f" --sha256 {entry['sha256']}" if entry.get("sha256") else ""
-        return f"--url {entry['url']}{checksum}"
-    checksum = f" --sha256 {entry['sha256']}" if entry.get("sha256") else ""
-    return f"--archive {entry['archive']}{checksum}"
+        return f"--url {shlex.quote(str(entry['url']))}{checksum}"
+    return f"--archive {shlex.quote(str(entry['archive']))}{checksum}"
 
 
 def prepare_inputs(wildcards):
