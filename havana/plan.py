@@ -43,10 +43,10 @@ MANIFEST_ROW_BYTES = 64
 PATH_BYTES = 80  # an image path's heap entry in the feature file (about 60 characters + 16-byte header, padded)
 VLEN_HANDLE_BYTES = 16  # a variable-length string's reference in its dataset
 TORCH_SAVE_BYTES_PER_TENSOR = 420  # torch.save's zip record and pickle entry per tensor, measured on head.pt files
-HDF5_FIXED_BYTES = 40_000
+HDF5_FIXED_BYTES = 40_000  # superblock, groups, attributes and the fixed-size datasets' first chunks
 # What the engines do today (issue 11 changes it): a checkpoint every epoch, the last one left beside the outputs.
 CHECKPOINT_KEPT = True
-HEAD_OUTPUTS = ("head.pt", "history.csv")  # what a train_head job leaves (heads.smk's outputs; no embeddings)  # superblock, groups, attributes and the fixed-size datasets' first chunks
+HEAD_OUTPUTS = ("head.pt", "history.csv")  # what a train_head job leaves (heads.smk's outputs; no embeddings)
 
 
 @dataclass(frozen=True)
