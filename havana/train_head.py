@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from havana import atomic, provenance
+from havana import atomic, provenance, torch_io
 from havana.data.sampler import PKSampler
 from havana.errors import HavanaError
 from havana.evaluation import evaluate, merge_flip
@@ -133,14 +133,15 @@ def train_head(feature_file: FeatureFile, row: RowConfig, train: HeadTrainConfig
     model = build_head(features.shape[-1], len(identities), row, train).to(device)
     optimizer = make_optimizer(model, train)
     sampler = PKSampler(split.pids.tolist(), p=train.p, k=train.k, seed=run.seed)
-    resolved = {"row": row, "train": replace(train, epochs=0), "seed": run.seed, "dataset": run.dataset,
+    resolved = {"row": row, "train": replace(train, epochs=0, device="any"), "seed": run.seed, "dataset": run.dataset,
                 "features": dict(feature_file.attrs)}
-    fingerprint = provenance.config_hash(resolved)  # epochs excluded: a longer run resumes a shorter one
+    fingerprint = provenance.config_hash(resolved)  # epochs, device excluded: resumable longer, or on another device
     checkpoint_path = out / "checkpoint.pt"
     history: list[dict[str, Any]] = []
     start = 0
     if checkpoint_path.is_file():
-        state = torch.load(checkpoint_path, map_location=device, weights_only=False)
+        state = torch_io.load(checkpoint_path, what="training checkpoint", map_location=device, weights_only=False,
+                              advice="delete it to train this head from the start")
         if state["fingerprint"] != fingerprint:
             raise HavanaError(f"{checkpoint_path} belongs to a different configuration; delete it to start over.")
         model.load_state_dict(state["model"])

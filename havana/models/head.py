@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict, dataclass, replace
-from typing import Optional
+from typing import ClassVar, Optional
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from havana import losses
+from havana.config import Limit, above, at_least, between
 from havana.atomic import atomic_path
 from havana.errors import HavanaError
 
@@ -44,6 +45,9 @@ class RowConfig:
     gamma: float = 0.5  # JS triplet margin, on the JS / log 2 scale (Table 4: 0.5)
     lam: float = 1.0  # weight of the (JS) triplet loss (Sect. 4.3: 1.0)
     triplet_margin: float = 0.3  # Euclidean triplet margin (paper silent; BoT's 0.3)
+
+    LIMITS: ClassVar[dict[str, Limit]] = {"alpha": at_least(0), "beta": at_least(0), "gamma": at_least(0),
+                                          "lam": at_least(0), "triplet_margin": at_least(0)}
 
     def __post_init__(self) -> None:
         if self.triplet and self.jst:
@@ -75,6 +79,10 @@ class HeadTrainConfig:
     activation: str = "relu"  # MLP non-linearity (paper: "simple MLPs with non-linear activations")
     variation_dim: Optional[int] = None  # size of v; None = the latent size (paper silent)
     device: str = "auto"  # "auto" (a free GPU when present), "cpu", "cuda", "cuda:N"
+
+    LIMITS: ClassVar[dict[str, Limit]] = {"epochs": at_least(1), "lr": above(0), "weight_decay": at_least(0),
+                                          "p": at_least(1), "k": at_least(1), "variation_dim": at_least(1),
+                                          "label_smoothing": between(0, 1, high_open=True)}
 
 
 @dataclass
@@ -203,12 +211,13 @@ def save_head(path: str | os.PathLike, model: HavanaHead) -> None:
 
 def load_head(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> HavanaHead:
     """Rebuild a head from its self-describing checkpoint, in eval mode."""
+    from havana import torch_io
+
+    payload = torch_io.load(path, what="head checkpoint", advice="run `havana train-head` to create it again",
+                            map_location=map_location)
     try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
         model = HavanaHead(HeadConfig(**payload["config"]))
         model.load_state_dict(payload["state_dict"])
-    except FileNotFoundError:
-        raise HavanaError(f"head checkpoint {path} does not exist; run `havana train-head` to create it.") from None
-    except (KeyError, TypeError, RuntimeError, EOFError) as exc:
+    except (KeyError, TypeError, RuntimeError) as exc:
         raise HavanaError(f"{path} is not a HAVANA head checkpoint ({exc.__class__.__name__}); retrain it.") from None
     return model.eval()

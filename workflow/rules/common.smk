@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import re
+import shlex
 import sys
 from pathlib import Path
 
@@ -194,15 +195,15 @@ def synth_args(wildcards):
 
 
 def prepare_source(wildcards):
-    """`--archive PATH` or `--url URL [--sha256 HEX]` for one dataset, from datasets.<ds>."""
+    """`--archive PATH` or `--url URL [--sha256 HEX]` for one dataset, from datasets.<ds>, quoted for the shell (an
+    archive path may hold spaces)."""
     entry = config["datasets"][wildcards.dataset]
     if "synth" in entry:
-        return f"--archive {RESOURCES}/archives/{wildcards.dataset}"
+        return f"--archive {shlex.quote(f'{RESOURCES}/archives/{wildcards.dataset}')}"
+    checksum = f" --sha256 {shlex.quote(str(entry['sha256']))}" if entry.get("sha256") else ""
     if entry.get("url"):
-        checksum = f" --sha256 {entry['sha256']}" if entry.get("sha256") else ""
-        return f"--url {entry['url']}{checksum}"
-    checksum = f" --sha256 {entry['sha256']}" if entry.get("sha256") else ""
-    return f"--archive {entry['archive']}{checksum}"
+        return f"--url {shlex.quote(str(entry['url']))}{checksum}"
+    return f"--archive {shlex.quote(str(entry['archive']))}{checksum}"
 
 
 def prepare_inputs(wildcards):
