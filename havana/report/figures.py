@@ -2,7 +2,8 @@
 
 Each `figN(config, results_dir, resources_dir, out)` gathers its inputs by the agreed paths, turns them into plot data
 with a pure function (exposed for tests), draws, and saves a PNG atomically. A panel whose inputs are absent says
-"no data for …"; a figure with no inputs at all raises HavanaError. Heads shown in Figs. 5 and 6 are the first seed's.
+"no data for …"; a figure with no inputs at all raises HavanaError. Heads shown in Figs. 5 and 6 are the first seed's,
+encoded in the figure job from head.pt and the features (havana.scoring.encode): no head's embeddings are stored.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from typing import Any, Callable, Mapping, Sequence
 import matplotlib
 
 matplotlib.use("Agg")
-import h5py  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
@@ -51,7 +51,7 @@ class Fig6Config:
     dataset: str  # test identities come from this dataset's query and gallery
     extractor: str  # the baseline features
     head_mu: str = "havana"  # panel HAVANA-mu: z_mu of this row
-    head_sigma: str = "vnae_jst_hvd"  # panel HAVANA-sigma: exp(0.5·z_logvar) of this row (needs a learned z_sigma)
+    head_sigma: str = "vnae_jst_hvd"  # panel HAVANA-sigma: exp(0.5·z_logvar) of this row's head (a learned z_sigma)
     num_ids: int = 10  # identities drawn at random (seeded)
     max_per_id: int = 20  # images per identity at most, so t-SNE stays quick
     seed: int = 0  # seeds the identity draw and t-SNE (random_state)
@@ -112,25 +112,35 @@ class TestEmbeddings:
     g_paths: list[str]
 
 
-def read_test_embeddings(path: Path, dataset_name: str = "features") -> TestEmbeddings | None:
-    """Plain-view query/gallery rows of `dataset_name` ('features', or 'z_logvar' in a head's embeddings.h5); None if absent."""
+def _test_embeddings(data: Any, query: np.ndarray, gallery: np.ndarray) -> TestEmbeddings:
+    q, g = data["query"], data["gallery"]
+    return TestEmbeddings(query=query, gallery=gallery, q_pids=q.pids, g_pids=g.pids, q_camids=q.camids,
+                          g_camids=g.camids, q_paths=q.paths, g_paths=g.paths)
+
+
+def read_test_embeddings(path: Path) -> TestEmbeddings | None:
+    """Plain-view query/gallery rows of a feature file; None if it is absent."""
     from havana.features import read_features
 
     if not path.is_file():
         return None
-    split_data = read_features(path, ("query", "gallery")).splits
-    arrays = {}
-    if dataset_name != "features":
-        with h5py.File(path, "r") as h5:
-            for split in ("query", "gallery"):
-                if dataset_name not in h5[split]:
-                    return None
-                values = h5[split][dataset_name][...]
-                arrays[split] = values[:, 0] if values.ndim == 3 else values
-    q, g = split_data["query"], split_data["gallery"]
-    return TestEmbeddings(query=arrays.get("query", q.features[:, 0]), gallery=arrays.get("gallery", g.features[:, 0]),
-                          q_pids=q.pids, g_pids=g.pids, q_camids=q.camids, g_camids=g.camids,
-                          q_paths=q.paths, g_paths=g.paths)
+    data = read_features(path, ("query", "gallery"))
+    return _test_embeddings(data, data["query"].features[:, 0], data["gallery"].features[:, 0])
+
+
+def head_test_embeddings(features: Path, head: Path, part: str = "mu") -> TestEmbeddings | None:
+    """Plain-view query/gallery rows of a head's z_mu (`part` "mu") or z_logvar ("logvar"), encoded here from head.pt
+    and the features through havana.scoring (no head's embeddings are stored); None when either file is absent."""
+    from havana import scoring
+
+    if not features.is_file() or not head.is_file():
+        return None
+    data = scoring.read_test_features(features)
+    model = scoring.load_head_for(head, data, features)
+    encoded = [scoring.encode(model, data[name].features[:, :1], logvar=part == "logvar")
+               for name in scoring.TEST_SPLITS]
+    query, gallery = (getattr(e, part)[:, 0] for e in encoded)
+    return _test_embeddings(data, query, gallery)
 
 
 def read_histories(results_dir: str | os.PathLike, dataset: str, extractor: str, row: str,
@@ -358,10 +368,10 @@ def fig5(config: Mapping[str, Any], results_dir: str | os.PathLike, resources_di
     settings = _figure_config(config, "fig5", Fig5Config)
     seed = _seeds(config)[0]
     baseline = read_test_embeddings(features_path(results_dir, settings.dataset, settings.extractor))
-    havana = read_test_embeddings(head_dir(results_dir, settings.dataset, settings.extractor, settings.head, seed)
-                                  / "embeddings.h5")
+    havana = head_test_embeddings(features_path(results_dir, settings.dataset, settings.extractor),
+                                  head_dir(results_dir, settings.dataset, settings.extractor, settings.head, seed) / "head.pt")
     _require_any(baseline is not None or havana is not None, "fig5",
-                 f"features and {settings.head} embeddings of {settings.dataset}/{settings.extractor}")
+                 f"features and the {settings.head} head of {settings.dataset}/{settings.extractor}")
     reference = baseline if baseline is not None else havana
     queries = choose_queries(reference.q_pids, reference.q_camids, reference.g_pids, reference.g_camids,
                              settings.num_queries, settings.seed)
@@ -428,15 +438,16 @@ def fig6(config: Mapping[str, Any], results_dir: str | os.PathLike, resources_di
     settings = _figure_config(config, "fig6", Fig6Config)
     seed = _seeds(config)[0]
     ds, ex = settings.dataset, settings.extractor
+    features = features_path(results_dir, ds, ex)
     panels = [
-        ("Baseline", read_test_embeddings(features_path(results_dir, ds, ex)), None),
-        (r"HAVANA-$\mu$", read_test_embeddings(head_dir(results_dir, ds, ex, settings.head_mu, seed) / "embeddings.h5"),
+        ("Baseline", read_test_embeddings(features), None),
+        (r"HAVANA-$\mu$", head_test_embeddings(features, head_dir(results_dir, ds, ex, settings.head_mu, seed) / "head.pt"),
          None),
-        (r"HAVANA-$\sigma$", read_test_embeddings(head_dir(results_dir, ds, ex, settings.head_sigma, seed)
-                                                  / "embeddings.h5", "z_logvar"), lambda logvar: np.exp(0.5 * logvar)),
+        (r"HAVANA-$\sigma$", head_test_embeddings(features, head_dir(results_dir, ds, ex, settings.head_sigma, seed)
+                                                  / "head.pt", "logvar"), lambda logvar: np.exp(0.5 * logvar)),
     ]
     available = [data for _, data, _ in panels if data is not None]
-    _require_any(bool(available), "fig6", f"features or head embeddings of {ds}/{ex}")
+    _require_any(bool(available), "fig6", f"features of {ds}/{ex}")
     reference = available[0]
     pids = np.concatenate([reference.q_pids, reference.g_pids])
     ids = choose_identities(np.intersect1d(reference.q_pids, reference.g_pids), settings.num_ids, settings.seed)
@@ -450,7 +461,7 @@ def fig6(config: Mapping[str, Any], results_dir: str | os.PathLike, resources_di
                 continue
             if not np.array_equal(np.concatenate([data.q_pids, data.g_pids]), pids):
                 raise HavanaError(f"the {title} embeddings of {ds}/{ex} do not list the same images as the features; "
-                                  "rerun train-head on the current features.")
+                                  "rerun the pipeline on the current features.")
             points = np.concatenate([data.query, data.gallery])[rows]
             points = transform(points) if transform is not None else points
             if len(rows) < 4:

@@ -175,13 +175,14 @@ def figure_path(name):
 
 
 def figure_inputs(name):
-    """What figures.<name> reads: metrics over all seeds (8, 9), or the heads' outputs, features and manifest (5-7)."""
+    """What figures.<name> reads: metrics over all seeds (8, 9), or the heads' outputs, features and manifest (5-7).
+    Figs. 5 and 6 encode the first seed's head.pt over the features in their own job (no embeddings are stored)."""
     inputs = {metrics_path(ds, ex, head, seed) for ds, ex, head in figure_cells(name) for seed in SEEDS}
     for dataset, extractor, row in figure_heads(name):
         inputs |= {features_path(dataset, extractor), manifest_path(dataset)}
         for seed in SEEDS:  # Fig. 7 averages every seed's history; Figs. 5 and 6 draw one seed's head
             folder = head_dir(dataset, extractor, row, seed)
-            inputs |= {f"{folder}/history.csv", f"{folder}/embeddings.h5", f"{folder}/head.pt"}
+            inputs |= {f"{folder}/history.csv", f"{folder}/head.pt"}
     return sorted(inputs)
 
 

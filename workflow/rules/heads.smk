@@ -7,7 +7,6 @@ rule train_head:
     output:
         head=f"{head_dir('{dataset}', '{extractor}', '{row}', '{seed}')}/head.pt",
         history=f"{head_dir('{dataset}', '{extractor}', '{row}', '{seed}')}/history.csv",
-        embeddings=f"{head_dir('{dataset}', '{extractor}', '{row}', '{seed}')}/embeddings.h5",
     log:
         f"{LOGS}/train_head/{{dataset}}/{{extractor}}/{{row}}/seed{{seed}}.log",
     conda:
