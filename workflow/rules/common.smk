@@ -80,6 +80,11 @@ def model_path(dataset, extractor):
     return f"{RESULTS}/{dataset}/extractors/{extractor}/model.pt"
 
 
+def model_source(extractor):
+    """The extractors entry whose trained model.pt `extractor` extracts with: its model_from, else itself."""
+    return config["extractors"][extractor].get("model_from") or extractor
+
+
 def features_path(dataset, extractor):
     return f"{RESULTS}/{dataset}/features/{extractor}.h5"
 
@@ -155,6 +160,12 @@ def check_references():
             raise WorkflowError(
                 f"a table or figure names extractor '{extractor}', which extractors does not define "
                 f"(known: {', '.join(config['extractors'])})."
+            )
+        source = config["extractors"][extractor].get("model_from")
+        if source and (source not in config["extractors"] or config["extractors"][source].get("model_from")):
+            raise WorkflowError(
+                f"extractors.{extractor}.model_from names '{source}', which must be an extractors "
+                f"entry that trains its own model (known: {', '.join(config['extractors'])})."
             )
         if head != BASELINE and head not in rows:
             raise WorkflowError(

@@ -5,7 +5,7 @@
 rule extract_features:
     input:
         manifest=manifest_path("{dataset}"),
-        model=model_path("{dataset}", "{extractor}"),
+        model=lambda wildcards: model_path(wildcards.dataset, model_source(wildcards.extractor)),
     output:
         features=features_path("{dataset}", "{extractor}"),
     log:
