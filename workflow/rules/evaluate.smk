@@ -9,6 +9,9 @@ rule evaluate:
         metrics=metrics_path("{dataset}", "{extractor}", "{head}", "{seed}"),
     log:
         f"{LOGS}/evaluate/{{dataset}}/{{extractor}}/{{head}}/seed{{seed}}.log",
+    conda:
+        CONDA_ENV
+    threads: 1
     params:
         config=RESOLVED_CONFIG,
         head=lambda wildcards, input: f"--head {input.head}" if "head" in input.keys() else "",
@@ -16,9 +19,6 @@ rule evaluate:
         tracking=lambda wildcards: tracking_args(
             run_name(wildcards.head, wildcards.seed, wildcards.extractor, wildcards.dataset)
         ),
-    threads: 1
-    conda:
-        CONDA_ENV
     shell:
         "havana evaluate --features {input.features} {params.head} --config {params.config} "
         "--out {output.metrics} --row {wildcards.head} --seed {wildcards.seed} {params.tracking} > {log} 2>&1"
