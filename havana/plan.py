@@ -151,7 +151,8 @@ def planned_jobs(config: dict[str, Any]) -> dict[str, list[Job]]:
         if "synth" in config["datasets"].get(dataset, {}):
             jobs["prepare"].append(Job("synthesize", dataset))
         jobs["prepare"].append(Job("prepare", dataset))
-    jobs["train_extractor"] = [Job("train_extractor", ds, ex) for ds, ex in sorted(extractors)]
+    sources = {(ds, _model_source(config, ex)) for ds, ex in extractors}  # an entry with model_from trains nothing
+    jobs["train_extractor"] = [Job("train_extractor", ds, ex) for ds, ex in sorted(sources)]
     jobs["extract_features"] = [Job("extract_features", ds, ex) for ds, ex in sorted(extractors)]
     jobs["train_head"] = [Job("train_head", ds, ex, row, seed) for ds, ex, row in sorted(heads) for seed in seeds]
     jobs["evaluate"] = [Job("evaluate", ds, ex, head, seed) for ds, ex, head in sorted(cells) for seed in seeds]
@@ -214,6 +215,11 @@ def _meta_extractor(config: ExtractorConfig, num_classes: int) -> torch.nn.Modul
         return build_extractor(replace(config, pretrained=False, weights=None), num_classes).eval()
 
 
+def _model_source(config: dict, extractor: str) -> str:
+    """The extractors entry whose trained model.pt `extractor` extracts with (its model_from, else itself)."""
+    return (config["extractors"].get(extractor) or {}).get("model_from") or extractor
+
+
 def extractor_forward_flops(model: torch.nn.Module, image_size: Iterable[int]) -> int:
     """FLOPs of one image's forward pass (2 per multiply-add), counted on the meta device."""
     from torch.utils.flop_counter import FlopCounterMode
@@ -260,8 +266,10 @@ def make_plan(config: dict[str, Any], device_kinds: Iterable[str] = (costs.H100,
 
     dims: dict[tuple[str, str], int] = {}
     forward_flops: dict[tuple, int] = {}  # the trunk's work does not depend on the dataset: count it once per shape
-    for job in jobs["train_extractor"]:
-        settings = extractor_config(config, job.extractor)
+    trained = {(job.dataset, job.extractor) for job in jobs["train_extractor"]}
+    for job in jobs["extract_features"]:
+        source = _model_source(config, job.extractor)
+        settings, views = extractor_config(config, source), extractor_config(config, job.extractor).extraction.views
         split = sizes[job.dataset]
         ids, images = split["train"]
         model = _meta_extractor(settings, ids)
@@ -270,18 +278,21 @@ def make_plan(config: dict[str, Any], device_kinds: Iterable[str] = (costs.H100,
         if shape not in forward_flops:
             forward_flops[shape] = extractor_forward_flops(model, settings.image_size)
         forward = forward_flops[shape]
-        train = settings.train
-        seen = batches_per_epoch(images, ids, train.p, train.k) * train.p * train.k * train.epochs
-        extraction = images * settings.extraction.views + (split["query"][1] + split["gallery"][1]) * FLIP_VIEWS
+        extraction = images * views + (split["query"][1] + split["gallery"][1]) * FLIP_VIEWS
         for kind in kinds:
-            estimates["train_extractor"].hours[kind] += _hours(3 * forward * seen, kind, "extractor_train")
             estimates["extract_features"].hours[kind] += _hours(forward * extraction, kind, "extractor_forward")
-        model_bytes, checkpoint_bytes = state_bytes(model), adam_checkpoint_bytes(model)
-        checkpoints = checkpoints_written(3600 * _hours(3 * forward * seen, kinds[0], "extractor_train"),
-                                          train.checkpoint_minutes, train.epochs)
-        estimates["train_extractor"].kept += model_bytes
-        estimates["train_extractor"].written += model_bytes + checkpoints * checkpoint_bytes
-        file_bytes = features_bytes(split, settings.extraction.views, model.feature_dim)
+        if (job.dataset, source) in trained:  # each trained model counted once
+            trained.discard((job.dataset, source))
+            train = settings.train
+            seen = batches_per_epoch(images, ids, train.p, train.k) * train.p * train.k * train.epochs
+            for kind in kinds:
+                estimates["train_extractor"].hours[kind] += _hours(3 * forward * seen, kind, "extractor_train")
+            model_bytes, checkpoint_bytes = state_bytes(model), adam_checkpoint_bytes(model)
+            checkpoints = checkpoints_written(3600 * _hours(3 * forward * seen, kinds[0], "extractor_train"),
+                                              train.checkpoint_minutes, train.epochs)
+            estimates["train_extractor"].kept += model_bytes
+            estimates["train_extractor"].written += model_bytes + checkpoints * checkpoint_bytes
+        file_bytes = features_bytes(split, views, model.feature_dim)
         estimates["extract_features"].kept += file_bytes
         estimates["extract_features"].written += file_bytes
 

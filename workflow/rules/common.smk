@@ -41,6 +41,7 @@ PAPER_TABLES = sorted((name for name in config["tables"] if re.fullmatch(r"table
 CONDA_ENV = "../envs/havana.yaml"
 os.environ.update(HAVANA_SOURCE=workflow.basedir)  # read by pip when --sdm conda builds CONDA_ENV
 
+
 # Jobs call the `havana` CLI of the Python running Snakemake (e.g. .venv/bin/snakemake without an activated venv).
 envvars:
     "PATH",
@@ -77,6 +78,11 @@ def manifest_path(dataset):
 
 def model_path(dataset, extractor):
     return f"{RESULTS}/{dataset}/extractors/{extractor}/model.pt"
+
+
+def model_source(extractor):
+    """The extractors entry whose trained model.pt `extractor` extracts with: its model_from, else itself."""
+    return config["extractors"][extractor].get("model_from") or extractor
 
 
 def features_path(dataset, extractor):
@@ -116,8 +122,12 @@ def figure_cells(name):
     if name == "fig8":
         return {(ds, spec["extractor"], row) for ds in figure_datasets(name) for row in spec["rows"]}
     if name == "fig9":
-        return {(ds, extractor, head) for ds in figure_datasets(name) for extractor in spec["extractors"]
-                for head in (BASELINE, spec["head"])}
+        return {
+            (ds, extractor, head)
+            for ds in figure_datasets(name)
+            for extractor in spec["extractors"]
+            for head in (BASELINE, spec["head"])
+        }
     return set()
 
 
@@ -140,16 +150,28 @@ def check_references():
     """Stop at parse time, with one sentence, when the config names a dataset, extractor or head row it lacks."""
     for dataset in ACTIVE_DATASETS:
         if dataset not in config["datasets"]:
-            raise WorkflowError(f"active_datasets names '{dataset}' but datasets has no entry for it "
-                                f"(known: {', '.join(config['datasets'])}); add datasets.{dataset} or drop it.")
+            raise WorkflowError(
+                f"active_datasets names '{dataset}' but datasets has no entry for it "
+                f"(known: {', '.join(config['datasets'])}); add datasets.{dataset} or drop it."
+            )
     rows = config["heads"]["rows"]
     for extractor, head in sorted(referenced_heads()):
         if extractor not in config["extractors"]:
-            raise WorkflowError(f"a table or figure names extractor '{extractor}', which extractors does not define "
-                                f"(known: {', '.join(config['extractors'])}).")
+            raise WorkflowError(
+                f"a table or figure names extractor '{extractor}', which extractors does not define "
+                f"(known: {', '.join(config['extractors'])})."
+            )
+        source = config["extractors"][extractor].get("model_from")
+        if source and (source not in config["extractors"] or config["extractors"][source].get("model_from")):
+            raise WorkflowError(
+                f"extractors.{extractor}.model_from names '{source}', which must be an extractors "
+                f"entry that trains its own model (known: {', '.join(config['extractors'])})."
+            )
         if head != BASELINE and head not in rows:
-            raise WorkflowError(f"a table or figure names head row '{head}', which heads.rows does not define; "
-                                f"add heads.rows.{head} or use one of: {', '.join(rows) or 'none defined'}.")
+            raise WorkflowError(
+                f"a table or figure names head row '{head}', which heads.rows does not define; "
+                f"add heads.rows.{head} or use one of: {', '.join(rows) or 'none defined'}."
+            )
 
 
 def table_inputs(table):
@@ -217,8 +239,9 @@ def prepare_inputs(wildcards):
 def head_settings(wildcards):
     """What one head job reads from the config: the shared training settings, its row, the dataset's beta."""
     heads = config["heads"]
-    return config_digest(heads.get("train", {}), heads["rows"][wildcards.row],
-                         heads.get("beta_by_dataset", {}).get(wildcards.dataset))
+    return config_digest(
+        heads.get("train", {}), heads["rows"][wildcards.row], heads.get("beta_by_dataset", {}).get(wildcards.dataset)
+    )
 
 
 def evaluate_inputs(wildcards):
@@ -232,12 +255,17 @@ def table_outputs(name):
     prefix = f"{RESULTS}/tables/{name}"
     labels = {"table": name}
     return {
-        "md": report(f"{prefix}.md", caption="../report/table.rst", category="Tables", labels={**labels, "format": "md"}),
-        "csv": report(f"{prefix}.csv", caption="../report/table.rst", category="Tables", labels={**labels, "format": "csv"}),
-        "tex": report(f"{prefix}.tex", caption="../report/table.rst", category="Tables", labels={**labels, "format": "tex"}),
+        "md": report(
+            f"{prefix}.md", caption="../report/table.rst", category="Tables", labels={**labels, "format": "md"}
+        ),
+        "csv": report(
+            f"{prefix}.csv", caption="../report/table.rst", category="Tables", labels={**labels, "format": "csv"}
+        ),
+        "tex": report(
+            f"{prefix}.tex", caption="../report/table.rst", category="Tables", labels={**labels, "format": "tex"}
+        ),
     }
 
 
 check_references()
 write_resolved_config(config, RESOLVED_CONFIG)
-

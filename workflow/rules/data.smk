@@ -8,10 +8,10 @@ rule synthesize:
         directory(f"{RESOURCES}/archives/synthetic"),
     log:
         f"{LOGS}/synthesize/synthetic.log",
-    params:
-        options=synth_args,
     conda:
         CONDA_ENV
+    params:
+        options=synth_args,
     shell:
         "havana synth --out {output} {params.options} > {log} 2>&1"
 
@@ -23,11 +23,11 @@ rule prepare:
         manifest_path("{dataset}"),
     log:
         f"{LOGS}/prepare/{{dataset}}.log",
+    conda:
+        CONDA_ENV
     params:
         source=prepare_source,
         root=lambda wildcards, output: Path(output[0]).parents[1],
-    conda:
-        CONDA_ENV
     shell:
         # tee: the one-sentence reason a dataset cannot be prepared (e.g. its archive is absent) reaches the terminal
         "havana prepare {wildcards.dataset} --root {params.root:q} {params.source} 2>&1 | tee {log:q}"

@@ -9,6 +9,9 @@ rule evaluate:
         metrics=metrics_path("{dataset}", "{extractor}", "{head}", "{seed}"),
     log:
         f"{LOGS}/evaluate/{{dataset}}/{{extractor}}/{{head}}/seed{{seed}}.log",
+    conda:
+        CONDA_ENV
+    threads: 1
     params:
         config=RESOLVED_CONFIG,
         head=lambda wildcards, input: f"--head {input.head}" if "head" in input.keys() else "",
@@ -16,9 +19,6 @@ rule evaluate:
         tracking=lambda wildcards: tracking_args(
             f"evaluate/{wildcards.dataset}/{wildcards.extractor}/{wildcards.head}/seed{wildcards.seed}"
         ),
-    threads: 1
-    conda:
-        CONDA_ENV
     shell:
         "havana evaluate --features {input.features} {params.head} --config {params.config} "
         "--out {output.metrics} {params.tracking} > {log} 2>&1"

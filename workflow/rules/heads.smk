@@ -9,6 +9,11 @@ rule train_head:
         history=f"{head_dir('{dataset}', '{extractor}', '{row}', '{seed}')}/history.csv",
     log:
         f"{LOGS}/train_head/{{dataset}}/{{extractor}}/{{row}}/seed{{seed}}.log",
+    conda:
+        CONDA_ENV
+    threads: 1
+    resources:
+        gpu=1,
     params:
         config=RESOLVED_CONFIG,
         out_dir=lambda wildcards, output: Path(output.head).parent,
@@ -16,11 +21,6 @@ rule train_head:
         tracking=lambda wildcards: tracking_args(
             f"{wildcards.dataset}/{wildcards.extractor}/{wildcards.row}/seed{wildcards.seed}"
         ),
-    threads: 1
-    resources:
-        gpu=1,
-    conda:
-        CONDA_ENV
     shell:
         "havana train-head --features {input.features} --row {wildcards.row} --config {params.config} "
         "--dataset {wildcards.dataset} --out {params.out_dir} --seed {wildcards.seed} {params.tracking} > {log} 2>&1"

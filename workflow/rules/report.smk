@@ -14,15 +14,15 @@ for _table, _rule in [(name, name) for name in PAPER_TABLES] + [("summary", "rep
             **table_outputs(_table),
         log:
             f"{LOGS}/tables/{_table}.log",
+        localrule: True
+        conda:
+            CONDA_ENV
         params:
             config=RESOLVED_CONFIG,
             table=_table,
             results=lambda wildcards, output: Path(output.md).parents[1],
             prefix=lambda wildcards, output: output.md[: -len(".md")],
             config_digest=config_digest(config["tables"], SEEDS, ACTIVE_DATASETS),
-        localrule: True
-        conda:
-            CONDA_ENV
         shell:
             "havana table --config {params.config} --table {params.table} --results-dir {params.results} "
             "--out-prefix {params.prefix} > {log} 2>&1"
@@ -36,19 +36,23 @@ for _figure in config["figures"]:
         input:
             figure_inputs(_figure),
         output:
-            report(figure_path(_figure), caption=f"../report/{_figure}.rst", category="Figures",
-                   labels={"figure": _figure}),
+            report(
+                figure_path(_figure),
+                caption=f"../report/{_figure}.rst",
+                category="Figures",
+                labels={"figure": _figure},
+            ),
         log:
             f"{LOGS}/figures/{_figure}.log",
+        localrule: True
+        conda:
+            CONDA_ENV
         params:
             config=RESOLVED_CONFIG,
             figure=_figure,
             results=lambda wildcards, output: Path(output[0]).parents[1],
             resources=lambda wildcards: RESOURCES,  # images are read from here (not declared: thousands of files)
             config_digest=config_digest(config["figures"][_figure], SEEDS, ACTIVE_DATASETS),
-        localrule: True
-        conda:
-            CONDA_ENV
         shell:
             "havana figure --config {params.config} --figure {params.figure} --results-dir {params.results} "
             "--resources-dir {params.resources} --out {output} > {log} 2>&1"
