@@ -49,12 +49,13 @@ class ExtractorTrainConfig:
     num_workers: int = 4  # DataLoader worker processes
     amp: bool = True  # bf16 autocast and channels_last on CUDA (ignored on CPU)
     device: str = "auto"  # "auto" (CUDA when available), "cpu" or "cuda[:i]"
+    checkpoint_minutes: float = 10.0  # checkpoint after this much wall-clock time and on SIGTERM; 0: every epoch
 
     LIMITS: ClassVar[dict[str, Limit]] = {
         "epochs": at_least(1), "lr": above(0), "weight_decay": at_least(0), "warmup_epochs": at_least(0),
         "warmup_factor": between(0, 1, low_open=True), "milestones": at_least(0), "gamma": between(0, 1, low_open=True),
         "p": at_least(1), "k": at_least(1), "label_smoothing": between(0, 1, high_open=True),
-        "triplet_margin": at_least(0), "num_workers": at_least(0)}
+        "triplet_margin": at_least(0), "num_workers": at_least(0), "checkpoint_minutes": at_least(0)}
 
 
 @dataclass
