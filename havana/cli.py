@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "train_head",
     "evaluate",
     "table",
+    "summary",
     "figure",
 )
 

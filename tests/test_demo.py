@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from havana.layout import Layout
+
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
 DEMO = REPO / "config" / "demo.yaml"
@@ -31,21 +33,21 @@ def test_demo_runs_end_to_end_and_a_second_run_does_nothing(tmp_path):
     assert first.returncode == 0, (first.stdout + first.stderr)[-5000:]
     config = yaml.safe_load(DEMO.read_text())
     results = tmp_path / config["results_dir"]
+    layout = Layout(str(results), str(tmp_path / config["resources_dir"]))
 
-    cells = {(column.get("dataset") or row.get("dataset"), row["extractor"], row["head"])
+    cells = {(column.get("dataset") or row.get("dataset"), row["extractor"], row["row"])
              for name, spec in config["tables"].items() if re.fullmatch(r"table\d+", name)
              for row in spec["rows"] for column in spec["columns"]}
     for dataset, extractor, head in cells:
         for seed in config["seeds"]:
-            metrics = json.loads((results / dataset / "metrics" / extractor / head / f"seed{seed}.json").read_text())
+            metrics = json.loads(Path(layout.metrics(dataset, extractor, head, seed)).read_text())
             for block in ("plain", "flip"):
                 assert 0.0 <= metrics[block]["mAP"] <= 1.0 and 0.0 <= metrics[block]["R1"] <= 1.0
 
     for name in [n for n in config["tables"] if re.fullmatch(r"table\d+", n)] + ["summary"]:
         for ext in ("md", "csv", "tex"):
-            assert (results / "tables" / f"{name}.{ext}").stat().st_size > 0
-    figures = sorted(p.name for p in (results / "figures").glob("fig*.png"))
-    assert [name.split("_")[0] for name in figures] == sorted(config["figures"])
+            assert Path(layout.table(name, ext)).stat().st_size > 0
+    assert all(Path(layout.figure(name)).stat().st_size > 0 for name in config["figures"])
 
     from mlflow.tracking import MlflowClient
 

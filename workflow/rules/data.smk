@@ -5,9 +5,9 @@
 
 rule synthesize:
     output:
-        directory(f"{RESOURCES}/archives/synthetic"),
+        directory(LAYOUT.synthetic_archive("synthetic")),
     log:
-        f"{LOGS}/synthesize/synthetic.log",
+        LAYOUT.log("synthesize/synthetic"),
     params:
         options=synth_args,
     conda:
@@ -20,12 +20,12 @@ rule prepare:
     input:
         prepare_inputs,
     output:
-        manifest_path("{dataset}"),
+        LAYOUT.manifest("{dataset}"),
     log:
-        f"{LOGS}/prepare/{{dataset}}.log",
+        LAYOUT.log("prepare/{dataset}"),
     params:
         source=prepare_source,
-        root=lambda wildcards, output: Path(output[0]).parents[1],
+        root=lambda wildcards: LAYOUT.resources,
     conda:
         CONDA_ENV
     shell:

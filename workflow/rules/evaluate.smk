@@ -6,15 +6,14 @@ rule evaluate:
     input:
         unpack(evaluate_inputs),
     output:
-        metrics=metrics_path("{dataset}", "{extractor}", "{head}", "{seed}"),
+        metrics=LAYOUT.metrics("{dataset}", "{extractor}", "{row}", "{seed}"),
     log:
-        f"{LOGS}/evaluate/{{dataset}}/{{extractor}}/{{head}}/seed{{seed}}.log",
+        LAYOUT.log("evaluate/{dataset}/{extractor}/{row}/seed{seed}"),
     params:
-        config=RESOLVED_CONFIG,
+        config=job_config("evaluate"),
         head=lambda wildcards, input: f"--head {input.head}" if "head" in input.keys() else "",
-        config_digest=lambda wildcards: config_digest(config["evaluation"]),
         tracking=lambda wildcards: tracking_args(
-            f"evaluate/{wildcards.dataset}/{wildcards.extractor}/{wildcards.head}/seed{wildcards.seed}"
+            f"evaluate/{wildcards.dataset}/{wildcards.extractor}/{wildcards.row}/seed{wildcards.seed}"
         ),
     threads: 1
     conda:

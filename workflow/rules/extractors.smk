@@ -3,16 +3,15 @@
 
 rule train_extractor:
     input:
-        manifest=manifest_path("{dataset}"),
+        manifest=LAYOUT.manifest("{dataset}"),
     output:
-        model=model_path("{dataset}", "{extractor}"),
+        model=LAYOUT.model("{dataset}", "{extractor}"),
     log:
-        f"{LOGS}/train_extractor/{{dataset}}/{{extractor}}.log",
+        LAYOUT.log("train_extractor/{dataset}/{extractor}"),
     params:
-        config=RESOLVED_CONFIG,
+        config=job_config("train_extractor"),
         out_dir=lambda wildcards, output: Path(output.model).parent,
         seed=EXTRACTOR_SEED,
-        config_digest=lambda wildcards: config_digest(config["extractors"][wildcards.extractor]),
         tracking=lambda wildcards: tracking_args(f"{wildcards.dataset}/{wildcards.extractor}"),
     threads: 4
     resources:

@@ -4,15 +4,14 @@
 
 rule extract_features:
     input:
-        manifest=manifest_path("{dataset}"),
-        model=model_path("{dataset}", "{extractor}"),
+        manifest=LAYOUT.manifest("{dataset}"),
+        model=LAYOUT.model("{dataset}", "{extractor}"),
     output:
-        features=features_path("{dataset}", "{extractor}"),
+        features=LAYOUT.features("{dataset}", "{extractor}"),
     log:
-        f"{LOGS}/extract_features/{{dataset}}/{{extractor}}.log",
+        LAYOUT.log("extract_features/{dataset}/{extractor}"),
     params:
-        config=RESOLVED_CONFIG,
-        config_digest=lambda wildcards: config_digest(config["extractors"][wildcards.extractor]),
+        config=job_config("extract_features"),
     threads: 4
     resources:
         gpu=1,

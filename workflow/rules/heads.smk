@@ -3,17 +3,16 @@
 
 rule train_head:
     input:
-        features=features_path("{dataset}", "{extractor}"),
+        features=LAYOUT.features("{dataset}", "{extractor}"),
     output:
-        head=f"{head_dir('{dataset}', '{extractor}', '{row}', '{seed}')}/head.pt",
-        history=f"{head_dir('{dataset}', '{extractor}', '{row}', '{seed}')}/history.csv",
-        embeddings=f"{head_dir('{dataset}', '{extractor}', '{row}', '{seed}')}/embeddings.h5",
+        head=LAYOUT.head_file("{dataset}", "{extractor}", "{row}", "{seed}", "head"),
+        history=LAYOUT.head_file("{dataset}", "{extractor}", "{row}", "{seed}", "history"),
+        embeddings=LAYOUT.head_file("{dataset}", "{extractor}", "{row}", "{seed}", "embeddings"),
     log:
-        f"{LOGS}/train_head/{{dataset}}/{{extractor}}/{{row}}/seed{{seed}}.log",
+        LAYOUT.log("train_head/{dataset}/{extractor}/{row}/seed{seed}"),
     params:
-        config=RESOLVED_CONFIG,
+        config=job_config("train_head"),
         out_dir=lambda wildcards, output: Path(output.head).parent,
-        config_digest=head_settings,
         tracking=lambda wildcards: tracking_args(
             f"{wildcards.dataset}/{wildcards.extractor}/{wildcards.row}/seed{wildcards.seed}"
         ),
