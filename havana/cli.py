@@ -1,17 +1,22 @@
 """`havana` command line: one subcommand per pipeline stage; each calls the library and never reads Snakemake's config.
 
 Every subcommand lives in `havana/commands/<name>.py` and exposes `register(subparsers)`, which adds its parser and
-sets `func(args) -> int`. A HavanaError becomes one sentence on stderr and exit status 2, never a traceback.
+sets `func(args) -> int`. Before a command runs, its inputs and outputs are checked against each other (no command
+writes over its own input). A HavanaError becomes one sentence on stderr and exit status 2, an OSError (disk full,
+permission denied, read-only file system ...) one sentence naming the path and exit status 1; `--debug` (or
+HAVANA_DEBUG=1) shows the traceback instead.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from havana import __version__
-from havana.errors import HavanaError
+from havana import paths
+from havana.errors import HavanaError, describe_os_error
 
 COMMAND_MODULES = (
     "prepare",
@@ -23,6 +28,7 @@ COMMAND_MODULES = (
     "table",
     "summary",
     "figure",
+    "plan",
 )
 
 
@@ -30,6 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with every subcommand registered."""
     parser = argparse.ArgumentParser(prog="havana", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"havana {__version__}")
+    parser.add_argument("--debug", action="store_true", default=os.environ.get("HAVANA_DEBUG", "") not in ("", "0"),
+                        help="show the full traceback of an error (also HAVANA_DEBUG=1)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
         try:
@@ -47,10 +55,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        paths.check_io(args.command, *paths.command_io(args))
         return int(args.func(args) or 0)
     except HavanaError as exc:
+        if args.debug:
+            raise
         print(f"havana {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        if args.debug:
+            raise
+        print(f"havana {args.command}: error: {describe_os_error(exc)}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"havana {args.command}: interrupted; rerun the same command to resume.", file=sys.stderr)
         return 130

@@ -5,10 +5,15 @@ job claims a free device itself: an exclusive `fcntl.flock` on `<lock dir>/gpu<i
 process (the OS drops it on exit, crash included), and `CUDA_VISIBLE_DEVICES` narrowed to that device before CUDA
 initialises. GPUs are counted without initialising CUDA (`CUDA_VISIBLE_DEVICES`, else `nvidia-smi -L`). Under SLURM
 the allocation already is exclusive, so its devices are used as they are.
+
+The lock folder and files are shared by every user of the machine: the folder is created sticky and world-writable
+(like /tmp) and each lock file readable and writable by all, whatever the umask, so a colleague's job can take a GPU
+that yours used before.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import re
@@ -47,15 +52,58 @@ def visible_gpus() -> list[str]:
 def _try_lock(lock_dir: Path, device_id: str) -> int | None:
     """An fd holding an exclusive lock on `device_id`'s lock file, or None when another process holds it."""
     safe = re.sub(r"[^A-Za-z0-9_.-]", "_", device_id)
-    fd = os.open(lock_dir / f"gpu{safe}.lock", os.O_RDWR | os.O_CREAT, 0o666)
+    path = lock_dir / f"gpu{safe}.lock"
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except PermissionError:
+        try:
+            fd = os.open(path, os.O_RDONLY)  # another user's lock file from an older version (0644): flock still works
+        except OSError as exc:
+            raise HavanaError(f"GPU lock file {path} cannot be opened ({exc.strerror}); make {lock_dir} writable by "
+                              f"all (chmod 1777) or set {LOCK_DIR_ENV} to a folder you may write.") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
         return None
-    os.ftruncate(fd, 0)
-    os.write(fd, f"{os.getpid()}\n".encode())
+    if os.fstat(fd).st_uid == os.geteuid():
+        os.fchmod(fd, 0o666)  # the next user may open it for writing, whatever our umask
+    with contextlib.suppress(OSError):
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
     return fd
+
+
+def lock_folder(lock_dir: str | os.PathLike | None = None) -> Path:
+    """The GPU lock folder (HAVANA_GPU_LOCK_DIR or /tmp/havana-gpu-locks), created sticky and writable by all."""
+    path = Path(lock_dir or os.environ.get(LOCK_DIR_ENV) or DEFAULT_LOCK_DIR)
+    if not path.is_dir():
+        try:
+            path.mkdir(parents=True)
+            os.chmod(path, 0o1777)
+        except FileExistsError:
+            if not path.is_dir():
+                raise HavanaError(f"GPU lock folder {path} is a file, not a folder; remove it or set {LOCK_DIR_ENV} "
+                                  "to a folder.") from None
+        except OSError as exc:
+            raise HavanaError(f"GPU lock folder {path} cannot be created ({exc.strerror}); set {LOCK_DIR_ENV} to a "
+                              "folder you may write.") from None
+    return path
+
+
+def wait_seconds() -> float:
+    """HAVANA_GPU_WAIT_S: how long to wait for a busy GPU, in seconds (unset: no limit)."""
+    text = os.environ.get(WAIT_ENV, "").strip()
+    if not text:
+        return DEFAULT_WAIT_S
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value >= 0:
+        raise HavanaError(f"{WAIT_ENV}={text!r} is not a number of seconds (0 or more; 'inf' waits forever); "
+                          "fix or unset it.")
+    return value
 
 
 def claim_gpu(candidates: list[str], lock_dir: str | os.PathLike | None = None, wait_s: float | None = None,
@@ -71,9 +119,8 @@ def claim_gpu(candidates: list[str], lock_dir: str | os.PathLike | None = None, 
             return device_id
     if not candidates:
         raise HavanaError("no GPU is visible to claim; run on CPU with --device cpu or expose a GPU.")
-    lock_dir = Path(lock_dir or os.environ.get(LOCK_DIR_ENV, DEFAULT_LOCK_DIR))
-    lock_dir.mkdir(parents=True, exist_ok=True)
-    wait_s = float(os.environ.get(WAIT_ENV, DEFAULT_WAIT_S)) if wait_s is None else wait_s
+    wait_s = wait_seconds() if wait_s is None else wait_s
+    lock_dir = lock_folder(lock_dir)
     deadline = time.monotonic() + wait_s
     announced = False
     while True:

@@ -173,7 +173,8 @@ def evaluate(query_features: Any, gallery_features: Any, query_pids: Any, galler
     """CMC, mAP and mINP of a query/gallery split under the Market-1501 protocol (module docstring).
 
     Inputs are numpy arrays or torch tensors (features [N, D], cast to float32); the work runs on `device` (default:
-    where the query features are) in chunks of `chunk_size` queries. `rerank` applies k-reciprocal re-ranking first.
+    where the query features are) in chunks of `chunk_size` queries. `rerank` applies k-reciprocal re-ranking first,
+    on the gallery without its junk (pid -1), as torchreid and fast-reid do.
     Returns {"mAP", "mINP" (fractions), "cmc" (list, cmc[k-1] = Rank-k fraction, length max_rank), "num_valid_queries"}.
     """
     check_metric(metric)
@@ -189,12 +190,11 @@ def evaluate(query_features: Any, gallery_features: Any, query_pids: Any, galler
     all_kept = len(kept) == len(gf)  # then no copy of the gallery is made
     gallery = _GalleryIndex.build(g_pids[kept], g_camids[kept])
     rows = min(chunk_size or chunk_rows(len(gf)), gallery.max_chunk_rows)
+    ranked = gf if all_kept else gf[kept]
     if rerank is None:
-        chunks = _plain_chunks(qf, gf if all_kept else gf[kept], metric, rows)
-    else:
-        chunks = ((start, block if all_kept else block[:, kept])
-                  for start, block in rerank_distance_chunks(qf, gf, rerank, metric=metric, chunk_size=rows,
-                                                                  progress=progress))
+        chunks = _plain_chunks(qf, ranked, metric, rows)
+    else:  # junk leaves before the neighbour graph is built, as in torchreid and fast-reid
+        chunks = rerank_distance_chunks(qf, ranked, rerank, metric=metric, chunk_size=rows, progress=progress)
     results = []
     for start, block in tqdm(chunks, total=-(-len(qf) // rows), desc="evaluate", unit="chunk", disable=not progress):
         stop = start + len(block)

@@ -3,11 +3,17 @@
 Schema (DESIGN.md): groups train/query/gallery, each with `features` [N,V,D] float32 (query/gallery V=2: plain,
 flipped), `pids` int64, `camids` int64, `paths` utf-8; root attributes describe where the features came from, and
 `complete=1` is written last, just before the temporary file is renamed to its final name.
+
+HDF5 must never meet a full disk: a failed write inside its caches is reported only when an object is freed, and the
+close that follows crashes the process (exit 139). So the writer checks the free space before every batch, keeping
+`SPACE_MARGIN_BYTES` plus a few chunks in reserve for the final flush, flushes after every batch (so an error surfaces
+as an exception), and raises OSError(ENOSPC) naming the output before HDF5 could fail.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 from dataclasses import dataclass, field
@@ -24,6 +30,13 @@ SPLITS = ("train", "query", "gallery")
 ROOT_ATTRS = ("dataset", "extractor", "checkpoint_sha256", "manifest_sha256", "config_hash", "image_size", "views",
               "created_by")
 _STR = h5py.string_dtype("utf-8")
+SPACE_MARGIN_BYTES = 16 << 20  # free space kept back for HDF5's metadata and chunk caches when the file is closed
+INDEX_CHUNK_ROWS = 4096  # rows per HDF5 chunk of pids, camids and paths
+
+
+def feature_chunk_rows(views: int, dim: int) -> int:
+    """Rows per HDF5 chunk of a split's features: about 1 MiB, at most 256 rows (the file grows in whole chunks)."""
+    return max(1, min(256, (1 << 20) // (4 * views * dim)))
 
 
 @dataclass
@@ -102,10 +115,10 @@ class FeatureWriter:
             return self._h5[split]
         group = self._h5.create_group(split)
         group.create_dataset("features", shape=(0, views, dim), maxshape=(None, views, dim), dtype=np.float32,
-                             chunks=(max(1, min(256, (1 << 20) // (4 * views * dim))), views, dim))
-        group.create_dataset("pids", shape=(0,), maxshape=(None,), dtype=np.int64, chunks=(4096,))
-        group.create_dataset("camids", shape=(0,), maxshape=(None,), dtype=np.int64, chunks=(4096,))
-        group.create_dataset("paths", shape=(0,), maxshape=(None,), dtype=_STR, chunks=(4096,))
+                             chunks=(feature_chunk_rows(views, dim), views, dim))
+        group.create_dataset("pids", shape=(0,), maxshape=(None,), dtype=np.int64, chunks=(INDEX_CHUNK_ROWS,))
+        group.create_dataset("camids", shape=(0,), maxshape=(None,), dtype=np.int64, chunks=(INDEX_CHUNK_ROWS,))
+        group.create_dataset("paths", shape=(0,), maxshape=(None,), dtype=_STR, chunks=(INDEX_CHUNK_ROWS,))
         return group
 
     def create_split(self, split: str, views: int, dim: int) -> None:
@@ -124,23 +137,44 @@ class FeatureWriter:
             raise ValueError(f"split {split} holds rows of shape {group['features'].shape[1:]}, "
                              f"cannot append rows of shape {(views, dim)}")
         start = self.rows[split]
+        self._check_space(batch.features.nbytes + 16 * n + sum(len(p) + 16 for p in batch.paths),
+                          group["features"].chunks)
         for name, values in (("features", batch.features), ("pids", batch.pids), ("camids", batch.camids),
                              ("paths", np.asarray(batch.paths, dtype=object))):
             group[name].resize(start + n, axis=0)
             group[name][start:start + n] = values
         self.rows[split] = start + n
+        self._h5.flush()
+
+    def _check_space(self, batch_bytes: int, chunks: tuple[int, ...]) -> None:
+        """OSError(ENOSPC) naming the output unless the batch, a few chunks and the margin fit on the disk."""
+        stats = os.statvfs(self._tmp)
+        free = stats.f_bavail * stats.f_frsize
+        needed = batch_bytes + 4 * 4 * int(np.prod(chunks)) + SPACE_MARGIN_BYTES
+        if free < needed:
+            raise OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)} (the next batch needs about "
+                                        f"{needed >> 20} MiB with reserve, {free >> 20} MiB are free)", str(self.path))
 
     def close(self) -> Path:
         """Write `complete=1` last, flush, and rename the temporary file to its final name."""
-        self._h5.attrs["complete"] = 1
-        self._h5.close()
+        try:
+            self._check_space(0, (1,))
+            self._h5.attrs["complete"] = 1
+            self._h5.flush()
+            self._h5.close()
+        except BaseException as exc:
+            self.abort(exc)
+            raise
         self._stack.close()
         return self.path
 
-    def abort(self) -> None:
-        """Close and delete the temporary file; nothing appears at the final name."""
-        self._h5.close()
-        self._stack.__exit__(HavanaError, HavanaError("feature writing aborted"), None)
+    def abort(self, exc: BaseException | None = None) -> None:
+        """Close and delete the temporary file; nothing appears at the final name. An OSError `exc` comes back
+        naming the output (see `atomic_path`)."""
+        if self._h5.id.valid:
+            self._h5.close()
+        exc = exc or HavanaError("feature writing aborted")
+        self._stack.__exit__(type(exc), exc, exc.__traceback__)
 
     def __enter__(self) -> "FeatureWriter":
         return self
@@ -149,7 +183,7 @@ class FeatureWriter:
         if exc_type is None:
             self.close()
         else:
-            self.abort()
+            self.abort(exc)
 
 
 def write_features(path: str | os.PathLike, splits: Mapping[str, FeatureSplit], attrs: Mapping[str, Any]) -> None:

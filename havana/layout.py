@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -111,6 +112,26 @@ class Layout:
 
     def log(self, job: str) -> str:
         return self._results("log", job=job)
+
+
+def _pattern(template: str) -> re.Pattern:
+    """A regex matching paths made from `template`, one named group per field (fields never span a '/')."""
+    parts = re.split(r"\{(\w+)\}", template)
+    regex = "".join(re.escape(part) if index % 2 == 0 else f"(?P<{part}>[^/]+)" for index, part in enumerate(parts))
+    return re.compile(regex + r"\Z")
+
+
+def producer(layout: Layout, path: str) -> tuple[str, dict[str, str]]:
+    """Which kind of file `path` is and its fields, e.g. ("metrics", {dataset, extractor, row, seed}): the inverse of
+    the templates, so a consumer of reads (`havana plan`) finds the job that writes each file as Snakemake would."""
+    candidates = [(key, f"{layout.results}/{template}") for key, template in RESULTS.items()]
+    candidates += [(kind, f"{layout.results}/{RESULTS['head_dir']}/{name}") for kind, name in HEAD_FILES.items()]
+    candidates += [(key, f"{layout.resources}/{template}") for key, template in RESOURCES.items()]
+    for key, template in candidates:
+        match = _pattern(template).match(path)
+        if match:
+            return key, match.groupdict()
+    raise ValueError(f"{path} is not a path of the layout")
 
 
 # ---------------------------------------------------------------- the config each job reads

@@ -140,3 +140,54 @@ def truncate(archive: Path, keep: float = 0.6) -> Path:
     data = archive.read_bytes()
     archive.write_bytes(data[: int(len(data) * keep)])
     return archive
+
+
+def link_ordering_trick(link: str, outside: str, depth: int = 30) -> dict[str, str]:
+    """Symlink members (in order) after which member `link` resolves to `outside`, a path relative to the extraction
+    folder such as '../../secret.jpg', although each link looks harmless when it is created.
+
+    `link` points through `<top>/d0/…/d<depth-1>/hop` before `hop` exists, so it resolves lexically inside the folder;
+    `hop` then points `depth` levels up, to `<top>` itself, so the physical path climbs `depth` levels higher than
+    the lexical one did and leaves the folder.
+    """
+    top = link.split("/")[0]
+    deep = "/".join(f"d{i}" for i in range(depth))
+    to_top = "../" * (link.count("/") - 1)
+    return {link: f"{to_top}{deep}/hop/../{outside}", f"{top}/{deep}/hop": "../" * depth}
+
+
+class _Zeros(io.RawIOBase):
+    """A stream of `size` zero bytes, without holding them in memory."""
+
+    def __init__(self, size: int) -> None:
+        self.left = size
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        count = min(len(buffer), self.left)
+        buffer[:count] = bytes(count)
+        self.left -= count
+        return count
+
+
+def make_bomb(folder: Path, archive: Path, member: str, size: int) -> Path:
+    """An archive of `folder` plus `member` holding `size` zero bytes (zip, else tar.gz): a tiny file that expands
+    `size / archive size` times, as a zip bomb does."""
+    zeros = bytes(1 << 20)
+    if archive.name.endswith(".zip"):
+        make_zip(folder, archive)
+        info = zipfile.ZipInfo(member)
+        info.compress_type = zipfile.ZIP_DEFLATED
+        with zipfile.ZipFile(archive, "a") as out, out.open(info, "w", force_zip64=True) as stream:
+            for _ in range(size >> 20):
+                stream.write(zeros)
+        return archive
+    with tarfile.open(archive, "w:gz") as out:
+        for path in sorted(folder.rglob("*")):
+            out.add(path, path.relative_to(folder).as_posix(), recursive=False)
+        info = tarfile.TarInfo(member)
+        info.size = size
+        out.addfile(info, io.BufferedReader(_Zeros(size)))
+    return archive

@@ -40,7 +40,7 @@ def test_every_source_kind_extracts_the_same_tree(market_source, tmp_path, archi
     extracted = sorted(p.relative_to(top).as_posix() for p in top.rglob("*") if p.is_file())
     assert extracted == sorted(fabricate.MARKET_FILES)
     assert (top / fabricate.MARKET_FILES[0]).read_bytes() == (src / fabricate.MARKET_TOP / fabricate.MARKET_FILES[0]).read_bytes()
-    assert sorted(p.name for p in (root / "market1501").iterdir()) == [acquire.STAMP_NAME, fabricate.MARKET_TOP]
+    assert sorted(p.name for p in (root / "market1501").iterdir()) == sorted([acquire.STAMP_NAME, acquire.TREE_NAME, fabricate.MARKET_TOP])
 
 
 def test_archive_without_wrapper_folder_is_placed_under_the_official_name(tmp_path):

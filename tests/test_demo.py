@@ -49,6 +49,12 @@ def test_demo_runs_end_to_end_and_a_second_run_does_nothing(tmp_path):
             assert Path(layout.table(name, ext)).stat().st_size > 0
     assert all(Path(layout.figure(name)).stat().st_size > 0 for name in config["figures"])
 
+    from havana import plan  # `havana plan`'s disk estimate against the files the demo really left
+
+    estimate = {stage.stage: stage.kept for stage in plan.make_plan(config).stages}
+    for stage, real in plan.measured_kept(config, tmp_path).items():
+        assert estimate[stage] == pytest.approx(real, rel=0.05), stage
+
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=config["tracking_uri"].replace("sqlite:///", f"sqlite:///{tmp_path}/"))

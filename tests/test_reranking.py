@@ -74,18 +74,24 @@ def test_chunking_does_not_change_the_reranked_distance(monkeypatch):
     torch.testing.assert_close(joined_in_steps, whole, rtol=0, atol=1e-7)
 
 
-def test_evaluate_with_rerank_matches_reference_on_the_reranked_distances():
+def test_evaluate_with_rerank_drops_junk_before_the_neighbour_graph():
+    """As torchreid and fast-reid do: junk (pid -1) never enters the k-reciprocal graph, so it cannot shape the
+    neighbourhoods of the entries that are ranked. Oracle: the dense algorithm on the junk-free gallery."""
     qf, gf, q_pids, g_pids = clustered_problem(5, num_query=12, num_gallery=60)
     rng = np.random.default_rng(5)
     q_camids, g_camids = rng.integers(0, 12, len(qf)), rng.integers(0, 12, len(gf))
-    g_pids = np.where(rng.random(len(gf)) < 0.1, -1, g_pids)  # junk takes part in re-ranking, not in ranking
-    reranked = k_reciprocal_distance(torch.as_tensor(qf), torch.as_tensor(gf)).numpy()
-    want = reference_evaluate(reranked, q_pids, g_pids, q_camids, g_camids, max_rank=10)
+    g_pids = np.where(rng.random(len(gf)) < 0.25, -1, g_pids)
+    kept = g_pids != -1
+    reranked = dense_rerank(qf, gf[kept], 20, 6, 0.3)
+    want = reference_evaluate(reranked, q_pids, g_pids[kept], q_camids, g_camids[kept], max_rank=10)
     got = evaluate(qf, gf, q_pids, g_pids, q_camids, g_camids, max_rank=10, rerank=RerankConfig(), chunk_size=5)
     assert got["num_valid_queries"] == want["num_valid_queries"]
     assert got["mAP"] == pytest.approx(want["mAP"], abs=1e-6)
     assert got["mINP"] == pytest.approx(want["mINP"], abs=1e-6)
     assert got["cmc"] == want["cmc"]
+    with_junk = dense_rerank(qf, gf, 20, 6, 0.3)  # the old behaviour: junk inside the graph changes the metrics
+    assert reference_evaluate(with_junk, q_pids, g_pids, q_camids, g_camids, max_rank=10)["mAP"] != pytest.approx(
+        want["mAP"], abs=1e-6)
 
 
 @pytest.mark.parametrize("bad", [dict(k1=0), dict(k2=0), dict(k1=3, k2=5), dict(lambda_value=1.5)])

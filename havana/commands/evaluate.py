@@ -5,19 +5,16 @@ from __future__ import annotations
 import argparse
 import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import torch
-
-from havana import atomic, provenance
-from havana.config import from_mapping, load_yaml
-from havana.device import select_device
 from havana.errors import HavanaError
-from havana.evaluation import EvaluationConfig, RerankConfig, evaluate, merge_flip
-from havana.features import FeatureSplit, read_features
-from havana.models.head import load_head
-from havana.tracking import job_run
+
+if TYPE_CHECKING:  # torch and the engines are imported when the command runs, not to print its help
+    import numpy as np
+    import torch
+
+    from havana.evaluation import EvaluationConfig
+    from havana.features import FeatureSplit
 
 RANKS = (1, 5, 10)  # reported as R1, R5, R10 beside the full CMC
 HEAD_BATCH = 4096  # rows encoded by the head at once
@@ -46,6 +43,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def resolve_settings(args: argparse.Namespace) -> EvaluationConfig:
     """The config's `evaluation` section (defaults without --config) with the command-line overrides applied."""
+    from havana.config import from_mapping, load_yaml
+    from havana.evaluation import EvaluationConfig
+
     settings = EvaluationConfig()
     if args.config:
         settings = from_mapping(EvaluationConfig, load_yaml(args.config).get("evaluation") or {}, "evaluation")
@@ -68,6 +68,8 @@ def _check_views(name: str, split: FeatureSplit, path: str) -> None:
 
 def embed(head: torch.nn.Module, views: np.ndarray, device: torch.device) -> np.ndarray:
     """The head's z_mu for every view of [N, 2, D] features, as [N, 2, Z] float32."""
+    import torch
+
     flat = torch.as_tensor(views.reshape(-1, views.shape[-1]))
     with torch.inference_mode():
         z_mu = [head.encode(flat[start:start + HEAD_BATCH].to(device))[0].float().cpu()
@@ -83,6 +85,13 @@ def metrics_entry(result: dict[str, Any]) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     """Load the features (and head), evaluate plain and flip-test embeddings, write the metrics and provenance."""
+    from havana import atomic, provenance
+    from havana.device import select_device
+    from havana.evaluation import RerankConfig, evaluate, merge_flip
+    from havana.features import read_features
+    from havana.models.head import load_head
+    from havana.tracking import job_run
+
     settings = resolve_settings(args)
     data = read_features(args.features, splits=("query", "gallery"))
     query, gallery = data["query"], data["gallery"]

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import argparse
-from havana.config import load_yaml
+
 from havana.errors import HavanaError
-from havana.extraction import extract_features
-from havana.extractor_config import extractor_config
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -30,6 +28,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Resolve the extraction settings, extract, and print a one-line summary."""
+    from havana.config import load_yaml
+    from havana.extraction import extract_features  # torch: imported to run, not to print help
+    from havana.extractor_config import extractor_config
+
     extraction = None
     if args.config:
         if not args.extractor:

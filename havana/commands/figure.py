@@ -3,12 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
-
-from havana import provenance
-from havana.config import load_yaml, section
-from havana.layout import Layout
-from havana.report import figures
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -19,7 +13,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "HDF5 files (and dataset images for fig5). Each file it reads must exist; a missing one is an "
                     "error naming it. Datasets outside active_datasets get no panel.")
     parser.add_argument("--config", required=True, help="the YAML config holding 'figures', 'seeds' and 'heads.rows'")
-    parser.add_argument("--figure", required=True, choices=list(figures.FIGURES), help="which figure to draw")
+    # The names are havana.report.figures.FIGURES, checked when drawing (importing it here would load matplotlib).
+    parser.add_argument("--figure", required=True, help="which figure to draw: fig5 … fig9")
     parser.add_argument("--results-dir", help="folder holding <dataset>/{metrics,heads,features}/… (default: the "
                                               "config's results_dir)")
     parser.add_argument("--resources-dir", help="folder holding <dataset>/manifest.csv and its images (default: the "
@@ -30,10 +25,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Draw the figure, write its provenance beside it, and print a one-line summary."""
+    import dataclasses
+
+    from havana import provenance
+    from havana.config import load_yaml, section
+    from havana.layout import Layout
+    from havana.report import figures
+
     config = load_yaml(args.config)
-    layout = Layout.of(config)
     overrides = {k: v for k, v in (("results", args.results_dir), ("resources", args.resources_dir)) if v}
-    layout = dataclasses.replace(layout, **overrides)
+    layout = dataclasses.replace(Layout.of(config), **overrides)
     path = figures.write_figure(config, args.figure, args.out, layout)
     provenance.write_beside(path, {"figure": args.figure, "settings": section(config, "figures", args.figure),
                                    "seeds": config.get("seeds"), "active_datasets": config.get("active_datasets"),

@@ -7,8 +7,8 @@ import os
 import sys
 from pathlib import Path
 
-from havana import provenance
-from havana.data import acquire, datasets
+from havana import paths, provenance
+from havana.data import datasets
 from havana.errors import HavanaError
 from havana.layout import Layout
 
@@ -34,6 +34,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Acquire the dataset, parse it, print its statistics next to the official ones, and write the manifest."""
+    from havana.data import acquire
+
     dataset_class = datasets.get_dataset(args.dataset)
     if args.msmt17_include_val and dataset_class is not datasets.MSMT17:
         raise HavanaError(f"--msmt17-include-val applies to msmt17 only, not {args.dataset}; drop it.")
@@ -57,6 +59,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"havana prepare: warning: {dataset.name} differs from its official statistics "
               "(fine for a subset, otherwise check the archive).", file=sys.stderr)
 
+    outside = paths.outside_entries(dataset_dir, manifest["path"])
+    if outside:
+        entry, resolved = outside[0]
+        raise HavanaError(f"{dataset.name} image {entry} resolves to {resolved}, outside {dataset_dir} "
+                          f"({len(outside)} such image(s)); no manifest was written, so use a clean copy of the dataset.")
     provenance.write_beside(manifest_path, {"dataset": dataset.name, "root": args.root, "archive": args.archive,
                                             "url": args.url, "sha256": args.sha256, "top": top.name,
                                             "msmt17_include_val": args.msmt17_include_val})

@@ -6,10 +6,6 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-from havana.config import load_yaml
-from havana.extractor_config import extractor_config
-from havana.train_extractor import train_extractor
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `train-extractor` subcommand."""
@@ -32,6 +28,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Load the extractor config, apply overrides, train, and print a one-line summary."""
+    from havana.config import load_yaml
+    from havana.extractor_config import extractor_config
+    from havana.train_extractor import train_extractor  # torch: imported to run, not to print help
+
     config = extractor_config(load_yaml(args.config), args.extractor)
     overrides = {k: v for k, v in (("epochs", args.epochs), ("device", args.device)) if v is not None}
     config = dataclasses.replace(config, train=dataclasses.replace(config.train, **overrides))

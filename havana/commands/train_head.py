@@ -6,13 +6,6 @@ import argparse
 import dataclasses
 from pathlib import Path
 
-from havana.config import from_mapping, load_yaml, section
-from havana.device import select_device
-from havana.evaluation import EvaluationConfig
-from havana.features import read_features
-from havana.models.head import HeadTrainConfig, RowConfig
-from havana.train_head import HeadRun, train_head
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `train-head` subcommand."""
@@ -36,6 +29,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Resolve the row and training config, train, and print a one-line summary."""
+    from havana.config import from_mapping, load_yaml, section
+    from havana.device import select_device
+    from havana.evaluation import EvaluationConfig
+    from havana.features import read_features
+    from havana.models.head import HeadTrainConfig, RowConfig
+    from havana.train_head import HeadRun, train_head  # torch: imported to run, not to print help
+
     config = load_yaml(args.config)
     heads = section(config, "heads")
     row = from_mapping(RowConfig, section(heads, "rows", args.row) or {}, f"heads.rows.{args.row}")

@@ -2,8 +2,12 @@
 
 Extraction goes into a temporary folder inside `ROOT/<ds>/` and the dataset's top folder is renamed into place only
 when the whole archive has been read, so a crash or a bad archive leaves nothing half-extracted. Every member is
-checked before it is written: absolute paths, `..`, links leaving the folder and special files are refused, and
-nothing is ever written outside `ROOT`. A stamp file makes a rerun on the same source skip the extraction.
+checked before it is written: absolute paths, `..`, names that are not UTF-8, links leaving the folder and special
+files are refused, and nothing is ever written outside `ROOT`. After extraction every link is resolved again (a link
+created before the link it passes through looked harmless when it was made). The bytes written are bounded by the
+free space and by `MAX_RATIO` times the archive's size (a zip bomb stops with a sentence, not a full disk). A stamp
+file records the source and the extracted tree, so a rerun on the same source skips the extraction unless the tree
+was damaged since.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import lzma
 import os
 import shutil
 import stat
+import sys
 import tarfile
 import tempfile
 import urllib.error
@@ -30,13 +35,17 @@ from tqdm import tqdm
 from havana import atomic
 from havana.data.datasets import Dataset
 from havana.errors import HavanaError
+from havana.paths import within
 
 STAMP_NAME = ".prepared.json"  # in ROOT/<ds>/: which source was extracted to which top folder
+TREE_NAME = ".prepared.tree"  # in ROOT/<ds>/: every extracted entry with its size, checked before trusting the stamp
 TEMP_PREFIX = ".extract-"  # temporary extraction folders in ROOT/<ds>/
 ARCHIVES_DIR = "archives"  # ROOT/archives/ holds downloads and is the conventional place for archives
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
 CORRUPT_ERRORS = (zipfile.BadZipFile, tarfile.TarError, zlib.error, EOFError, gzip.BadGzipFile, lzma.LZMAError)
 CHUNK_BYTES = 1 << 20
+MAX_RATIO = 100  # extracted bytes per archive byte; images barely compress (real re-ID archives: about 1)
+MIN_ALLOWANCE_BYTES = 64 << 20  # small archives of text may expand more than MAX_RATIO up to this size
 
 
 def acquire(dataset: Dataset, root: str | os.PathLike, *, archive: str | os.PathLike | None = None,
@@ -49,15 +58,22 @@ def acquire(dataset: Dataset, root: str | os.PathLike, *, archive: str | os.Path
     if source.is_dir():
         if expected is not None:
             raise HavanaError(f"--sha256 checks an archive file, but {source} is a folder; drop --sha256 or pass the archive.")
-        if _is_within(source, dataset_dir):
+        if within(source, dataset_dir):
             return locate_top(source, dataset)  # already extracted in place: nothing to copy
-        if _is_within(dataset_dir, source):
+        if within(dataset_dir, source):
             raise HavanaError(f"folder {source} contains the output folder {dataset_dir}; pass the dataset's own folder.")
+    elif within(source, dataset_dir):
+        raise HavanaError(f"archive {source} lies inside {dataset_dir}, which prepare rebuilds and would delete it; "
+                          f"move it to {root / ARCHIVES_DIR}/ and pass that path.")
     signature = _signature(source)
     stamp = _read_stamp(dataset_dir)
     if stamp is not None and stamp.get("source") == signature and (expected is None or stamp.get("sha256") == expected) \
             and isinstance(stamp.get("top"), str) and (dataset_dir / stamp["top"]).is_dir():
-        return dataset_dir / stamp["top"]
+        damaged = damaged_entry(dataset_dir, dataset_dir / stamp["top"])
+        if damaged is None:
+            return dataset_dir / stamp["top"]
+        print(f"havana: {damaged} changed since it was extracted (missing or resized); extracting the archive again.",
+              file=sys.stderr)
     if expected is not None:
         verify_sha256(source, expected, downloaded=url is not None)
     return _extract_into(source, dataset_dir, dataset, signature, expected)
@@ -135,8 +151,45 @@ def _signature(source: Path) -> dict:
         dirs.sort()
         for name in sorted(files):
             info = os.lstat(os.path.join(folder, name))
-            digest.update(f"{os.path.relpath(os.path.join(folder, name), source)}\0{info.st_size}\0{info.st_mtime_ns}\n".encode())
-    return {"path": str(source.resolve()), "tree": digest.hexdigest()}
+            relative = os.fsencode(os.path.relpath(os.path.join(folder, name), source))
+            digest.update(relative + f"\0{info.st_size}\0{info.st_mtime_ns}\n".encode())
+    return {"path": os.fsencode(source.resolve()).decode("utf-8", "backslashreplace"), "tree": digest.hexdigest()}
+
+
+def _entry(path: str) -> str:
+    """What the tree record keeps of one entry: `d` for a folder, `>target` for a link, else the size in bytes."""
+    info = os.lstat(path)
+    if stat.S_ISLNK(info.st_mode):
+        return ">" + os.readlink(path)
+    return "d" if stat.S_ISDIR(info.st_mode) else str(info.st_size)
+
+
+def write_tree_record(dataset_dir: Path, top: Path) -> None:
+    """Record every entry under `top` (`kind<TAB>relative path` lines) for `damaged_entry` to check on a rerun."""
+    lines = []
+    for folder, dirs, files in os.walk(top):
+        dirs.sort()
+        for name in sorted(dirs) + sorted(files):
+            full = os.path.join(folder, name)
+            lines.append(f"{_entry(full)}\t{os.path.relpath(full, top)}\n")
+    atomic.write_text(dataset_dir / TREE_NAME, "".join(lines))
+
+
+def damaged_entry(dataset_dir: Path, top: Path) -> Path | None:
+    """The first entry recorded at extraction that is now missing or of another size or kind, else None."""
+    try:
+        record = (dataset_dir / TREE_NAME).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return dataset_dir / TREE_NAME
+    for line in record:
+        kind, _, relative = line.partition("\t")
+        path = top / relative
+        try:
+            if _entry(str(path)) != kind:
+                return path
+        except OSError:
+            return path
+    return None
 
 
 def _read_stamp(dataset_dir: Path) -> dict | None:
@@ -152,9 +205,11 @@ def _extract_into(source: Path, dataset_dir: Path, dataset: Dataset, signature: 
     for stale in dataset_dir.glob(f"{TEMP_PREFIX}*"):
         shutil.rmtree(stale, ignore_errors=True)  # left by a crashed run
     (dataset_dir / STAMP_NAME).unlink(missing_ok=True)
+    (dataset_dir / TREE_NAME).unlink(missing_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=dataset_dir))
     try:
         extract(source, scratch)
+        SafeTree(scratch, source).verify()
         top = locate_top(scratch, dataset, described=source)
         destination = dataset_dir / (dataset.top_folder if top == scratch else top.name)
         if destination.is_dir() and not destination.is_symlink():
@@ -164,8 +219,8 @@ def _extract_into(source: Path, dataset_dir: Path, dataset: Dataset, signature: 
         os.replace(top, destination)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    atomic.write_json(dataset_dir / STAMP_NAME, {"source": signature, "sha256": sha256,
-                                                 "top": destination.name})
+    write_tree_record(dataset_dir, destination)
+    atomic.write_json(dataset_dir / STAMP_NAME, {"source": signature, "sha256": sha256, "top": destination.name})
     return destination
 
 
@@ -198,17 +253,49 @@ class SafeTree:
     def __init__(self, root: Path, source: Path) -> None:
         self.root = Path(os.path.realpath(root))
         self.source = source
+        self.written = 0  # bytes written so far
+        self.allowance = _free_bytes(self.root)  # what may be written: free space, and MAX_RATIO x an archive's size
+        self.ratio_limit = None if source.is_dir() else max(MIN_ALLOWANCE_BYTES, MAX_RATIO * source.stat().st_size)
 
     def refuse(self, name: str, why: str) -> HavanaError:
-        return HavanaError(f"archive {self.source} holds an unsafe member '{name}' ({why}); nothing was extracted, "
+        shown = name.encode("utf-8", "backslashreplace").decode("utf-8")
+        return HavanaError(f"archive {self.source} holds an unsafe member '{shown}' ({why}); nothing was extracted, "
                            "so obtain a clean copy of the archive.")
 
     def _inside(self, path: str | os.PathLike) -> bool:
-        real = os.path.realpath(path)
-        return real == str(self.root) or real.startswith(str(self.root) + os.sep)
+        return within(path, self.root)
+
+    def reserve(self, size: int) -> None:
+        """Account for `size` more bytes written, refusing a zip bomb (MAX_RATIO) or more than the free space."""
+        self.written += max(0, size)
+        self.check(self.written)
+
+    def check(self, total: int) -> None:
+        """Refuse writing `total` bytes in all: over MAX_RATIO times the archive's size, or over the free space."""
+        if self.ratio_limit is not None and total > self.ratio_limit:
+            raise HavanaError(f"archive {self.source} expands to more than {_size(self.ratio_limit)}, over {MAX_RATIO} "
+                              f"times its own size of {_size(self.source.stat().st_size)}, which only a zip bomb does; "
+                              "nothing was extracted, so obtain a clean copy of the archive.")
+        if total > self.allowance:
+            raise HavanaError(f"extracting {self.source} needs more than the {_size(self.allowance)} free in "
+                              f"{self.root.parent}; nothing was extracted, so free some space or pass another --root.")
+
+    def verify(self) -> None:
+        """Resolve every link of the finished tree: the containment rule, checked once all links exist."""
+        for folder, dirs, files in os.walk(self.root):
+            for name in dirs + files:
+                full = os.path.join(folder, name)
+                if os.path.islink(full) and not self._inside(full):
+                    relative = os.path.relpath(full, self.root)
+                    raise self.refuse(relative, f"a link that resolves to {os.path.realpath(full)}, outside the folder")
 
     def target(self, name: str) -> Path:
-        """The path under `root` for member `name`; refuses absolute paths, `..` and parents that resolve outside."""
+        """The path under `root` for member `name`; refuses absolute paths, `..`, non-UTF-8 names and parents that
+        resolve outside."""
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError:
+            raise self.refuse(name, "a name that is not UTF-8") from None
         if name.startswith(("/", "\\")) or PureWindowsPath(name).drive:
             raise self.refuse(name, "an absolute path")
         parts = [part for part in PurePosixPath(name.replace("\\", "/")).parts if part != "."]
@@ -226,15 +313,21 @@ class SafeTree:
         if not self._inside(path):
             raise self.refuse(name, "a folder through a link leaving the folder")
 
-    def file(self, name: str, stream: BinaryIO) -> None:
-        """Write member `name` from `stream`, never following an existing link at its path."""
+    def file(self, name: str, stream: BinaryIO, size: int = 0) -> None:
+        """Write member `name` (declared `size` bytes) from `stream`, never following an existing link at its path;
+        the bytes are counted as they are written, so a member larger than declared is caught too."""
         path = self.target(name)
+        self.reserve(size)
         path.parent.mkdir(parents=True, exist_ok=True)
         if path.is_symlink() or path.is_file():
             path.unlink()
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o666)
+        copied = 0
         with os.fdopen(fd, "wb") as out:
-            shutil.copyfileobj(stream, out, CHUNK_BYTES)
+            for chunk in iter(lambda: stream.read(CHUNK_BYTES), b""):
+                before, copied = copied, copied + len(chunk)
+                self.reserve(max(0, copied - size) - max(0, before - size))  # bytes beyond the declared size
+                out.write(chunk)
 
     def symlink(self, name: str, link_target: str) -> None:
         """Create symlink `name` -> `link_target`, refusing targets that resolve outside `root`."""
@@ -257,11 +350,12 @@ class SafeTree:
         path = self.target(name)
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(original, "rb") as stream:
-            self.file(name, stream)
+            self.file(name, stream, original.stat().st_size)
 
 
 def _extract_zip(source: Path, writer: SafeTree) -> None:
     with zipfile.ZipFile(source) as archive:
+        writer.check(sum(info.file_size for info in archive.infolist()))  # declared sizes bound what is read
         for info in tqdm(archive.infolist(), desc=f"extract {source.name}", unit="file"):
             mode = info.external_attr >> 16
             if stat.S_ISLNK(mode):
@@ -270,7 +364,7 @@ def _extract_zip(source: Path, writer: SafeTree) -> None:
                 writer.directory(info.filename)
             else:
                 with archive.open(info) as stream:  # raises BadZipFile on a CRC mismatch
-                    writer.file(info.filename, stream)
+                    writer.file(info.filename, stream, info.file_size)
 
 
 def _extract_tar(source: Path, writer: SafeTree) -> None:
@@ -280,7 +374,7 @@ def _extract_tar(source: Path, writer: SafeTree) -> None:
                 writer.directory(member.name)
             elif member.isreg():
                 with archive.extractfile(member) as stream:
-                    writer.file(member.name, stream)
+                    writer.file(member.name, stream, member.size)
             elif member.issym():
                 writer.symlink(member.name, member.linkname)
             elif member.islnk():
@@ -317,7 +411,7 @@ def _copy_folder(source: Path, writer: SafeTree) -> None:
                 writer.directory(relative)
             elif os.path.isfile(full):
                 with open(full, "rb") as stream:
-                    writer.file(relative, stream)
+                    writer.file(relative, stream, os.path.getsize(full))
 
 
 def locate_top(folder: Path, dataset: Dataset, *, described: Path | None = None) -> Path:
@@ -333,6 +427,15 @@ def locate_top(folder: Path, dataset: Dataset, *, described: Path | None = None)
                       "check that you passed the right archive for this dataset.")
 
 
-def _is_within(path: Path, folder: Path) -> bool:
-    path_real, folder_real = os.path.realpath(path), os.path.realpath(folder)
-    return path_real == folder_real or path_real.startswith(folder_real + os.sep)
+def _free_bytes(folder: Path) -> int:
+    """Bytes an unprivileged user may still write on `folder`'s file system."""
+    info = os.statvfs(folder)
+    return info.f_bavail * info.f_frsize
+
+
+def _size(count: int) -> str:
+    """A byte count for people: 2.0 GiB, 64.0 MiB, 512 B."""
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if count >= scale:
+            return f"{count / scale:.1f} {unit}"
+    return f"{count} B"

@@ -11,9 +11,10 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-import pandas as pd
+if TYPE_CHECKING:  # pandas is imported by the functions that build or read a manifest (`havana --help` needs none)
+    import pandas as pd
 
 from havana import atomic
 from havana.errors import HavanaError
@@ -194,7 +195,12 @@ class MSMT17(Dataset):
         lists += [("list_query.txt", test_dir, "query"), ("list_gallery.txt", test_dir, "gallery")]
         rows = []
         for list_name, image_dir, split in lists:
-            for number, line in enumerate((top / list_name).read_text(encoding="utf-8").splitlines(), start=1):
+            try:
+                text = (top / list_name).read_text(encoding="utf-8")
+            except UnicodeDecodeError as exc:
+                raise HavanaError(f"{list_name} under {top} is not UTF-8 text (byte {exc.start}); the list file is "
+                                  "damaged, so extract the archive again.") from None
+            for number, line in enumerate(text.splitlines(), start=1):
                 if line.strip():
                     rows.append(self._row(line, top, list_name, number, image_dir, split))
         return make_manifest(rows)
@@ -239,6 +245,8 @@ def get_dataset(name: str) -> type[Dataset]:
 
 def make_manifest(rows: list[tuple[str, int, int, str]]) -> pd.DataFrame:
     """A manifest DataFrame from (path, pid, camid, split) rows, ordered by split (train, query, gallery) then path."""
+    import pandas as pd
+
     frame = pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS))
     frame = frame.astype({"path": str, "pid": "int64", "camid": "int64", "split": str})
     order = frame["split"].map({split: i for i, split in enumerate(SPLITS)})
@@ -259,6 +267,8 @@ def write_manifest(path: str | os.PathLike, manifest: pd.DataFrame) -> None:
 
 def read_manifest(path: str | os.PathLike) -> pd.DataFrame:
     """Read a manifest CSV, checking its columns and split names; HavanaError when it is missing or malformed."""
+    import pandas as pd
+
     path = Path(path)
     if not path.is_file():
         raise HavanaError(f"manifest {path} does not exist; create it with `havana prepare DATASET --root DIR --archive FILE`.")

@@ -1,0 +1,85 @@
+"""Path safety rules shared by every command: containment (a path named by an archive or list file must resolve
+inside its root) and input/output collision (no command may write over, or into a folder holding, its own input).
+
+Both compare resolved paths (`os.path.realpath`), so `..`, symlinks and relative spellings cannot hide a path.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterable, Mapping
+
+from havana.errors import HavanaError
+
+
+def within(path: str | os.PathLike, folder: str | os.PathLike) -> bool:
+    """Whether `path`, with every link and `..` resolved, is `folder` itself or lies inside it (also resolved)."""
+    path_real, folder_real = os.path.realpath(path), os.path.realpath(folder)
+    return path_real == folder_real or path_real.startswith(folder_real.rstrip(os.sep) + os.sep)
+
+
+def outside_entries(root: str | os.PathLike, relatives: Iterable[str]) -> list[tuple[str, str]]:
+    """(entry, resolved path) for every relative path under `root` that resolves outside it: the containment rule."""
+    root = Path(root)
+    return [(entry, os.path.realpath(root / entry)) for entry in relatives if not within(root / entry, root)]
+
+
+def check_io(command: str, reads: Mapping[str, str | os.PathLike | None],
+             writes: Mapping[str, tuple[str | os.PathLike | None, str]]) -> None:
+    """Refuse a command line that would write over its own input, or that names a file where a folder belongs.
+
+    `reads` maps an option (e.g. `--features`) to the path it reads; `writes` maps an option to (path, kind), kind
+    being "file" (the path and its `.provenance.yaml`), "folder" (the folder and everything inside it) or "prefix"
+    (the path plus `.md`, `.csv` and `.tex`). Missing options (None) are skipped.
+    """
+    for option, (path, kind) in writes.items():
+        if path is None:
+            continue
+        path = Path(path)
+        targets = {"file": [path, path.with_name(path.name + ".provenance.yaml")], "folder": [path],
+                   "prefix": [path.with_name(path.name + ext) for ext in (".md", ".csv", ".tex")]}[kind]
+        if kind == "folder" and (path.is_file() or (path.is_symlink() and not path.exists())):
+            raise HavanaError(f"{option} {path} is a file, but {command} writes a folder there; "
+                              "pass a folder path (it is created when missing).")
+        for target in targets if kind != "folder" else []:
+            if target.is_dir():
+                raise HavanaError(f"{option} {target} is a folder, but {command} writes a file there; "
+                                  "pass a file path such as that folder's name plus a file name.")
+        for read_option, read_path in reads.items():
+            if read_path is None or not os.path.lexists(read_path):
+                continue
+            clash = (within(read_path, path) if kind == "folder"
+                     else any(os.path.realpath(read_path) == os.path.realpath(t) for t in targets))
+            if clash:
+                where = "inside the folder" if kind == "folder" else "the same file as"
+                raise HavanaError(f"{read_option} {read_path} is {where} {option} {path}, so {command} would "
+                                  f"overwrite its own input; write the output somewhere else.")
+
+
+def command_io(args) -> tuple[dict[str, str | None], dict[str, tuple[str | None, str]]]:
+    """What a parsed `havana` command line reads and writes, for `check_io` (an unknown command: nothing)."""
+    get = lambda name: getattr(args, name, None)  # noqa: E731
+    command = getattr(args, "command", None)
+    if command == "prepare":
+        from havana.layout import Layout
+
+        manifest = Path(Layout(resources=str(args.root)).manifest(args.dataset))
+        return {"--archive": get("archive")}, {"--root": (manifest, "file")}
+    if command == "synth":
+        return {}, {"--out": (get("out"), "folder")}
+    if command == "train-extractor":
+        return {"--manifest": get("manifest"), "--config": get("config")}, {"--out": (get("out"), "folder")}
+    if command == "extract":
+        return ({"--manifest": get("manifest"), "--model": get("model"), "--config": get("config")},
+                {"--out": (get("out"), "file")})
+    if command == "train-head":
+        return {"--features": get("features"), "--config": get("config")}, {"--out": (get("out"), "folder")}
+    if command == "evaluate":
+        return ({"--features": get("features"), "--head": get("head"), "--config": get("config")},
+                {"--out": (get("out"), "file")})
+    if command in ("table", "summary"):
+        return {"--config": get("config")}, {"--out-prefix": (get("out_prefix"), "prefix")}
+    if command == "figure":
+        return {"--config": get("config")}, {"--out": (get("out"), "file")}
+    return {}, {}

@@ -1,0 +1,339 @@
+"""What a config's run will cost before it starts: per stage the jobs, the compute hours and the disk kept and written.
+
+Jobs are the Snakemake DAG's (the same cells and reads the workflow declares: tests compare the counts with
+`snakemake -n`). Work is counted from the code's own shapes: the real extractor and head modules are built on the meta
+device (no memory, no weights) and their FLOPs counted with torch.utils.flop_counter, their state dicts sized
+tensor by tensor; dataset sizes are the registry's official statistics (or the synthetic dataset's rendering plan).
+Rates per device kind are data in havana/costs.py, each marked measured or extrapolated.
+
+Disk: results/ only (the prepared dataset images live under resources/ and are not counted; logs, MLflow and
+provenance files are a few kB per job). `kept` is what the stage leaves; `written` adds every training checkpoint
+written on the way (weights + Adam's two moments), as the engines write and keep them (CHECKPOINT_KEPT).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Iterable
+
+import torch
+
+from havana import costs, layout
+from havana.config import from_mapping
+from havana.errors import HavanaError
+from havana.extractor_config import ExtractorConfig, extractor_config
+from havana.features import INDEX_CHUNK_ROWS, SPLITS, feature_chunk_rows
+from havana.layout import BASELINE
+from havana.models.head import HeadTrainConfig, RowConfig, build_head
+
+STAGES = ("prepare", "train_extractor", "extract_features", "train_head", "evaluate", "tables_figures")
+GPU_STAGES = ("train_extractor", "extract_features", "train_head")
+FLIP_VIEWS = 2  # query and gallery are stored plain + flipped
+FLOAT_BYTES = 4
+# Small files, measured on the demo (bytes): one row of history.csv, a metrics JSON, a table (md+csv+tex), a figure.
+HISTORY_ROW_BYTES = 160
+METRICS_BYTES = 1_200
+TABLE_BYTES = 6_000
+FIGURE_BYTES = 150_000
+MANIFEST_ROW_BYTES = 64
+PATH_BYTES = 80  # an image path's heap entry in the feature file (about 60 characters + 16-byte header, padded)
+VLEN_HANDLE_BYTES = 16  # a variable-length string's reference in its dataset
+TORCH_SAVE_BYTES_PER_TENSOR = 420  # torch.save's zip record and pickle entry per tensor, measured on head.pt files
+HDF5_FIXED_BYTES = 40_000
+# What the engines do today (issue 11 changes both): a checkpoint every epoch, the last one left beside the outputs,
+# and every head writes embeddings.h5.
+CHECKPOINT_KEPT = True
+HEAD_OUTPUTS = tuple(layout.HEAD_FILES.values())  # what a train_head job leaves (heads.smk's outputs)
+
+
+@dataclass(frozen=True)
+class Job:
+    """One Snakemake job: its rule and wildcards."""
+
+    stage: str
+    dataset: str = ""
+    extractor: str = ""
+    row: str = ""
+    seed: int | None = None
+
+
+@dataclass
+class StageEstimate:
+    """One stage's jobs, compute hours per device kind, and bytes kept and written."""
+
+    stage: str
+    jobs: int = 0
+    hours: dict[str, float] = field(default_factory=dict)  # device kind -> hours of its work
+    kept: int = 0
+    written: int = 0
+    uses_gpu: bool = False
+
+
+@dataclass
+class Plan:
+    """The whole estimate, stage by stage, for one config."""
+
+    stages: list[StageEstimate]
+    device_kinds: list[str]
+    notes: list[str]
+
+    def total(self) -> StageEstimate:
+        """The sum over stages (GPU hours only over the GPU stages)."""
+        total = StageEstimate("total")
+        for stage in self.stages:
+            total.jobs += stage.jobs
+            total.kept += stage.kept
+            total.written += stage.written
+            for kind, hours in stage.hours.items():
+                if stage.uses_gpu:
+                    total.hours[kind] = total.hours.get(kind, 0.0) + hours
+        return total
+
+
+# ----------------------------------------------------------------------------------------------------------- jobs
+
+def planned_jobs(config: dict[str, Any]) -> dict[str, list[Job]]:
+    """Every job of `snakemake all` for this config, by stage, found as Snakemake finds them: from the files the
+    tables and figures read (havana.layout's declaration, the rules' inputs) back to the jobs that write them."""
+    config = {**config, "seeds": [int(seed) for seed in config.get("seeds", [0])]}
+    where = layout.Layout.of(config)
+    tables = layout.table_names(config)
+    drawn = [name for name in layout.figure_names(config) if layout.figure_reads(config, name)]
+    reads = {path for name in tables for path in layout.table_reads(config, name)}
+    reads |= {path for name in drawn for path in layout.figure_reads(config, name)}
+    evaluated, heads, extractors, datasets = set(), set(), set(), set()
+    for path in reads:
+        kind, fields = layout.producer(where, path)
+        key = tuple(fields.get(name) for name in ("dataset", "extractor", "row", "seed"))
+        if kind == "metrics":
+            evaluated.add(key)
+        elif kind in layout.HEAD_FILES:
+            heads.add(key)
+        elif kind == "features":
+            extractors.add(key[:2])
+        elif kind == "manifest":
+            datasets.add(key[0])
+    heads |= {key for key in evaluated if key[2] != BASELINE}
+    extractors |= {key[:2] for key in evaluated | heads}
+    datasets |= {dataset for dataset, _ in extractors}
+    jobs: dict[str, list[Job]] = {stage: [] for stage in STAGES}
+    for dataset in sorted(datasets):
+        if "synth" in config["datasets"].get(dataset, {}):
+            jobs["prepare"].append(Job("synthesize", dataset))
+        jobs["prepare"].append(Job("prepare", dataset))
+    jobs["train_extractor"] = [Job("train_extractor", ds, ex) for ds, ex in sorted(extractors)]
+    jobs["extract_features"] = [Job("extract_features", ds, ex) for ds, ex in sorted(extractors)]
+    jobs["train_head"] = [Job("train_head", ds, ex, row, int(seed)) for ds, ex, row, seed in sorted(heads)]
+    jobs["evaluate"] = [Job("evaluate", ds, ex, row, int(seed)) for ds, ex, row, seed in sorted(evaluated)]
+    jobs["tables_figures"] = [Job(name) for name in tables] + [Job("reproduction_summary")] + [Job(n) for n in drawn]
+    return jobs
+
+
+# ------------------------------------------------------------------------------------------------------ datasets
+
+def split_sizes(config: dict[str, Any], dataset: str) -> dict[str, tuple[int, int]]:
+    """(ids, images) per split as the manifest will hold them: official statistics, or the synthetic render plan."""
+    from havana.data import synthetic
+    from havana.data.datasets import get_dataset
+
+    entry = config["datasets"].get(dataset, {})
+    if "synth" in entry:
+        settings = synthetic.SynthConfig(**entry["synth"])
+        return {split: tuple(value) for split, value in synthetic.statistics(synthetic.plan(settings)).items()}
+    registry = get_dataset(dataset)()
+    statistics = registry.expected_statistics(None)
+    if statistics is None:
+        raise HavanaError(f"dataset '{dataset}' has no official statistics, so its size cannot be planned.")
+    return statistics
+
+
+# -------------------------------------------------------------------------------------------------------- shapes
+
+def state_bytes(module: torch.nn.Module) -> int:
+    """Bytes of the module's state dict as torch.save writes it (tensor data + a record per tensor)."""
+    state = module.state_dict()
+    return sum(t.numel() * t.element_size() + TORCH_SAVE_BYTES_PER_TENSOR for t in state.values())
+
+
+def adam_checkpoint_bytes(module: torch.nn.Module) -> int:
+    """A training checkpoint: the state dict plus Adam's two moments of every trainable parameter."""
+    moments = sum(2 * (p.numel() * p.element_size() + TORCH_SAVE_BYTES_PER_TENSOR)
+                  for p in module.parameters() if p.requires_grad)
+    return state_bytes(module) + moments
+
+
+def features_bytes(sizes: dict[str, tuple[int, int]], views: int, dim: int) -> int:
+    """The HDF5 feature file: float32 [N, V, D] per split in the writer's whole chunks, pids, camids and paths."""
+    total = HDF5_FIXED_BYTES
+    for split in SPLITS:
+        rows = sizes[split][1]
+        split_views = views if split == "train" else FLIP_VIEWS
+        chunk = feature_chunk_rows(split_views, dim)
+        total += math.ceil(rows / chunk) * chunk * split_views * dim * FLOAT_BYTES
+        total += math.ceil(rows / INDEX_CHUNK_ROWS) * INDEX_CHUNK_ROWS * (8 + 8 + VLEN_HANDLE_BYTES)  # pids, camids, paths
+        total += rows * PATH_BYTES
+    return total
+
+
+def _meta_extractor(config: ExtractorConfig, num_classes: int) -> torch.nn.Module:
+    from havana.models.extractor import build_extractor
+
+    with torch.device("meta"):  # shapes only: no ImageNet download, no memory
+        return build_extractor(replace(config, pretrained=False, weights=None), num_classes).eval()
+
+
+def extractor_forward_flops(model: torch.nn.Module, image_size: Iterable[int]) -> int:
+    """FLOPs of one image's forward pass (2 per multiply-add), counted on the meta device."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(torch.empty(1, 3, *image_size, device="meta"))
+    return counter.get_total_flops()
+
+
+def head_step_flops(head: torch.nn.Module, batch: int) -> int:
+    """Matmul FLOPs of one training step: forward + weight and input gradients of every Linear (6 per weight)."""
+    return sum(6 * batch * module.in_features * module.out_features
+               for module in head.modules() if isinstance(module, torch.nn.Linear))
+
+
+def batches_per_epoch(images: int, ids: int, p: int, k: int) -> int:
+    """P x K batches of one epoch (havana.data.sampler): each identity's images in chunks of K (at least one), P
+    chunks per batch. With only the totals known, an identity of n images is taken to give (n - (K-1)/2) / K chunks
+    (floor(n / K) averaged over n spread across K values)."""
+    chunks = max(ids, round((images - ids * (k - 1) / 2) / k))
+    return max(1, math.ceil(chunks / p))
+
+
+# ------------------------------------------------------------------------------------------------------ estimate
+
+def _hours(work: float, device_kind: str, name: str) -> float:
+    rate = costs.rate(device_kind, name)
+    return work / rate.value / 3600 if rate.unit == "FLOP/s" else work * rate.value / 3600
+
+
+def make_plan(config: dict[str, Any], device_kinds: Iterable[str] = (costs.H100, costs.CPU)) -> Plan:
+    """Per-stage jobs, hours per device kind, and bytes kept and written for `snakemake all` under `config`."""
+    kinds = list(device_kinds)
+    for kind in kinds:
+        if kind not in costs.RATES:
+            raise HavanaError(f"no rates for device kind '{kind}'; known: {', '.join(costs.RATES)}.")
+    jobs = planned_jobs(config)
+    estimates = {stage: StageEstimate(stage, len(jobs[stage]), {kind: 0.0 for kind in kinds},
+                                      uses_gpu=stage in GPU_STAGES) for stage in STAGES}
+    sizes = {job.dataset: split_sizes(config, job.dataset) for job in jobs["prepare"]}
+    for dataset, split in sizes.items():
+        estimates["prepare"].kept += sum(images for _, images in split.values()) * MANIFEST_ROW_BYTES
+    estimates["prepare"].written = estimates["prepare"].kept
+
+    dims: dict[tuple[str, str], int] = {}
+    forward_flops: dict[tuple, int] = {}  # the trunk's work does not depend on the dataset: count it once per shape
+    for job in jobs["train_extractor"]:
+        settings = extractor_config(config, job.extractor)
+        split = sizes[job.dataset]
+        ids, images = split["train"]
+        model = _meta_extractor(settings, ids)
+        dims[(job.dataset, job.extractor)] = model.feature_dim
+        shape = (settings.arch, settings.last_stride, tuple(settings.image_size))
+        if shape not in forward_flops:
+            forward_flops[shape] = extractor_forward_flops(model, settings.image_size)
+        forward = forward_flops[shape]
+        train = settings.train
+        seen = batches_per_epoch(images, ids, train.p, train.k) * train.p * train.k * train.epochs
+        extraction = images * settings.extraction.views + (split["query"][1] + split["gallery"][1]) * FLIP_VIEWS
+        for kind in kinds:
+            estimates["train_extractor"].hours[kind] += _hours(3 * forward * seen, kind, "extractor_train")
+            estimates["extract_features"].hours[kind] += _hours(forward * extraction, kind, "extractor_forward")
+        model_bytes, checkpoint_bytes = state_bytes(model), adam_checkpoint_bytes(model)
+        estimates["train_extractor"].kept += model_bytes + CHECKPOINT_KEPT * checkpoint_bytes
+        estimates["train_extractor"].written += model_bytes + train.epochs * checkpoint_bytes
+        file_bytes = features_bytes(split, settings.extraction.views, model.feature_dim)
+        estimates["extract_features"].kept += file_bytes
+        estimates["extract_features"].written += file_bytes
+
+    train = from_mapping(HeadTrainConfig, config.get("heads", {}).get("train", {}) or {}, "heads.train")
+    betas = config.get("heads", {}).get("beta_by_dataset", {})
+    for job in jobs["train_head"]:
+        row = from_mapping(RowConfig, config["heads"]["rows"][job.row], f"heads.rows.{job.row}")
+        row = row.with_beta(betas.get(job.dataset, 1.0))
+        ids, images = sizes[job.dataset]["train"]
+        with torch.device("meta"):
+            head = build_head(dims[(job.dataset, job.extractor)], ids, row, train)
+        steps = batches_per_epoch(images, ids, train.p, train.k) * train.epochs
+        flops = head_step_flops(head, train.p * train.k) * steps
+        for kind in kinds:
+            rate = costs.rate(kind, "head_step")
+            estimates["train_head"].hours[kind] += _hours(flops if rate.unit == "FLOP/s" else steps, kind, "head_step")
+        kept = state_bytes(head) + (train.epochs + 1) * HISTORY_ROW_BYTES
+        query, gallery = sizes[job.dataset]["query"][1], sizes[job.dataset]["gallery"][1]
+        embeddings = features_bytes({"train": (0, 0), "query": (0, query), "gallery": (0, gallery)}, 1,
+                                    head.config.latent_dim) * 2 - HDF5_FIXED_BYTES  # z_mu and logvar
+        kept += embeddings
+        checkpoint_bytes = adam_checkpoint_bytes(head)
+        estimates["train_head"].kept += kept + CHECKPOINT_KEPT * checkpoint_bytes
+        estimates["train_head"].written += kept + train.epochs * checkpoint_bytes
+
+    for job in jobs["evaluate"]:
+        split = sizes[job.dataset]
+        dim = dims[(job.dataset, job.extractor)]
+        work = 2 * 2 * split["query"][1] * split["gallery"][1] * dim  # plain and flip, 2 FLOP per multiply-add
+        for kind in kinds:
+            estimates["evaluate"].hours[kind] += _hours(work, kind, "evaluate")
+        estimates["evaluate"].kept += METRICS_BYTES
+    estimates["evaluate"].written = estimates["evaluate"].kept
+    figures = sum(1 for job in jobs["tables_figures"] if job.stage.startswith("fig"))
+    estimates["tables_figures"].kept = figures * FIGURE_BYTES + (len(jobs["tables_figures"]) - figures) * TABLE_BYTES
+    estimates["tables_figures"].written = estimates["tables_figures"].kept
+    notes = [f"{kind}: {name} {'measured' if rate.measured else 'EXTRAPOLATED'} - {rate.source}"
+             for kind in kinds for name, rate in costs.RATES[kind].items()]
+    return Plan([estimates[stage] for stage in STAGES], kinds, notes)
+
+
+# -------------------------------------------------------------------------------------------------------- report
+
+def _size(count: int) -> str:
+    for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if count >= scale:
+            return f"{count / scale:.1f} {unit}"
+    return f"{count} B"
+
+
+def _hours_text(hours: float) -> str:
+    return f"{hours:.1f}" if hours >= 10 else f"{hours:.2f}" if hours >= 0.1 else f"{hours * 60:.1f} min"
+
+
+def format_plan(plan: Plan) -> str:
+    """The plan as a plain-text table: one line per stage and the total, then where every rate comes from."""
+    kinds = plan.device_kinds
+    header = f"{'stage':<18}{'jobs':>6}" + "".join(f"{kind + ' h':>12}" for kind in kinds) + f"{'kept':>12}{'written':>12}"
+    lines = [header, "-" * len(header)]
+    for stage in [*plan.stages, plan.total()]:
+        if stage.stage == "total":
+            lines.append("-" * len(header))
+        hours = "".join(f"{_hours_text(stage.hours.get(kind, 0.0)):>12}" for kind in kinds)
+        marker = "" if stage.uses_gpu or stage.stage == "total" else " (CPU)" if any(stage.hours.values()) else ""
+        lines.append(f"{stage.stage:<18}{stage.jobs:>6}{hours}{_size(stage.kept):>12}{_size(stage.written):>12}{marker}")
+    lines.append("")
+    lines.append("hours: device-hours of each stage's jobs run one at a time; the total counts the GPU stages only "
+                 "(evaluate runs on CPU cores). Disk: results/ only.")
+    lines.extend(plan.notes)
+    return "\n".join(lines)
+
+
+def measured_kept(config: dict[str, Any], root: str | os.PathLike = ".") -> dict[str, int]:
+    """The bytes the finished jobs of a run really left: each GPU stage's declared outputs, summed per stage."""
+    where = layout.Layout(str(Path(root) / config["results_dir"]))
+    jobs = planned_jobs(config)
+    checkpoint = ("checkpoint.pt",) if CHECKPOINT_KEPT else ()
+    outputs = {
+        "train_extractor": [str(Path(where.model(job.dataset, job.extractor)).with_name(name))
+                            for job in jobs["train_extractor"] for name in ("model.pt", *checkpoint)],
+        "extract_features": [where.features(job.dataset, job.extractor) for job in jobs["extract_features"]],
+        "train_head": [f"{where.head_dir(job.dataset, job.extractor, job.row, job.seed)}/{name}"
+                       for job in jobs["train_head"] for name in (*HEAD_OUTPUTS, *checkpoint)],
+    }
+    return {stage: sum(Path(path).stat().st_size for path in paths if Path(path).is_file())
+            for stage, paths in outputs.items()}

@@ -1,0 +1,402 @@
+"""Hostile and careless input, one case per test: every mistake is one sentence and a non-zero exit, nothing is read
+or written outside the root, no input is lost, and no partial output or temporary is left behind.
+
+Each test states the command line, the exit status, the sentence, and what is on disk afterwards. Full and read-only
+disks are real small tmpfs mounts (root only; the tests skip where mounting is not permitted).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import json
+import os
+import stat
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from havana import atomic, device
+from havana.cli import main
+from havana.data import acquire
+from havana.features import FeatureSplit, write_features
+from tests import fabricate
+
+TOP = fabricate.MARKET_TOP
+DIM = 8
+
+
+# ----------------------------------------------------------------------------------------------------- helpers
+
+
+def run(capsys, *argv) -> tuple[int, str, str]:
+    """`havana ARGV...` in-process: (exit status, stdout, stderr)."""
+    status = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def assert_sentence(status: int, err: str, command: str, *fragments: str, code: int = 2) -> str:
+    """Exit `code`, no traceback, and a last stderr line `havana COMMAND: error: <one sentence>.` with `fragments`."""
+    assert status == code, err
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"havana {command}: error: ") and last.endswith("."), last
+    for fragment in fragments:
+        assert fragment in last, last
+    return last
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def leftovers(folder: Path) -> list[str]:
+    """Temporaries and partial files: names starting with '.' and ending '.tmp'."""
+    return sorted(p.name for p in folder.rglob(".*.tmp"))
+
+
+@contextlib.contextmanager
+def tmpfs(where: Path, size: str = "1m", options: str = ""):
+    """A real tmpfs of `size` at `where` (root only), unmounted afterwards; skips the test where mounting fails."""
+    where.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}{options}", "tmpfs", str(where)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def fill(folder: Path) -> None:
+    """Write a filler file until the file system holding `folder` is full."""
+    with open(folder / "filler", "wb") as out:
+        with contextlib.suppress(OSError):
+            while True:
+                out.write(bytes(64 << 10))
+                out.flush()
+
+
+def feature_file(path: Path, *, train_ids: int = 6, dim: int = DIM) -> Path:
+    """A small complete feature file: train (2 views), query and gallery (plain, flipped)."""
+    rng = np.random.default_rng(0)
+
+    def split(ids, per, first):
+        pids = np.repeat(np.arange(first, first + ids), per)
+        return FeatureSplit(rng.normal(size=(len(pids), 2, dim)), pids, np.arange(len(pids)) % 2,
+                            [f"{first}-{i}.jpg" for i in range(len(pids))])
+
+    write_features(path, {"train": split(train_ids, 4, 1), "query": split(3, 1, 100), "gallery": split(3, 3, 100)},
+                   {"dataset": "synthetic", "extractor": "toy"})
+    return path
+
+
+HEAD_CONFIG = {"heads": {"train": {"epochs": 1, "p": 3, "k": 2, "lr": 1e-3, "device": "cpu"},
+                         "beta_by_dataset": {"synthetic": 1.0}, "rows": {"havana": {}}}}
+
+
+def config_file(path: Path, config: dict) -> Path:
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture(scope="module")
+def extractor_files(tmp_path_factory):
+    """A manifest of tiny images and an untrained resnet18 model.pt (built, not trained: seconds)."""
+    import torch
+
+    from havana.extractor_config import ExtractorConfig
+    from havana.models.extractor import build_extractor, save_extractor
+    from image_folder import make_image_folder
+
+    root = tmp_path_factory.mktemp("extractor")
+    manifest = make_image_folder(root / "synthetic", train_ids=2, per_id=2, test_ids=2)
+    config = ExtractorConfig(arch="resnet18", pretrained=False, image_size=(32, 16))
+    torch.manual_seed(0)
+    save_extractor(root / "ext" / "model.pt", build_extractor(config, 2), config, 2)
+    return manifest, root / "ext" / "model.pt"
+
+
+# ------------------------------------------------------------------------------- archives: reads outside the root
+
+
+def test_link_created_before_the_link_it_passes_through_is_refused(tmp_path, capsys):
+    secret = tmp_path / "outside" / "secret.jpg"
+    secret.parent.mkdir()
+    secret.write_bytes(fabricate.tiny_jpeg(1))
+    fabricate.fabricate_market1501(tmp_path / "src")
+    # the extraction folder is R/market1501/.extract-*/, so ../../../ is tmp_path
+    links = fabricate.link_ordering_trick(f"{TOP}/bounding_box_train/0099_c1s1_000001_01.jpg", "../../../outside/secret.jpg")
+    archive = fabricate.make_tar(tmp_path / "src", tmp_path / "evil.tar", symlinks=links)
+    status, _, err = run(capsys, "prepare", "market1501", "--root", tmp_path / "R", "--archive", archive)
+    assert_sentence(status, err, "prepare", "0099_c1s1_000001_01.jpg", f"resolves to {secret}", "nothing was extracted")
+    assert list((tmp_path / "R" / "market1501").iterdir()) == []  # no manifest, no tree, no temporary folder
+    assert secret.read_bytes() == fabricate.tiny_jpeg(1)
+
+
+def test_msmt17_list_entry_with_dotdot_is_refused(tmp_path, capsys):
+    outside = tmp_path / "outside" / "0000_000_01_0303morning_0015_0.jpg"
+    outside.parent.mkdir()
+    outside.write_bytes(fabricate.tiny_jpeg(1))
+    top = fabricate.fabricate_msmt17(tmp_path / "src")
+    with open(top / "list_train.txt", "a") as listing:  # R/msmt17/MSMT17_V1/train/../../../../ is tmp_path
+        listing.write(f"../../../../outside/{outside.name} 0\n")
+    archive = fabricate.make_tar(tmp_path / "src", tmp_path / "MSMT17_V1.tar.gz")
+    status, _, err = run(capsys, "prepare", "msmt17", "--root", tmp_path / "R", "--archive", archive)
+    assert_sentence(status, err, "prepare", f"resolves to {outside}", "no manifest was written")
+    assert not (tmp_path / "R" / "msmt17" / "manifest.csv").exists()
+
+
+def test_member_name_that_is_not_utf8_is_refused(tmp_path, capsys):
+    fabricate.fabricate_market1501(tmp_path / "src", top=TOP + "\udcff")  # the byte 0xff in a folder name
+    archive = fabricate.make_tar(tmp_path / "src", tmp_path / "m.tar")
+    status, _, err = run(capsys, "prepare", "market1501", "--root", tmp_path / "R", "--archive", archive)
+    assert_sentence(status, err, "prepare", "a name that is not UTF-8", "nothing was extracted")
+    assert list((tmp_path / "R" / "market1501").iterdir()) == []
+
+
+def test_list_file_that_is_not_utf8_is_one_sentence(tmp_path, capsys):
+    top = fabricate.fabricate_msmt17(tmp_path / "src")
+    (top / "list_query.txt").write_bytes(b"0000/0000_000_03_\xff.jpg 0\n")
+    archive = fabricate.make_tar(tmp_path / "src", tmp_path / "MSMT17_V1.tar")
+    status, _, err = run(capsys, "prepare", "msmt17", "--root", tmp_path / "R", "--archive", archive)
+    assert_sentence(status, err, "prepare", "list_query.txt", "is not UTF-8 text")
+    assert not (tmp_path / "R" / "msmt17" / "manifest.csv").exists()
+
+
+# ----------------------------------------------------------------------------------- archives: data loss, bombs
+
+
+def test_archive_inside_its_destination_is_refused_and_kept(tmp_path, capsys):
+    fabricate.fabricate_market1501(tmp_path / "src")
+    archive = fabricate.make_zip(tmp_path / "src", tmp_path / "m.zip")
+    status, _, err = run(capsys, "prepare", "market1501", "--root", tmp_path / "R", "--archive", archive)
+    assert status == 0, err
+    inside = tmp_path / "R" / "market1501" / TOP / "m.zip"  # a user parks the archive in the extracted folder
+    inside.write_bytes(archive.read_bytes())
+    status, _, err = run(capsys, "prepare", "market1501", "--root", tmp_path / "R", "--archive", inside)
+    assert_sentence(status, err, "prepare", "lies inside", "would delete it", "move it to")
+    assert digest(inside) == digest(archive)
+
+
+@pytest.mark.parametrize("name", ["bomb.zip", "bomb.tar.gz"])
+def test_zip_bomb_is_refused_before_it_fills_the_disk(tmp_path, capsys, name):
+    fabricate.fabricate_market1501(tmp_path / "src")
+    archive = fabricate.make_bomb(tmp_path / "src", tmp_path / name, f"{TOP}/zeros.bin", 80 << 20)
+    assert archive.stat().st_size < 200 << 10  # 80 MiB of zeros in under 200 KiB: over 400 times
+    status, _, err = run(capsys, "prepare", "market1501", "--root", tmp_path / "R", "--archive", archive)
+    assert_sentence(status, err, "prepare", "only a zip bomb does", "nothing was extracted")
+    assert list((tmp_path / "R" / "market1501").iterdir()) == []
+
+
+def test_damaged_extracted_tree_is_not_trusted_because_of_its_stamp(tmp_path, capsys):
+    fabricate.fabricate_market1501(tmp_path / "src")
+    archive = fabricate.make_zip(tmp_path / "src", tmp_path / "m.zip")
+    assert run(capsys, "prepare", "market1501", "--root", tmp_path / "R", "--archive", archive)[0] == 0
+    manifest = tmp_path / "R" / "market1501" / "manifest.csv"
+    complete = manifest.read_text()
+    image = tmp_path / "R" / "market1501" / TOP / "query" / "0003_c1s1_000003_00.jpg"
+    image.unlink()  # damage: an image lost since extraction
+    status, _, err = run(capsys, "prepare", "market1501", "--root", tmp_path / "R", "--archive", archive)
+    assert status == 0 and "changed since it was extracted" in err
+    assert manifest.read_text() == complete and image.is_file()
+
+
+# ------------------------------------------------------------------------------ input/output collisions (data loss)
+
+
+def test_evaluate_refuses_to_write_over_its_features(tmp_path, capsys):
+    features = feature_file(tmp_path / "f.h5")
+    before = digest(features)
+    status, _, err = run(capsys, "evaluate", "--features", features, "--out", features, "--device", "cpu")
+    assert_sentence(status, err, "evaluate", "--features", "is the same file as --out", "overwrite its own input")
+    assert digest(features) == before and leftovers(tmp_path) == []
+
+
+def test_extract_refuses_to_write_over_its_model(extractor_files, tmp_path, capsys):
+    manifest, model = extractor_files
+    before = digest(model)
+    link = tmp_path / "alias.pt"
+    link.symlink_to(model)  # another spelling of the same file
+    status, _, err = run(capsys, "extract", "--manifest", manifest, "--model", model, "--out", link, "--device", "cpu")
+    assert_sentence(status, err, "extract", "--model", "is the same file as --out")
+    assert digest(model) == before
+
+
+def test_train_head_refuses_features_inside_its_output_folder(tmp_path, capsys):
+    features = feature_file(tmp_path / "run" / "f.h5")
+    config = config_file(tmp_path / "c.yaml", HEAD_CONFIG)
+    status, _, err = run(capsys, "train-head", "--features", features, "--row", "havana", "--config", config,
+                         "--out", tmp_path / "run")
+    assert_sentence(status, err, "train-head", "is inside the folder --out")
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["f.h5"]
+
+
+def test_out_that_is_a_folder_where_a_file_belongs(tmp_path, capsys):
+    features = feature_file(tmp_path / "f.h5")
+    (tmp_path / "metrics.json").mkdir()
+    status, _, err = run(capsys, "evaluate", "--features", features, "--out", tmp_path / "metrics.json", "--device", "cpu")
+    assert_sentence(status, err, "evaluate", "metrics.json is a folder", "pass a file path")
+    assert list((tmp_path / "metrics.json").iterdir()) == [] and leftovers(tmp_path) == []
+
+
+def test_out_that_is_a_file_where_a_folder_belongs(tmp_path, capsys):
+    features = feature_file(tmp_path / "f.h5")
+    config = config_file(tmp_path / "c.yaml", HEAD_CONFIG)
+    (tmp_path / "head").write_text("notes\n")
+    status, _, err = run(capsys, "train-head", "--features", features, "--row", "havana", "--config", config,
+                         "--out", tmp_path / "head")
+    assert_sentence(status, err, "train-head", "head is a file", "pass a folder path")
+    assert (tmp_path / "head").read_text() == "notes\n"
+
+
+# ------------------------------------------------------------------- operating-system errors: one sentence, no crash
+
+
+def test_evaluate_on_a_full_disk(tmp_path, capsys):
+    features = feature_file(tmp_path / "f.h5")
+    with tmpfs(tmp_path / "disk") as disk:
+        fill(disk)
+        status, _, err = run(capsys, "evaluate", "--features", features, "--out", disk / "m" / "seed0.json",
+                             "--device", "cpu")
+        assert_sentence(status, err, "evaluate", "No space left on device (ENOSPC)", "free some disk space", code=1)
+        assert leftovers(disk) == [] and not (disk / "m" / "seed0.json").exists()
+
+
+def test_train_head_on_a_full_disk(tmp_path, capsys):
+    features = feature_file(tmp_path / "f.h5")
+    config = config_file(tmp_path / "c.yaml", HEAD_CONFIG)
+    with tmpfs(tmp_path / "disk") as disk:
+        fill(disk)
+        status, _, err = run(capsys, "train-head", "--features", features, "--row", "havana", "--config", config,
+                             "--out", disk / "head")
+        assert_sentence(status, err, "train-head", str(disk / "head"), "(ENOSPC)", code=1)
+        assert leftovers(disk) == [] and not (disk / "head" / "head.pt").exists()
+
+
+def test_extract_on_a_full_disk_raises_instead_of_crashing(extractor_files, tmp_path):
+    manifest, model = extractor_files
+    with tmpfs(tmp_path / "disk", size="2m") as disk:
+        out = disk / "features.h5"
+        done = subprocess.run([sys.executable, "-m", "havana", "extract", "--manifest", str(manifest), "--model",
+                               str(model), "--out", str(out), "--device", "cpu"], capture_output=True, text=True,
+                              timeout=300, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+        assert done.returncode == 1, done.stderr[-2000:]  # not 139 (segmentation fault inside h5py's close)
+        assert_sentence(done.returncode, done.stderr, "extract", f"{out}: No space left on device", code=1)
+        assert sorted(p.name for p in disk.iterdir()) == []  # no partial file keeps the disk full
+
+
+def test_read_only_file_system(tmp_path, capsys):
+    features = feature_file(tmp_path / "f.h5")
+    with tmpfs(tmp_path / "ro", options=",ro") as read_only:
+        status, _, err = run(capsys, "evaluate", "--features", features, "--out", read_only / "seed0.json",
+                             "--device", "cpu")
+        assert_sentence(status, err, "evaluate", str(read_only), "(EROFS)", "read-only", code=1)
+
+
+def test_debug_shows_the_traceback(tmp_path, capsys):
+    features = feature_file(tmp_path / "f.h5")
+    with pytest.raises(OSError) as raised:
+        main(["--debug", "evaluate", "--features", str(features), "--out", "/proc/no/such/dir/m.json"])
+    assert raised.value.errno in (errno.ENOENT, errno.EACCES, errno.EPERM, errno.EROFS)
+
+
+# -------------------------------------------------------------------------------- modes, stale temporaries, locks
+
+
+@pytest.mark.parametrize("mask,file_mode", [(0o022, 0o644), (0o027, 0o640), (0o002, 0o664)])
+def test_outputs_follow_the_umask(tmp_path, capsys, mask, file_mode):
+    features = feature_file(tmp_path / "f.h5")
+    old = os.umask(mask)
+    try:
+        status, _, err = run(capsys, "evaluate", "--features", features, "--out", tmp_path / "m" / "seed0.json",
+                             "--device", "cpu")
+        with atomic.atomic_path(tmp_path / "folder", directory=True) as folder:
+            (folder / "x").write_text("x")
+    finally:
+        os.umask(old)
+    assert status == 0, err
+    for written in ("m/seed0.json", "m/seed0.json.provenance.yaml"):
+        assert stat.S_IMODE((tmp_path / written).stat().st_mode) == file_mode, written
+    assert stat.S_IMODE((tmp_path / "folder").stat().st_mode) == 0o777 & ~mask
+
+
+def test_stale_temporaries_of_the_same_output_are_swept(tmp_path, capsys):
+    features = feature_file(tmp_path / "f.h5")
+    out = tmp_path / "m" / "seed0.json"
+    out.parent.mkdir()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = [out.parent / f".seed0.json.{int(dead.stdout)}@{atomic.HOST}.abcd1234.tmp",  # a killed run's
+             out.parent / ".seed0.json.k2j4h5g6.tmp"]  # the older naming (mkstemp), from before the fix
+    alive = out.parent / f".seed0.json.{os.getppid()}@{atomic.HOST}.zzzz9999.tmp"  # a live process's: kept
+    other = out.parent / f".seed1.json.{int(dead.stdout)}@{atomic.HOST}.abcd1234.tmp"  # another output's: kept
+    for path in (*stale, alive, other):
+        path.write_bytes(b"x" * 1000)
+    status, _, err = run(capsys, "evaluate", "--features", features, "--out", out, "--device", "cpu")
+    assert status == 0, err
+    assert sorted(p.name for p in out.parent.iterdir() if p.name.endswith(".tmp")) == sorted([alive.name, other.name])
+
+
+def in_child(action, uid: int | None = None) -> int:
+    """Run `action()` in a forked child (as user `uid` when given) and return its exit status: 0 when it returned
+    True; the child's GPU locks die with it."""
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        code = 4
+        try:
+            if uid is not None:
+                os.setgroups([])
+                os.setgid(uid)
+                os.setuid(uid)
+            code = 0 if action() else 3
+        finally:
+            os._exit(code)
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+
+
+def test_gpu_lock_files_are_usable_by_a_second_user():
+    if os.geteuid() != 0:
+        pytest.skip("switching to a second user needs root")
+    import tempfile
+
+    shared = Path(tempfile.mkdtemp(prefix="havana-hostile-"))  # pytest's tmp_path is private (0700) to its user
+    os.chmod(shared, 0o755)
+    locks = shared / "locks"
+    old = os.umask(0o022)  # the usual umask: files 0644 and folders 0755 unless the code says otherwise
+    try:
+        first = in_child(lambda: device.claim_gpu(["0"], locks, wait_s=0) == "0")
+        second = [in_child(lambda gpu=gpu: device.claim_gpu([gpu], locks, wait_s=0) == gpu, uid=65534)
+                  for gpu in ("0", "1")]  # gpu0.lock is root's file; gpu1.lock is new in root's folder
+        modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (locks, *locks.iterdir())}
+    finally:
+        os.umask(old)
+        subprocess.run(["rm", "-rf", str(shared)], check=False)
+    assert (first, second) == (0, [0, 0])
+    assert modes == {"locks": 0o1777, "gpu0.lock": 0o666, "gpu1.lock": 0o666}
+
+
+@pytest.mark.parametrize("case", ["file", "bad-wait", "negative-wait"])
+def test_bad_gpu_lock_settings_are_one_sentence(tmp_path, capsys, monkeypatch, case):
+    features = feature_file(tmp_path / "f.h5")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "hostile-test")  # one visible id, so evaluate claims it
+    if case == "file":
+        (tmp_path / "locks").write_text("not a folder\n")
+        monkeypatch.setenv(device.LOCK_DIR_ENV, str(tmp_path / "locks"))
+        expected = ("GPU lock folder", "HAVANA_GPU_LOCK_DIR")
+    else:
+        monkeypatch.setenv(device.LOCK_DIR_ENV, str(tmp_path / "locks"))
+        monkeypatch.setenv(device.WAIT_ENV, "ten" if case == "bad-wait" else "-5")
+        expected = ("HAVANA_GPU_WAIT_S", "seconds")
+    status, _, err = run(capsys, "evaluate", "--features", features, "--out", tmp_path / "m.json", "--device", "cuda")
+    assert_sentence(status, err, "evaluate", *expected)
+    assert not (tmp_path / "m.json").exists()

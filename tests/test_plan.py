@@ -1,0 +1,145 @@
+"""`havana plan`: job counts equal the Snakemake dry run's, byte estimates match files written by the real writers
+(within 5%), FLOP counts match hand counts, and the CLI prints every stage and the totals. The estimate against a
+whole demo run's files is checked in tests/test_demo.py (slow)."""
+
+from __future__ import annotations
+
+import collections
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from havana import plan
+from havana.cli import main
+from havana.data.sampler import PKSampler
+from havana.extractor_config import ExtractorConfig
+from havana.features import FeatureSplit, write_features
+from havana.models.extractor import build_extractor, save_extractor
+from havana.models.head import HeadTrainConfig, RowConfig, build_head, save_head
+from havana.train_head import make_optimizer
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = Path(sys.executable).with_name("snakemake")
+CONFIGS = {"demo": REPO / "config" / "demo.yaml", "paper": REPO / "config" / "config.yaml"}
+HAVANA_ROW = RowConfig(jst=True, reconx=True, klz=True, reconz=True, klv=True, constraint=True, beta=1.0)
+SIGMA_ROW = RowConfig(jst=True, reconx=True, klz=True, klv=True, beta=1.0)  # learned z_sigma, HVD
+
+
+def dry_run_counts(config: Path, workdir: Path) -> dict[str, int]:
+    """{rule: jobs} of `snakemake all -n` under `config` (the 'Job stats' table), without the `all` rule itself."""
+    result = subprocess.run([str(SNAKEMAKE), "all", "-n", "--snakefile", str(REPO / "Snakefile"), "--directory",
+                             str(workdir), "--configfile", str(config)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = result.stdout + result.stderr
+    table = log[log.index("Job stats:"):]
+    counts = {}
+    for line in table.splitlines()[3:]:
+        parts = line.split()
+        if len(parts) != 2 or not parts[1].isdigit():
+            break
+        counts[parts[0]] = int(parts[1])
+    counts.pop("all"), counts.pop("total")
+    return counts
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_job_counts_equal_the_snakemake_dry_run(name, tmp_path):
+    config = yaml.safe_load(CONFIGS[name].read_text())
+    jobs = plan.planned_jobs(config)
+    planned = collections.Counter(job.stage for stage in jobs.values() for job in stage)
+    assert dict(planned) == dry_run_counts(CONFIGS[name], tmp_path)
+
+
+def test_synthetic_sizes_are_the_render_plans():
+    config = yaml.safe_load(CONFIGS["demo"].read_text())
+    sizes = plan.split_sizes(config, "synthetic")
+    # 80 ids x 8 images: half the ids train; the test images get 5% distractors on top, and their 5% junk is dropped
+    assert sizes["train"] == (40, 320)
+    assert sizes["query"][1] + sizes["gallery"][1] == 40 * 8 + round(0.05 * 40 * 8)
+
+
+def _paths(count: int, split: str) -> list[str]:
+    return [f"Synthetic-ReID/bounding_box_{split}/{i:04d}_c1s1_{i:06d}_01.jpg" for i in range(count)]
+
+
+@pytest.mark.parametrize("sizes,views,dim", [
+    ({"train": (40, 320), "query": (40, 64), "gallery": (41, 272)}, 2, 512),  # the demo's files
+    ({"train": (100, 700), "query": (50, 300), "gallery": (60, 900)}, 1, 2048),  # paper width
+])
+def test_feature_file_estimate_matches_the_real_writer(tmp_path, sizes, views, dim):
+    rng = np.random.default_rng(0)
+    splits = {}
+    for split, (_, rows) in sizes.items():
+        split_views = views if split == "train" else 2
+        splits[split] = FeatureSplit(rng.standard_normal((rows, split_views, dim), dtype=np.float32),
+                                     np.arange(rows), np.zeros(rows, dtype=np.int64), _paths(rows, split))
+    path = tmp_path / "features.h5"
+    write_features(path, splits, {"dataset": "synthetic", "extractor": "bot_r18", "views": views})
+    assert plan.features_bytes(sizes, views, dim) == pytest.approx(path.stat().st_size, rel=0.05)
+
+
+@pytest.mark.parametrize("dim,ids,row", [(512, 40, HAVANA_ROW), (1024, 751, SIGMA_ROW)])
+def test_head_and_checkpoint_estimates_match_the_real_files(tmp_path, dim, ids, row):
+    torch.manual_seed(0)
+    train = HeadTrainConfig()
+    head = build_head(dim, ids, row, train)
+    save_head(tmp_path / "head.pt", head)
+    optimizer = make_optimizer(head, train)
+    for parameter in head.parameters():  # one step creates Adam's state, as in a training checkpoint
+        parameter.grad = torch.zeros_like(parameter)
+    optimizer.step()
+    torch.save({"model": head.state_dict(), "optimizer": optimizer.state_dict(), "epoch": 1, "history": [],
+                "fingerprint": "0" * 64}, tmp_path / "checkpoint.pt")
+    with torch.device("meta"):
+        shaped = build_head(dim, ids, row, train)
+    assert plan.state_bytes(shaped) == pytest.approx((tmp_path / "head.pt").stat().st_size, rel=0.05)
+    assert plan.adam_checkpoint_bytes(shaped) == pytest.approx((tmp_path / "checkpoint.pt").stat().st_size, rel=0.05)
+
+
+def test_extractor_model_estimate_matches_the_real_file(tmp_path):
+    config = ExtractorConfig(arch="resnet18", pretrained=False)
+    save_extractor(tmp_path / "model.pt", build_extractor(config, 40), config, 40)
+    shaped = plan._meta_extractor(config, 40)
+    assert plan.state_bytes(shaped) == pytest.approx((tmp_path / "model.pt").stat().st_size, rel=0.05)
+
+
+def test_head_step_flops_are_the_hand_count():
+    dim, ids, batch = 8, 5, 4
+    with torch.device("meta"):
+        head = build_head(dim, ids, HAVANA_ROW, HeadTrainConfig())
+    # f_mu 2 layers, decoder 2, classifier (bias-free), q_v (first + second: 2v out), p_z (first + second: z out)
+    weights = 2 * dim * dim + 2 * dim * dim + dim * ids + (dim * dim + dim * 2 * dim) + (dim * dim + dim * dim)
+    assert plan.head_step_flops(head, batch) == 6 * batch * weights
+
+
+def test_extractor_flops_scale_with_the_image_area():
+    model = plan._meta_extractor(ExtractorConfig(arch="resnet18", pretrained=False), 10)
+    small, large = plan.extractor_forward_flops(model, (64, 32)), plan.extractor_forward_flops(model, (128, 64))
+    assert 3.9 < large / small <= 4.0  # convolutions scale with the area; the classifier does not
+
+
+def test_batches_per_epoch_is_the_samplers():
+    rng = np.random.default_rng(0)
+    pids = np.repeat(np.arange(80), rng.integers(4, 12, 80))
+    sampler = PKSampler(pids.tolist(), p=8, k=4, seed=0)
+    assert plan.batches_per_epoch(len(pids), 80, 8, 4) == pytest.approx(len(sampler), rel=0.1)
+
+
+def test_cli_prints_every_stage_the_totals_and_the_sources(capsys):
+    assert main(["plan", "--config", str(CONFIGS["demo"])]) == 0
+    out = capsys.readouterr().out
+    for stage in plan.STAGES:
+        assert f"\n{stage} " in out
+    assert "\ntotal " in out and "measured" in out and "EXTRAPOLATED" in out
+
+
+def test_a_missing_config_is_one_sentence(tmp_path, capsys):
+    assert main(["plan", "--config", str(tmp_path / "nope.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("havana plan: error: config file") and "Traceback" not in err
+
