@@ -20,9 +20,9 @@ $(STAMP): pyproject.toml | $(BIN)/python
 install: $(STAMP)
 
 # The demo DAG on 2 CPU cores, then its HTML report; a second `make demo` finds nothing to do and says so.
-# gpu=2: on CPU the GPU-declaring jobs may then share the 2 cores (on a GPU box they wait for a free device).
-DEMO_SNAKEMAKE := $(BIN)/snakemake all --workflow-profile workflow/profiles/default --cores 2 --resources gpu=2 \
-	--configfile config/demo.yaml
+# profiles/default applies by itself. gpu=2: on CPU the GPU-declaring jobs may then share the 2 cores (on a GPU box
+# they wait for a free device). The target goes first: snakemake would read it after --resources as a resource.
+DEMO_SNAKEMAKE := $(BIN)/snakemake all --cores 2 --resources gpu=2 --configfile config/demo.yaml
 
 demo: $(STAMP)
 	$(DEMO_SNAKEMAKE)

@@ -1,10 +1,13 @@
 # HAVANA reproduction workflow: wiring only. Rules live in workflow/rules/*.smk, input functions and targets in
 # workflow/rules/common.smk, the config schema in workflow/schemas/config.schema.yaml.
 #
-#   snakemake --cores 8 --resources gpu=2 all                         # the paper (config/config.yaml)
-#   snakemake --cores 2 --configfile config/demo.yaml all             # the synthetic demo on CPU
-#   snakemake --profile workflow/profiles/slurm all                   # a SLURM cluster
+#   snakemake all --cores 8 --resources gpu=2                      # the paper (config/config.yaml)
+#   snakemake all --cores 2 --configfile config/demo.yaml          # the synthetic demo on CPU
+#   snakemake all --workflow-profile profiles/slurm                # a SLURM cluster
 #
+# Targets go first (or leave them out: `all` is the default): --resources, --config, --configfile and --set-resources
+# take several values, so snakemake's parser reads a target after them as one more value and fails.
+# profiles/default (local settings) applies by itself; a --workflow-profile replaces it.
 # `--configfile FILE` REPLACES config/config.yaml rather than merging into it, so a config never inherits another's
 # datasets or targets; `--config key=value` overrides single keys of whichever config is active.
 

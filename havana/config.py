@@ -1,8 +1,14 @@
-"""Reading YAML config files into typed dataclasses, with one clear sentence for an unknown key or a wrong type."""
+"""Reading YAML config files into typed dataclasses, with one clear sentence for an unknown key, a wrong type, a
+section that is not a mapping, or a value out of its range.
+
+A dataclass declares the ranges of its numeric fields in a class attribute `LIMITS` ({field: Limit}); `from_mapping`
+checks them (NaN and infinity are out of every range), and `override` checks command-line overrides the same way.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import types
 import typing
@@ -16,6 +22,64 @@ from havana.errors import HavanaError
 T = TypeVar("T")
 
 
+@dataclasses.dataclass(frozen=True)
+class Limit:
+    """A closed or half-open numeric interval a config value must lie in (None: unbounded on that side)."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False  # the value must be strictly above `low`
+    high_open: bool = False  # the value must be strictly below `high`
+
+    def allows(self, value: float) -> bool:
+        if not math.isfinite(value):
+            return False
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        return self.high is None or (value < self.high if self.high_open else value <= self.high)
+
+    def __str__(self) -> str:
+        if self.high is None:
+            return f"{'above' if self.low_open else 'at least'} {self.low:g}"
+        if self.low is None:
+            return f"{'below' if self.high_open else 'at most'} {self.high:g}"
+        return f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+
+
+def at_least(low: float) -> Limit:
+    return Limit(low=low)
+
+
+def above(low: float) -> Limit:
+    return Limit(low=low, low_open=True)
+
+
+def between(low: float, high: float, *, high_open: bool = False, low_open: bool = False) -> Limit:
+    return Limit(low=low, high=high, low_open=low_open, high_open=high_open)
+
+
+def check_limits(obj: T, where: str = "config") -> T:
+    """`obj` itself when every field named in its class's LIMITS (and every nested dataclass) is in range."""
+    limits = getattr(type(obj), "LIMITS", {})
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            check_limits(value, f"{where}.{f.name}")
+        limit = limits.get(f.name)
+        if limit is None or value is None:
+            continue
+        for item in value if isinstance(value, (list, tuple)) else (value,):
+            if isinstance(item, (int, float)) and not isinstance(item, bool) and not limit.allows(item):
+                raise HavanaError(f"config value {where}.{f.name}={value!r} is out of range; it must be {limit}.")
+    return obj
+
+
+def override(obj: T, overrides: dict[str, Any], where: str = "config") -> T:
+    """`obj` with command-line `overrides` applied (None values ignored), range-checked like the config itself."""
+    return check_limits(dataclasses.replace(obj, **{k: v for k, v in overrides.items() if v is not None}),
+                        f"{where} (with command-line overrides)")
+
+
 def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
     """Load a YAML mapping from `path`, or raise HavanaError saying why it cannot be read."""
     path = Path(path)
@@ -23,7 +87,7 @@ def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
         raise HavanaError(f"config file {path} does not exist; pass an existing YAML file (e.g. config/config.yaml).")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise HavanaError(f"config file {path} is not valid YAML ({exc.__class__.__name__}); fix its syntax.") from None
     if data is None:
         return {}
@@ -96,6 +160,11 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
 
 def from_mapping(cls: type[T], mapping: dict[str, Any], where: str = "config") -> T:
     """Build dataclass `cls` from `mapping`; missing keys take the field defaults, unknown keys are an error."""
+    if mapping is None:
+        raise HavanaError(f"config {where} is empty (null); give it its keys, or {{}} for every default.")
+    if not isinstance(mapping, dict):
+        raise HavanaError(f"config {where} must be a mapping of keys to values, not the {type(mapping).__name__} "
+                          f"{mapping!r}; indent its keys under it.")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(mapping) - set(fields))
@@ -103,6 +172,7 @@ def from_mapping(cls: type[T], mapping: dict[str, Any], where: str = "config") -
         raise HavanaError(f"config {where} has unknown key(s) {', '.join(unknown)}; valid keys are {', '.join(fields)}.")
     values = {name: _coerce(value, hints[name], f"{where}.{name}") for name, value in mapping.items()}
     try:
-        return cls(**values)
+        built = cls(**values)
     except TypeError as exc:
         raise HavanaError(f"config {where} is incomplete: {exc}.") from None
+    return check_limits(built, where)

@@ -19,12 +19,13 @@ time (havana.distance.CHUNK_ELEMENTS), whatever the problem size.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, ClassVar, Iterator
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from havana.config import Limit, at_least
 from havana.distance import (DistanceFunction, as_tensor, check_metric, chunk_rows, pairwise_distance, ranking_keys,
                              row_groups, sortable_bits)
 from havana.errors import HavanaError
@@ -43,6 +44,8 @@ class EvaluationConfig:
     metric: str = "cosine"  # "cosine" (= L2 on normalised features, BoT's FEAT_NORM yes) or "euclidean" (squared L2)
     max_rank: int = 50  # CMC is reported up to this rank
     rerank: bool = False  # k-reciprocal re-ranking with RerankConfig's defaults (k1 20, k2 6, lambda 0.3)
+
+    LIMITS: ClassVar[dict[str, Limit]] = {"max_rank": at_least(1)}
 
 
 _FLOAT_BITS = 31  # a non-negative float32 read as int32 is below 2**31 and orders like the float

@@ -6,9 +6,9 @@ Defaults are the paper's BoT recipe (§4.1) as reid-strong-baseline implements i
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
-from havana.config import from_mapping, section
+from havana.config import Limit, above, at_least, between, from_mapping, section
 from havana.errors import HavanaError
 
 ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "mgn")
@@ -26,6 +26,9 @@ class TransformConfig:
     erasing_p: float = 0.5  # probability of erasing one rectangle
     erasing_scale: tuple[float, float] = (0.02, 0.4)  # erased area fraction range (BoT sl, sh)
     erasing_ratio: float = 0.3  # aspect ratio range is (r, 1/r) (BoT r1)
+
+    LIMITS: ClassVar[dict[str, Limit]] = {"padding": at_least(0), "erasing_p": between(0, 1),
+                                          "erasing_scale": between(0, 1), "erasing_ratio": between(0, 1, low_open=True)}
 
 
 @dataclass
@@ -47,6 +50,12 @@ class ExtractorTrainConfig:
     amp: bool = True  # bf16 autocast and channels_last on CUDA (ignored on CPU)
     device: str = "auto"  # "auto" (CUDA when available), "cpu" or "cuda[:i]"
 
+    LIMITS: ClassVar[dict[str, Limit]] = {
+        "epochs": at_least(1), "lr": above(0), "weight_decay": at_least(0), "warmup_epochs": at_least(0),
+        "warmup_factor": between(0, 1, low_open=True), "milestones": at_least(0), "gamma": between(0, 1, low_open=True),
+        "p": at_least(1), "k": at_least(1), "label_smoothing": between(0, 1, high_open=True),
+        "triplet_margin": at_least(0), "num_workers": at_least(0)}
+
 
 @dataclass
 class ExtractionConfig:
@@ -58,6 +67,8 @@ class ExtractionConfig:
     amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
     device: str = "auto"  # "auto" (CUDA when available), "cpu" or "cuda[:i]"
     seed: int = 0  # seeds the per-image augmentation of train views 1..V-1
+
+    LIMITS: ClassVar[dict[str, Limit]] = {"views": at_least(1), "batch_size": at_least(1), "num_workers": at_least(0)}
 
 
 @dataclass
@@ -72,6 +83,8 @@ class ExtractorConfig:
     transforms: TransformConfig = field(default_factory=TransformConfig)  # augmentation switches
     train: ExtractorTrainConfig = field(default_factory=ExtractorTrainConfig)  # optimisation schedule
     extraction: ExtractionConfig = field(default_factory=ExtractionConfig)  # feature extraction settings
+
+    LIMITS: ClassVar[dict[str, Limit]] = {"image_size": at_least(1)}
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:

@@ -221,6 +221,10 @@ def read_features(path: str | os.PathLike, splits: Iterable[str] = SPLITS) -> Fe
                 raise HavanaError(f"feature file {path} has no '{name}' split (it has {', '.join(h5)}); "
                                   "rerun `havana extract` on a manifest with that split.")
             group = h5[name]
-            loaded[name] = FeatureSplit(features=group["features"][...], pids=group["pids"][...],
-                                        camids=group["camids"][...], paths=list(group["paths"].asstr()[...]))
+            try:
+                loaded[name] = FeatureSplit(features=group["features"][...], pids=group["pids"][...],
+                                            camids=group["camids"][...], paths=list(group["paths"].asstr()[...]))
+            except (KeyError, ValueError, TypeError, UnicodeDecodeError, AttributeError) as exc:
+                raise HavanaError(f"feature file {path} has an inconsistent '{name}' split ({exc}); it was not "
+                                  "written by `havana extract`, so delete it and rerun `havana extract`.") from None
     return FeatureFile(attrs=attrs, splits=loaded)

@@ -49,15 +49,21 @@ def _is_transient(exc: Exception) -> bool:
     return any(marker in text for marker in ("database is locked", "database is busy", "database table is locked"))
 
 
-def with_retries(call: Callable[[], T], *, attempts: int = RETRY_ATTEMPTS) -> T:
-    """Run `call`, retrying a transient store error with jittered exponential backoff, at most `attempts` times."""
-    delay = RETRY_FIRST_DELAY_S
+def with_retries(call: Callable[[], T], *, attempts: int | None = None) -> T:
+    """Run `call`, retrying a transient store error with jittered exponential backoff, at most `attempts` times
+    (default RETRY_ATTEMPTS); a store still locked after the last attempt is one sentence, not a traceback."""
+    attempts = RETRY_ATTEMPTS if attempts is None else attempts
+    delay, started = RETRY_FIRST_DELAY_S, time.monotonic()
     for attempt in range(1, attempts + 1):
         try:
             return call()
         except Exception as exc:  # MLflow wraps SQLAlchemy errors in its own exception types
-            if attempt == attempts or not _is_transient(exc):
+            if not _is_transient(exc):
                 raise
+            if attempt == attempts:
+                raise HavanaError(f"the MLflow store stayed locked by other jobs through {attempts} attempt(s) over "
+                                  f"{time.monotonic() - started:.0f} s; rerun the job (its run resumes), or give it a "
+                                  "store of its own with --tracking-uri.") from None
             time.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 2, RETRY_MAX_DELAY_S)
     raise AssertionError("unreachable")
@@ -90,8 +96,15 @@ def _client(tracking_uri: str):
     from mlflow.tracking import MlflowClient
 
     with _store_lock(tracking_uri):
-        client = MlflowClient(tracking_uri=tracking_uri)
-        with_retries(lambda: client.search_experiments(max_results=1))  # forces store creation and migration
+        try:
+            client = with_retries(lambda: MlflowClient(tracking_uri=tracking_uri))
+            with_retries(lambda: client.search_experiments(max_results=1))  # forces store creation and migration
+        except HavanaError:
+            raise
+        except Exception as exc:  # a damaged or foreign file, a bad URI: MLflow and SQLAlchemy raise many types
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            raise HavanaError(f"MLflow store {tracking_uri} cannot be opened ({reason}); move the file away to start "
+                              "a new store, or fix --tracking-uri.") from None
     return client
 
 

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from havana import provenance
+from havana import provenance, torch_io
 from havana.atomic import atomic_path
 from havana.data.datasets import read_manifest
 from havana.data.images import ManifestImages, label_map, loader_batches
@@ -130,7 +130,8 @@ def train_extractor(manifest: str | os.PathLike, config: ExtractorConfig, out_di
     checkpoint_path = out_dir / CHECKPOINT
     start_epoch = 0
     if checkpoint_path.is_file():
-        saved = torch.load(checkpoint_path, map_location=device, weights_only=False)
+        saved = torch_io.load(checkpoint_path, what="training checkpoint", map_location=device, weights_only=False,
+                              advice="delete it to train this extractor from the start")
         if saved["key"] != key:
             raise HavanaError(f"{checkpoint_path} was written for a different config, seed or manifest; delete it "
                               "to train from scratch or restore the original settings.")

@@ -19,16 +19,16 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from havana import atomic, provenance
+from havana import atomic, provenance, torch_io
 from havana.data.sampler import PKSampler
 from havana.errors import HavanaError
 from havana.evaluation import evaluate, merge_flip
 from havana.features import FeatureFile, FeatureSplit, write_features
-from havana.models.head import TERMS, HavanaHead, HeadTrainConfig, RowConfig, build_head, head_loss, save_head
+from havana.models.head import DIAGNOSTICS, TERMS, HavanaHead, HeadTrainConfig, RowConfig, build_head, head_loss, loss_diagnostics, save_head
 from havana.seeding import seed_everything
 from havana.tracking import job_run
 
-HISTORY_COLUMNS = ("epoch", "total", *TERMS, "lr", "mAP", "R1")
+HISTORY_COLUMNS = ("epoch", "total", *TERMS, *DIAGNOSTICS, "lr", "mAP", "R1")
 ENCODE_CHUNK = 8192
 
 
@@ -93,6 +93,18 @@ def train_one_epoch(model: HavanaHead, optimizer: torch.optim.Optimizer, feature
     return dict(zip(names, means))
 
 
+def epoch_diagnostics(model: HavanaHead, features: torch.Tensor, labels: torch.Tensor, sampler: PKSampler,
+                      row: RowConfig, train: HeadTrainConfig, epoch: int, seed: int) -> dict[str, float]:
+    """loss_diagnostics after `epoch` on the epoch's first P x K batch (view 0), with its own seeded noise inside a
+    forked RNG, so training continues exactly as without it."""
+    sampler.set_epoch(epoch)
+    index = torch.as_tensor(next(iter(sampler))).to(features.device)
+    devices = [features.device] if features.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(_epoch_seed(seed, epoch) + 2)
+        return loss_diagnostics(model, features[index, 0], labels[index], row, train.label_smoothing)
+
+
 @torch.no_grad()
 def encode_views(model: HavanaHead, features: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     """(z_mu, z_logvar) of features [N, V, D] as float32 arrays [N, V, L], in chunks."""
@@ -133,14 +145,15 @@ def train_head(feature_file: FeatureFile, row: RowConfig, train: HeadTrainConfig
     model = build_head(features.shape[-1], len(identities), row, train).to(device)
     optimizer = make_optimizer(model, train)
     sampler = PKSampler(split.pids.tolist(), p=train.p, k=train.k, seed=run.seed)
-    resolved = {"row": row, "train": replace(train, epochs=0), "seed": run.seed, "dataset": run.dataset,
+    resolved = {"row": row, "train": replace(train, epochs=0, device="any"), "seed": run.seed, "dataset": run.dataset,
                 "features": dict(feature_file.attrs)}
-    fingerprint = provenance.config_hash(resolved)  # epochs excluded: a longer run resumes a shorter one
+    fingerprint = provenance.config_hash(resolved)  # epochs, device excluded: resumable longer, or on another device
     checkpoint_path = out / "checkpoint.pt"
     history: list[dict[str, Any]] = []
     start = 0
     if checkpoint_path.is_file():
-        state = torch.load(checkpoint_path, map_location=device, weights_only=False)
+        state = torch_io.load(checkpoint_path, what="training checkpoint", map_location=device, weights_only=False,
+                              advice="delete it to train this head from the start")
         if state["fingerprint"] != fingerprint:
             raise HavanaError(f"{checkpoint_path} belongs to a different configuration; delete it to start over.")
         model.load_state_dict(state["model"])
@@ -152,6 +165,7 @@ def train_head(feature_file: FeatureFile, row: RowConfig, train: HeadTrainConfig
         bar = tqdm(range(start, train.epochs), initial=start, total=train.epochs, desc=f"head {run.row_name}", unit="epoch")
         for epoch in bar:
             means = train_one_epoch(model, optimizer, features, labels_t, sampler, row, train, epoch, run.seed)
+            means |= epoch_diagnostics(model, features, labels_t, sampler, row, train, epoch, run.seed)
             history.append({"epoch": epoch + 1, **{t: 0 for t in TERMS}, **means, "lr": optimizer.param_groups[0]["lr"]})
             with atomic.atomic_path(checkpoint_path) as tmp:
                 torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1,

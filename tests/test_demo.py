@@ -21,9 +21,7 @@ DEMO = REPO / "config" / "demo.yaml"
 
 def run_demo(workdir: Path, *extra: str) -> subprocess.CompletedProcess:
     command = [str(SNAKEMAKE), "all", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
-               "--workflow-profile", str(REPO / "workflow" / "profiles" / "default"), "--cores", "2", "--resources", "gpu=2",
-               *extra,
-               "--configfile", str(DEMO)]
+               "--cores", "2", "--resources", "gpu=2", *extra, "--configfile", str(DEMO)]  # profiles/default applies
     return subprocess.run(command, capture_output=True, text=True, timeout=3600)
 
 

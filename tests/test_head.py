@@ -7,7 +7,8 @@ import torch
 
 from havana import losses
 from havana.errors import HavanaError
-from havana.models.head import TERMS, HeadTrainConfig, RowConfig, build_head, head_loss, load_head, save_head
+from havana.models.head import (TERMS, HeadTrainConfig, RowConfig, bound_logvar, build_head, head_loss, load_head,
+                                save_head)
 
 ROWS = {  # the agreed rows (config/config.yaml heads.rows), beta resolved
     "reconx": RowConfig(triplet=True, jst=False, reconx=True, klz=False, beta=1.0),
@@ -108,13 +109,15 @@ def test_klz_targets_hvd_prior_without_constraint():
     model = build_head(6, 4, row, HeadTrainConfig()).double()
     torch.manual_seed(0)
     _, terms = head_loss(model, x, labels, row)
-    torch.manual_seed(0)  # replay Algorithm 1's sampling by hand
-    z_mu, z_logvar = model.f_mu(x), model.f_sigma(x)
+    torch.manual_seed(0)  # replay Algorithm 1's sampling by hand; every log-variance is soft-bounded
+    z_mu, z_logvar = model.f_mu(x), bound_logvar(model.f_sigma(x))
     z = z_mu + torch.exp(0.5 * z_logvar) * torch.randn_like(z_mu)
     model.decoder(z)
     v_mu, v_logvar = model.q_v(z, labels).chunk(2, 1)
+    v_logvar = bound_logvar(v_logvar)
     v = v_mu + torch.exp(0.5 * v_logvar) * torch.randn_like(v_mu)
     zt_mu, zt_logvar = model.p_z(v, labels).chunk(2, 1)
+    zt_logvar = bound_logvar(zt_logvar)
     torch.testing.assert_close(terms["klz"], losses.gaussian_kl(z_mu, z_logvar, zt_mu, zt_logvar).mean() / 6)
     torch.testing.assert_close(terms["klv"], losses.gaussian_kl(v_mu, v_logvar, torch.zeros_like(v_mu), None).mean() / 6)
 
@@ -143,3 +146,23 @@ def test_every_config_row_builds_and_resolves_beta(config_file):
         row = from_mapping(RowConfig, mapping, f"heads.rows.{name}").with_beta(heads["beta_by_dataset"]["msmt17"])
         assert row.beta is not None and (row.triplet or row.jst)
     assert {"reconx", "vnae", "vnae_jst", "vnae_jst_hvd", "havana_noklv", "havana"} <= set(heads["rows"])
+
+
+def test_log_variances_are_soft_bounded_so_exp_cannot_overflow():
+    from havana.models.head import LOGVAR_BOUND
+    small = torch.linspace(-0.5, 0.5, 11, dtype=torch.float64)
+    assert (bound_logvar(small) - small).abs().max() < 1e-3  # the identity near 0
+    assert bound_logvar(torch.tensor([1e30, -1e30])).abs().max() <= LOGVAR_BOUND
+    row = RowConfig(jst=True, reconx=True, klz=True, klv=True, beta=1.0)  # learned z_sigma, v_sigma and z~_sigma
+    torch.manual_seed(0)
+    model = build_head(16, 4, row, HeadTrainConfig())
+    with torch.no_grad():  # push every log-variance head to enormous raw outputs
+        for layer in (model.f_sigma[2], model.q_v.second, model.p_z.second):
+            layer.bias.fill_(1e4)
+    x, labels = torch.randn(8, 16), torch.arange(4).repeat(2)
+    _, logvar = model.encode(x)
+    assert logvar.max() <= LOGVAR_BOUND
+    total, terms = head_loss(model, x, labels, row)
+    total.backward()
+    assert torch.isfinite(total) and all(torch.isfinite(v) for v in terms.values())
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)

@@ -400,3 +400,187 @@ def test_bad_gpu_lock_settings_are_one_sentence(tmp_path, capsys, monkeypatch, c
     status, _, err = run(capsys, "evaluate", "--features", features, "--out", tmp_path / "m.json", "--device", "cuda")
     assert_sentence(status, err, "evaluate", *expected)
     assert not (tmp_path / "m.json").exists()
+
+
+# ----------------------------------------------------------------------------- configs: silent bad output, types
+
+
+@pytest.mark.parametrize("change,fragments", [
+    (lambda c: c["heads"]["train"].update(epochs=-3), ("heads.train.epochs=-3 is out of range", "at least 1")),
+    (lambda c: c["heads"]["train"].update(lr=float("nan")), ("heads.train.lr=nan is out of range", "above 0")),
+    (lambda c: c["heads"]["train"].update(label_smoothing=1.5), ("label_smoothing=1.5", "in [0, 1)")),
+    (lambda c: c["heads"]["rows"].update(havana=None), ("heads.rows.havana is empty (null)",)),
+    (lambda c: c["heads"]["rows"]["havana"].update(alpha=-0.2), ("heads.rows.havana.alpha=-0.2", "at least 0")),
+    (lambda c: c["heads"].update(train=[1, 2]), ("heads.train must be a mapping", "not the list")),
+    (lambda c: c.update(evaluation="cosine"), ("evaluation must be a mapping", "not the str 'cosine'")),
+], ids=["epochs-negative", "lr-nan", "smoothing-over-1", "row-null", "alpha-negative", "section-list", "section-str"])
+def test_bad_head_config_is_one_sentence_and_trains_nothing(tmp_path, capsys, change, fragments):
+    features = feature_file(tmp_path / "f.h5")
+    config = json.loads(json.dumps(HEAD_CONFIG))
+    change(config)
+    status, _, err = run(capsys, "train-head", "--features", features, "--row", "havana",
+                         "--config", config_file(tmp_path / "c.yaml", config), "--out", tmp_path / "head")
+    assert_sentence(status, err, "train-head", *fragments)
+    assert not (tmp_path / "head").exists()
+
+
+def test_negative_epochs_on_the_command_line_are_refused(tmp_path, capsys):
+    features = feature_file(tmp_path / "f.h5")
+    status, _, err = run(capsys, "train-head", "--features", features, "--row", "havana", "--epochs", "-3",
+                         "--config", config_file(tmp_path / "c.yaml", HEAD_CONFIG), "--out", tmp_path / "head")
+    assert_sentence(status, err, "train-head", "heads.train (with command-line overrides).epochs=-3", "at least 1")
+    assert not (tmp_path / "head").exists()
+
+
+def test_bad_extractor_config_is_one_sentence(extractor_files, tmp_path, capsys):
+    manifest, _ = extractor_files
+    config = {"extractors": {"tiny": {"arch": "resnet18", "pretrained": False, "train": {"epochs": 0}}}}
+    status, _, err = run(capsys, "train-extractor", "--manifest", manifest, "--extractor", "tiny",
+                         "--config", config_file(tmp_path / "c.yaml", config), "--out", tmp_path / "ext")
+    assert_sentence(status, err, "train-extractor", "extractors.tiny.train.epochs=0 is out of range")
+    assert not (tmp_path / "ext").exists()
+
+
+# --------------------------------------------------------------------------------------- metrics in `havana table`
+
+
+TABLE_CONFIG = {"seeds": [0], "heads": {"rows": {"havana": {}}},
+                "extractors": {"bot_r18": {"arch": "resnet18"}},
+                "tables": {"table9": {"caption": "test", "columns": [{"metric": "mAP", "dataset": "market1501"}],
+                                      "rows": [{"label": "HAVANA", "extractor": "bot_r18", "head": "havana",
+                                                "paper": [80.0]}]}}}
+
+
+@pytest.mark.parametrize("payload,fragment", [
+    (b"\x89PNG\r\n\x1a\n\x00\x00\xff\xfe", "cannot be read (UnicodeDecodeError)"),
+    (b'{"plain": {"mAP": NaN, "R1": 0.5}, "flip": {"mAP": 0.5}}', "plain.mAP = nan, not a fraction in [0, 1]"),
+    (b'{"plain": {"mAP": 21.156, "R1": 0.5}, "flip": {"mAP": 0.5}}', "plain.mAP = 21.156, not a fraction in [0, 1]"),
+    (b'{"plain": {"mAP": "0.5"}, "flip": {"mAP": 0.5}}', "plain.mAP = '0.5', not a fraction"),
+    (b'[0.5]', "holds a list, not the mapping"),
+], ids=["binary", "nan", "percent-scale", "string", "list"])
+def test_table_refuses_metrics_that_are_not_fractions(tmp_path, capsys, payload, fragment):
+    metrics = tmp_path / "results" / "market1501" / "metrics" / "bot_r18" / "havana" / "seed0.json"
+    metrics.parent.mkdir(parents=True)
+    metrics.write_bytes(payload)
+    status, _, err = run(capsys, "table", "--config", config_file(tmp_path / "c.yaml", TABLE_CONFIG),
+                         "--table", "table9", "--results-dir", tmp_path / "results", "--out-prefix", tmp_path / "t9")
+    assert_sentence(status, err, "table", str(metrics), fragment)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.yaml", "results"]  # no table, no partial file
+
+
+# ------------------------------------------------------------------------------- damaged features and checkpoints
+
+
+def test_feature_file_with_inconsistent_shapes_is_one_sentence(tmp_path, capsys):
+    import h5py
+
+    features = feature_file(tmp_path / "f.h5")
+    with h5py.File(features, "a") as h5:  # one pid fewer than features: not written by `havana extract`
+        pids = h5["query"]["pids"][...]
+        del h5["query"]["pids"]
+        h5["query"].create_dataset("pids", data=pids[:-1])
+    status, _, err = run(capsys, "evaluate", "--features", features, "--out", tmp_path / "m.json", "--device", "cpu")
+    assert_sentence(status, err, "evaluate", "has an inconsistent 'query' split", "rerun `havana extract`")
+    assert not (tmp_path / "m.json").exists()
+
+
+def test_truncated_head_is_one_sentence(tmp_path, capsys):
+    from havana.models.head import HavanaHead, HeadConfig, save_head
+
+    features = feature_file(tmp_path / "f.h5")
+    head = tmp_path / "head.pt"
+    save_head(head, HavanaHead(HeadConfig(feature_dim=DIM, num_classes=6)))
+    head.write_bytes(head.read_bytes()[: int(head.stat().st_size * 0.9)])  # cut short, as a full disk would
+    status, _, err = run(capsys, "evaluate", "--features", features, "--head", head, "--out", tmp_path / "m.json",
+                         "--device", "cpu")
+    assert_sentence(status, err, "evaluate", f"head checkpoint {head} is truncated or not a torch file")
+    assert not (tmp_path / "m.json").exists()
+
+
+def test_truncated_model_is_one_sentence(extractor_files, tmp_path, capsys):
+    manifest, model = extractor_files
+    cut = tmp_path / "model.pt"
+    cut.write_bytes(b"")  # an empty file, as an interrupted copy leaves
+    status, _, err = run(capsys, "extract", "--manifest", manifest, "--model", cut, "--out", tmp_path / "f.h5",
+                         "--device", "cpu")
+    assert_sentence(status, err, "extract", f"extractor checkpoint {cut} is truncated or not a torch file")
+    assert not (tmp_path / "f.h5").exists() and leftovers(tmp_path) == []
+
+
+def test_truncated_training_checkpoint_is_one_sentence(tmp_path, capsys):
+    features = feature_file(tmp_path / "f.h5")
+    (tmp_path / "head").mkdir()
+    (tmp_path / "head" / "checkpoint.pt").write_bytes(b"PK\x03\x04 cut short")
+    status, _, err = run(capsys, "train-head", "--features", features, "--row", "havana", "--config",
+                         config_file(tmp_path / "c.yaml", HEAD_CONFIG), "--out", tmp_path / "head")
+    assert_sentence(status, err, "train-head", "training checkpoint", "is truncated or not a torch file",
+                    "delete it to train this head from the start")
+    assert not (tmp_path / "head" / "head.pt").exists()
+
+
+def test_head_checkpoint_resumes_on_another_device(tmp_path, capsys):
+    import torch
+
+    from havana.features import read_features
+    from havana.models.head import HeadTrainConfig, RowConfig
+    from havana.train_head import HeadRun, train_head
+
+    features = read_features(feature_file(tmp_path / "f.h5"))
+    row = RowConfig(beta=1.0)
+    run_spec = HeadRun(out_dir=tmp_path / "head", row_name="havana", dataset="synthetic")
+    train = HeadTrainConfig(epochs=1, p=3, k=2, lr=1e-3, device="cpu")
+    train_head(features, row, train, run_spec, torch.device("cpu"))
+    checkpoint = tmp_path / "head" / "checkpoint.pt"
+    if not checkpoint.exists():  # a finished job may keep no checkpoint: leave one as an interrupted job would
+        pytest.skip("this engine keeps no checkpoint after a finished run")
+    history = (tmp_path / "head" / "history.csv").read_text().splitlines()
+    train_head(features, row, HeadTrainConfig(epochs=2, p=3, k=2, lr=1e-3, device="auto"), run_spec,
+               torch.device("cpu"))  # resumes at epoch 2 instead of refusing "a different configuration"
+    resumed = (tmp_path / "head" / "history.csv").read_text().splitlines()
+    assert len(resumed) == 3 and resumed[1].rsplit(",", 2)[0] == history[1].rsplit(",", 2)[0]  # epoch 1 kept as is
+
+
+# ------------------------------------------------------------------------------------ MLflow store, Snakemake rule
+
+
+def test_damaged_mlflow_store_is_one_sentence(tmp_path, capsys):
+    features = feature_file(tmp_path / "f.h5")
+    database = tmp_path / "mlflow.db"
+    database.write_bytes(b"this is not an SQLite database, but a file that took its name\n" * 100)
+    before = digest(database)
+    status, _, err = run(capsys, "evaluate", "--features", features, "--out", tmp_path / "m.json", "--device", "cpu",
+                         "--tracking-uri", f"sqlite:///{database}")
+    assert_sentence(status, err, "evaluate", f"MLflow store sqlite:///{database} cannot be opened", "move the file away")
+    assert digest(database) == before and not (tmp_path / "m.json").exists()
+
+
+def test_prepare_rule_quotes_an_archive_path_with_a_space(tmp_path):
+    from test_workflow import snakemake
+
+    fabricate.fabricate_market1501(tmp_path / "src")
+    (tmp_path / "my archives").mkdir()
+    archive = fabricate.make_zip(tmp_path / "src", tmp_path / "my archives" / "Market 1501.zip")
+    overlay = config_file(tmp_path / "overlay.yaml", {
+        "active_datasets": ["market1501"], "tracking_uri": None,
+        "datasets": {"market1501": {"archive": str(archive), "url": None, "sha256": None}}})
+    result = snakemake(tmp_path, "resources/market1501/manifest.csv", "--cores", "1", configfile=overlay)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    assert (tmp_path / "resources" / "market1501" / "manifest.csv").read_text().count("\n") == 11
+
+
+# ------------------------------------------------------------------- found by the sweep of careless command lines
+
+
+def test_config_file_that_is_binary_is_one_sentence(tmp_path, capsys):
+    features = feature_file(tmp_path / "f.h5")
+    (tmp_path / "c.yaml").write_bytes(b"\x00\xff\xfe not text")
+    status, _, err = run(capsys, "evaluate", "--features", features, "--config", tmp_path / "c.yaml",
+                         "--out", tmp_path / "m.json", "--device", "cpu")
+    assert_sentence(status, err, "evaluate", "is not valid YAML (UnicodeDecodeError)")
+    assert not (tmp_path / "m.json").exists()
+
+
+def test_malformed_url_is_one_sentence(tmp_path, capsys):
+    status, _, err = run(capsys, "prepare", "market1501", "--root", tmp_path / "R", "--url", "https://[bad/m.zip")
+    assert_sentence(status, err, "prepare", "is not a valid URL")
+    assert not (tmp_path / "R" / "archives").exists() or list((tmp_path / "R" / "archives").iterdir()) == []

@@ -7,8 +7,10 @@ import pytest
 import torch
 from scipy import integrate, stats
 
-from havana.losses import (batch_hard_triplet_loss, cross_entropy_label_smoothing, gaussian_js, gaussian_kl,
-                           js_triplet_loss, pairwise_gaussian_js)
+from havana.errors import HavanaError
+from havana.losses import (batch_hard_triplet_loss, cross_entropy_label_smoothing, gaussian_js, gaussian_js_per_dim,
+                           gaussian_kl, js_bits, js_triplet_loss, pairwise_gaussian_js, pairwise_js_bits,
+                           pairwise_mean_hellinger)
 
 LOG2 = math.log(2.0)
 
@@ -63,14 +65,37 @@ def test_isotropic_js_matches_quadrature_within_1e4(d):
     assert abs(gaussian_js(mu1, None, mu2, None).item() - reference) < 1e-4
 
 
+# The documented accuracy (havana/losses.py docstring) of a 1-D JS with 32 nodes, by |logvar_p - logvar_q|.
+ERROR_BOUNDS = [(1.0, 4e-4), (2.0, 3e-3), (3.0, 1.5e-2), (6.0, 7e-2)]
+
+
+def documented_bound(delta_logvar):
+    return next(bound for limit, bound in ERROR_BOUNDS if abs(delta_logvar) <= limit + 1e-12)
+
+
+@pytest.mark.parametrize("limit,bound", ERROR_BOUNDS)
+def test_per_dim_js_meets_its_documented_bound(limit, bound):
+    worst = 0.0
+    for delta in np.linspace(0.0, limit, 5):
+        for dmu in (0.0, 0.3, 1.0, 2.0, 4.0, 8.0):
+            for lv1 in (delta / 2, -delta / 2):
+                reference = js_numeric_1d(0.0, math.exp(lv1), dmu, math.exp(-lv1))
+                t = [torch.tensor([v], dtype=torch.float64) for v in (0.0, lv1, dmu, -lv1)]
+                worst = max(worst, abs(gaussian_js_per_dim(*t).item() - reference))
+                # the joint estimator in 1-D is the same integral
+                assert abs(gaussian_js(*t).item() - gaussian_js_per_dim(*t).item()) < 1e-9
+    print(f"|dlogvar| <= {limit}: worst absolute error {worst:.2e} nats (documented bound {bound:.0e})")
+    assert worst <= bound
+
+
 @pytest.mark.parametrize("seed", range(6))
 def test_general_js_matches_integration_in_1d(seed):
     rng = np.random.default_rng(seed)
     mu1, mu2 = rng.normal(0.0, 1.5, 2)
-    lv1, lv2 = rng.uniform(-1.5, 1.5, 2)  # variance ratios up to e^6
+    lv1, lv2 = rng.uniform(-1.5, 1.5, 2)  # variance ratios up to e^3 either way
     reference = js_numeric_1d(mu1, math.exp(lv1), mu2, math.exp(lv2))
     estimate = gaussian_js(*(torch.tensor([v], dtype=torch.float64) for v in (mu1, lv1, mu2, lv2))).item()
-    assert abs(estimate - reference) < 0.05 * reference
+    assert abs(estimate - reference) <= documented_bound(lv1 - lv2)
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -80,54 +105,110 @@ def test_general_js_matches_integration_in_2d(seed):
     lv1, lv2 = rng.uniform(-1.0, 1.0, 2), rng.uniform(-1.0, 1.0, 2)
     reference = js_numeric_2d(mu1, np.exp(lv1), mu2, np.exp(lv2))
     estimate = gaussian_js(*(torch.tensor(v, dtype=torch.float64) for v in (mu1, lv1, mu2, lv2))).item()
-    assert abs(estimate - reference) < 0.05 * reference
+    assert abs(estimate - reference) <= 2 * documented_bound(np.abs(lv1 - lv2).max())
 
 
-def test_js_is_symmetric_bounded_and_zero_on_identical():
+def test_general_js_matches_monte_carlo_in_8d():
+    g = torch.Generator().manual_seed(7)
+    mu1, mu2 = torch.randn(8, generator=g, dtype=torch.float64) * 0.5, torch.randn(8, generator=g, dtype=torch.float64) * 0.5
+    lv1, lv2 = torch.rand(8, generator=g, dtype=torch.float64) - 0.5, torch.rand(8, generator=g, dtype=torch.float64) - 0.5
+    p = torch.distributions.Independent(torch.distributions.Normal(mu1, lv1.mul(0.5).exp()), 1)
+    q = torch.distributions.Independent(torch.distributions.Normal(mu2, lv2.mul(0.5).exp()), 1)
+    halves = []
+    for own, other in ((p, q), (q, p)):
+        x = own.sample((400_000,))
+        log_own, log_other = own.log_prob(x), other.log_prob(x)
+        halves.append(log_own - (torch.logaddexp(log_own, log_other) - LOG2))  # log p - log m under p
+    samples = 0.5 * (halves[0] + halves[1])
+    reference, stderr = samples.mean().item(), samples.std().item() / math.sqrt(len(samples))
+    estimate = gaussian_js(mu1, lv1, mu2, lv2).item()
+    print(f"8-D JS: estimate {estimate:.5f}, Monte Carlo {reference:.5f} +- {stderr:.5f}")
+    assert abs(estimate - reference) < 4 * stderr + 0.01 * reference
+
+
+def test_mean_dim_reading_is_the_mean_of_one_dimensional_js_in_bits():
+    mu1, lv1 = [0.0, 1.0, -0.5], [0.2, -0.4, 0.0]
+    mu2, lv2 = [0.5, -1.0, 2.5], [-0.3, 0.1, 0.6]
+    per_dim = [js_numeric_1d(mu1[k], math.exp(lv1[k]), mu2[k], math.exp(lv2[k])) / LOG2 for k in range(3)]
+    t = [torch.tensor(v, dtype=torch.float64) for v in (mu1, lv1, mu2, lv2)]
+    assert abs(js_bits(*t).item() - np.mean(per_dim)) < 3e-3
+    assert abs(js_bits(t[0], None, t[2], None).item()
+               - np.mean([js_numeric_1d(mu1[k], 1.0, mu2[k], 1.0) / LOG2 for k in range(3)])) < 1e-4
+    one = [v[:1] for v in t]
+    assert abs(js_bits(*one, "mean_dim").item() - js_bits(*one, "joint").item()) < 1e-9  # the same in 1-D
+    with pytest.raises(HavanaError, match="unknown JS divergence"):
+        js_bits(*t, "sum")
+
+
+def bnneck_batch(ids=8, per_id=4, dim=2048, seed=0):
+    """Means at the scale of BoT's BNNeck features: per-dimension spread about 0.5-1, identities tens apart in
+    Euclidean distance, and identities in look-alike pairs so that batch-hard triplets are active."""
+    g = torch.Generator().manual_seed(seed)
+    pairs = torch.randn(ids // 2, dim, generator=g) * 0.6
+    centers = pairs.repeat_interleave(2, 0) + torch.randn(ids, dim, generator=g) * 0.1
+    mu = centers.repeat_interleave(per_id, 0) + torch.randn(ids * per_id, dim, generator=g) * 0.4
+    return mu, torch.arange(ids).repeat_interleave(per_id)
+
+
+def test_js_triplet_trains_at_paper_scale():
+    """At 2048-d and BNNeck scale the default JS triplet keeps a gradient on the means of at least 1e-4 of the
+    Euclidean batch-hard triplet's on the same batch; the joint reading saturates (the evidence for the default)."""
+    mu, pids = bnneck_batch()
+    distances = torch.cdist(mu, mu)
+    same = pids[:, None] == pids[None]
+    print(f"Euclidean: positives {distances[same & (distances > 0)].mean():.1f}, negatives {distances[~same].mean():.1f}, "
+          f"per-dim spread {mu.std(0).mean():.2f}")
+    leaf = mu.clone().requires_grad_(True)
+    triplet, info = batch_hard_triplet_loss(leaf, pids, margin=0.3)
+    reference = torch.autograd.grad(triplet, leaf)[0].norm().item()
+    assert info["active"].item() > 0.5 and reference > 0.1
     g = torch.Generator().manual_seed(1)
-    mu1, mu2 = torch.randn(10, 16, generator=g) * 2, torch.randn(10, 16, generator=g) * 2
-    lv1, lv2 = torch.randn(10, 16, generator=g) * 0.5, torch.randn(10, 16, generator=g) * 0.5
-    for a, b in [(lv1, lv2), (None, None)]:
-        forward, backward = gaussian_js(mu1, a, mu2, b), gaussian_js(mu2, b, mu1, a)
-        torch.testing.assert_close(forward, backward, atol=1e-5, rtol=1e-5)
-        assert (forward >= 0).all() and (forward <= LOG2).all()
-    assert gaussian_js(mu1, lv1, mu1, lv1).abs().max() < 1e-5
-    assert gaussian_js(mu1, None, mu1, None).abs().max() < 1e-5
+    logvars = {"identity (C)": None, "learned": torch.randn(mu.shape, generator=g) * 0.3}
+    for name, logvar in logvars.items():
+        for divergence in ("mean_dim", "joint"):
+            loss, info = js_triplet_loss(leaf, logvar, pids, 0.5, divergence=divergence)
+            ratio = torch.autograd.grad(loss, leaf)[0].norm().item() / reference
+            print(f"{name:13s} {divergence:8s} jst {loss.item():.4f}  ap {info['dist_ap'].item():.4f} bits  "
+                  f"an {info['dist_an'].item():.4f} bits  gradient ratio to the Euclidean triplet {ratio:.3e}")
+            if divergence == "mean_dim":
+                assert ratio >= 1e-4
+                assert 0.0 < info["dist_ap"].item() < info["dist_an"].item() < 1.0
+            else:
+                assert ratio < 1e-6  # the joint 2048-d JS is log 2 for every pair: no gradient
 
 
-def test_js_far_apart_float32_is_log2_with_finite_gradients():
-    for logvar in [None, torch.zeros(8)]:
-        mu1 = torch.zeros(8, requires_grad=True)
-        mu2 = torch.zeros(8)
-        mu2[0] = 100.0
-        lv = None if logvar is None else logvar.clone().requires_grad_(True)
-        js = gaussian_js(mu1, lv, mu2, None if lv is None else torch.zeros(8))
-        assert torch.isfinite(js) and abs(js.item() - LOG2) < 1e-5
-        js.backward()
-        assert torch.isfinite(mu1.grad).all()
-        if lv is not None:
-            assert torch.isfinite(lv.grad).all()
+def test_js_triplet_is_the_hinge_on_the_mined_pairs_and_mining_agrees_with_js():
+    g = torch.Generator().manual_seed(8)
+    mu = torch.randn(12, 6, generator=g, dtype=torch.float64).requires_grad_(True)
+    logvar = (torch.randn(12, 6, generator=g, dtype=torch.float64) * 0.3).requires_grad_(True)
+    pids = torch.tensor([0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3])
+    same = pids[:, None] == pids[None]
+    for divergence in ("mean_dim", "joint"):
+        for lv in (logvar, None):
+            loss, info = js_triplet_loss(mu, lv, pids, 0.5, divergence)
+            full = pairwise_js_bits(mu, lv, divergence)  # brute force: every pair's JS, differentiated through max/min
+            positive = full.masked_fill(~same, float("-inf")).amax(1)
+            negative = full.masked_fill(same, float("inf")).amin(1)
+            expected = torch.relu(positive - negative + 0.5).mean()
+            if divergence == "mean_dim":  # mined by the Hellinger proxy: the same pairs up to near-ties
+                assert abs(loss.item() - expected.item()) < 1e-4
+                continue
+            torch.testing.assert_close(loss, expected)
+            inputs = [mu] if lv is None else [mu, lv]
+            for mine, brute in zip(torch.autograd.grad(loss, inputs), torch.autograd.grad(expected, inputs)):
+                torch.testing.assert_close(mine, brute)
 
 
-def test_js_gradients_are_finite_at_identical_inputs_and_match_finite_differences():
-    mu = torch.zeros(1, 4, dtype=torch.float64, requires_grad=True)
-    for logvar in [None, torch.zeros(1, 4, dtype=torch.float64, requires_grad=True)]:
-        pairwise_gaussian_js(torch.cat([mu, mu]), None if logvar is None else torch.cat([logvar, logvar])).sum().backward()
-        assert torch.isfinite(mu.grad).all()
-    g = torch.Generator().manual_seed(2)
-    inputs = [torch.randn(3, 5, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(4)]
-    assert torch.autograd.gradcheck(lambda a, b, c, d: gaussian_js(a, b * 0.5, c, d * 0.5), inputs)
-    assert torch.autograd.gradcheck(lambda a, c: gaussian_js(a, None, c, None), [inputs[0], inputs[2]])
-
-
-def test_pairwise_js_equals_elementwise():
+def test_hellinger_mining_ranks_pairs_like_the_mean_dim_js():
+    mu, pids = bnneck_batch(ids=4, per_id=4, dim=256)
     g = torch.Generator().manual_seed(3)
-    mu, logvar = torch.randn(6, 12, generator=g, dtype=torch.float64), torch.randn(6, 12, generator=g, dtype=torch.float64) * 0.3
-    for lv in [logvar, None]:
-        pairwise = pairwise_gaussian_js(mu, lv)
-        brute = torch.stack([torch.stack([gaussian_js(mu[i], None if lv is None else lv[i], mu[j],
-                                                      None if lv is None else lv[j]) for j in range(6)]) for i in range(6)])
-        torch.testing.assert_close(pairwise, brute, atol=1e-6, rtol=1e-6)
+    for logvar in (None, torch.randn(mu.shape, generator=g) * 0.3):
+        js = pairwise_js_bits(mu, logvar).flatten()
+        proxy = pairwise_mean_hellinger(mu, logvar).flatten()
+        ranks = lambda v: v.argsort().argsort().double()  # noqa: E731
+        spearman = torch.corrcoef(torch.stack([ranks(js), ranks(proxy)]))[0, 1].item()
+        print(f"Spearman rank correlation of mean Hellinger and mean per-dim JS: {spearman:.5f}")
+        assert spearman > 0.995
 
 
 def test_js_triplet_loss_on_a_hand_built_batch():

@@ -10,8 +10,10 @@ from havana.cli import main
 from havana.errors import HavanaError
 from havana.evaluation import evaluate
 from havana.features import FeatureFile, FeatureSplit, read_features, write_features
-from havana.models.head import HeadTrainConfig, RowConfig, load_head
-from havana.train_head import HeadRun, read_logvar, train_head
+from havana.config import from_mapping, load_yaml
+from havana.data.sampler import PKSampler
+from havana.models.head import TERMS, HeadTrainConfig, RowConfig, build_head, load_head
+from havana.train_head import HeadRun, epoch_diagnostics, make_optimizer, read_logvar, train_head, train_one_epoch
 
 DIM, VIEWS = 32, 2
 
@@ -55,7 +57,8 @@ def test_short_run_improves_map_over_raw_features(tmp_path):
     scores = train_head(ff, ROW, TRAIN, HeadRun(tmp_path, "havana", "synthetic", seed=0), torch.device("cpu"))
     assert raw < 0.3 and scores["mAP"] > raw + 0.5, (raw, scores)  # measured: 0.16 -> 0.94
     history = (tmp_path / "history.csv").read_text().splitlines()
-    assert history[0] == "epoch,total,cls,triplet,jst,reconx,klz,reconz,klv,lr,mAP,R1"
+    assert history[0] == ("epoch,total,cls,triplet,jst,reconx,klz,reconz,klv,hard_pos,hard_neg,active,grad_cls,"
+                          "grad_triplet,grad_jst,grad_reconx,grad_klz,grad_reconz,grad_klv,lr,mAP,R1")
     assert len(history) == 1 + TRAIN.epochs and history[-1].split(",")[3] == "0"  # triplet off: 0
     emb = read_features(tmp_path / "embeddings.h5", ("query", "gallery"))
     head = load_head(tmp_path / "head.pt")
@@ -102,3 +105,36 @@ def test_cli_trains_a_config_row(tmp_path, capsys):
     assert main(["train-head", "--features", str(tmp_path / "toy.h5"), "--row", "nope", "--config",
                  str(tmp_path / "cfg.yaml"), "--out", str(tmp_path / "out2")]) == 2
     assert "no 'nope'" in capsys.readouterr().err
+
+
+PAPER_ROWS = load_yaml("config/config.yaml")["heads"]["rows"]
+
+
+@pytest.mark.parametrize("name", sorted(PAPER_ROWS))
+def test_every_paper_row_trains_each_term_it_switches_on_at_2048_d(name):
+    """One epoch of each config/config.yaml row on 2048-d features at BNNeck scale: every term the row switches on
+    has a non-zero share of the gradient norm on z_mu (no dead term), every term it switches off has none."""
+    torch.set_num_threads(1)
+    row = from_mapping(RowConfig, PAPER_ROWS[name], name).with_beta(1.0)
+    train = HeadTrainConfig(epochs=1, lr=1e-5, p=4, k=4, device="cpu")
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(4).repeat_interleave(4)
+    # identities in look-alike pairs (centres 0.1 apart per dimension, images 0.4): hard triplets, as on real data
+    centres = (torch.randn(2, 2048, generator=g) * 0.6).repeat_interleave(2, 0) + torch.randn(4, 2048, generator=g) * 0.1
+    features = centres[labels] + torch.randn(16, 2048, generator=g) * 0.4
+    features = features.unsqueeze(1)  # [N, V = 1, D]
+    torch.manual_seed(0)
+    model = build_head(2048, 4, row, train)
+    sampler = PKSampler(labels.tolist(), p=4, k=4, seed=0)
+    means = train_one_epoch(model, make_optimizer(model, train), features, labels, sampler, row, train, 0, 0)
+    diagnostics = epoch_diagnostics(model, features, labels, sampler, row, train, 0, 0)
+    shares = {term: diagnostics[f"grad_{term}"] for term in TERMS}
+    print(name, {term: f"{share:.2e}" for term, share in shares.items() if share})
+    for term in TERMS:
+        if getattr(row, term):
+            assert shares[term] > 0 and np.isfinite(means[term]), (term, shares)
+        else:
+            assert shares[term] == 0 and term not in means, (term, shares)
+    assert abs(sum(shares.values()) - 1.0) < 1e-6
+    if row.triplet or row.jst:
+        assert 0 < diagnostics["hard_pos"] and 0 < diagnostics["hard_neg"] and 0 <= diagnostics["active"] <= 1

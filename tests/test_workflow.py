@@ -133,7 +133,7 @@ def test_missing_archive_fails_in_prepare_with_its_message(tmp_path):
 
 @pytest.mark.parametrize("profile", ["default", "slurm"])
 def test_profiles_are_valid_yaml_with_the_gpu_resource_story(profile):
-    settings = yaml.safe_load((REPO / "workflow" / "profiles" / profile / "config.yaml").read_text())
+    settings = yaml.safe_load((REPO / "profiles" / profile / "config.yaml").read_text())
     if profile == "default":
         assert "gpu=1" in settings["resources"] and "params" in settings["rerun-triggers"]
     else:
@@ -143,7 +143,7 @@ def test_profiles_are_valid_yaml_with_the_gpu_resource_story(profile):
 
 
 def test_slurm_profile_plans_the_demo_with_the_executor_plugin(tmp_path):
-    result = snakemake(tmp_path, "all", "-n", "--profile", str(REPO / "workflow" / "profiles" / "slurm"),
+    result = snakemake(tmp_path, "all", "-n", "--workflow-profile", str(REPO / "profiles" / "slurm"),
                        configfile=DEMO)
     assert result.returncode == 0, result.stderr[-3000:]
     assert job_counts(result.stdout + result.stderr)["train_head"] > 0

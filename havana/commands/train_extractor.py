@@ -28,13 +28,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Load the extractor config, apply overrides, train, and print a one-line summary."""
-    from havana.config import load_yaml
+    from havana.config import load_yaml, override
     from havana.extractor_config import extractor_config
     from havana.train_extractor import train_extractor  # torch: imported to run, not to print help
 
     config = extractor_config(load_yaml(args.config), args.extractor)
-    overrides = {k: v for k, v in (("epochs", args.epochs), ("device", args.device)) if v is not None}
-    config = dataclasses.replace(config, train=dataclasses.replace(config.train, **overrides))
+    train = override(config.train, {"epochs": args.epochs, "device": args.device}, f"extractors.{args.extractor}.train")
+    config = dataclasses.replace(config, train=train)
     result = train_extractor(args.manifest, config, args.out, seed=args.seed, tracking_uri=args.tracking_uri,
                              experiment=args.experiment or Path(args.manifest).resolve().parent.name,
                              run_name=args.run_name or f"train_extractor/{args.extractor}")

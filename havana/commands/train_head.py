@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from pathlib import Path
 
 
@@ -29,7 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Resolve the row and training config, train, and print a one-line summary."""
-    from havana.config import from_mapping, load_yaml, section
+    from havana.config import from_mapping, load_yaml, override, section
     from havana.device import select_device
     from havana.evaluation import EvaluationConfig
     from havana.features import read_features
@@ -38,10 +37,9 @@ def run(args: argparse.Namespace) -> int:
 
     config = load_yaml(args.config)
     heads = section(config, "heads")
-    row = from_mapping(RowConfig, section(heads, "rows", args.row) or {}, f"heads.rows.{args.row}")
+    row = from_mapping(RowConfig, section(heads, "rows", args.row), f"heads.rows.{args.row}")
     train = from_mapping(HeadTrainConfig, heads.get("train") or {}, "heads.train")
-    overrides = {k: v for k, v in (("epochs", args.epochs), ("device", args.device)) if v is not None}
-    train = dataclasses.replace(train, **overrides)
+    train = override(train, {"epochs": args.epochs, "device": args.device}, "heads.train")
     features = read_features(args.features)
     dataset = args.dataset or str(features.attrs.get("dataset", Path(args.features).resolve().parents[1].name))
     row = row.with_beta(section(heads, "beta_by_dataset", dataset)) if row.beta is None else row

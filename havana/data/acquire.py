@@ -95,7 +95,10 @@ def resolve_source(dataset: Dataset, root: Path, *, archive: str | os.PathLike |
 
 def download(url: str, directory: Path) -> Path:
     """Download `url` into `directory` (kept under its own file name; an existing file there is reused)."""
-    name = Path(urllib.parse.unquote(urllib.parse.urlparse(url).path)).name
+    try:
+        name = Path(urllib.parse.unquote(urllib.parse.urlparse(url).path)).name
+    except ValueError as exc:
+        raise HavanaError(f"URL {url} is not a valid URL ({exc}); pass the URL of the archive file itself.") from None
     if not name:
         raise HavanaError(f"URL {url} does not end in a file name; pass the URL of the archive file itself.")
     destination = directory / name

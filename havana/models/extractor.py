@@ -181,18 +181,20 @@ def save_extractor(path: str | os.PathLike, model: nn.Module, config: ExtractorC
 
 def load_extractor(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[nn.Module, ExtractorConfig]:
     """Rebuild a trained extractor from `model.pt` (eval mode, no ImageNet download) and return it with its config."""
+    from havana import torch_io
     from havana.config import from_mapping
 
     path = Path(path)
     if not path.is_file():
         raise HavanaError(f"extractor checkpoint {path} does not exist; run `havana train-extractor` first.")
+    saved = torch_io.load(path, what="extractor checkpoint", advice="rerun `havana train-extractor`",
+                          map_location=map_location)
     try:
-        saved = torch.load(path, map_location=map_location, weights_only=True)
         config = from_mapping(ExtractorConfig, {**saved["config"], "pretrained": False, "weights": None}, str(path))
         with torch.device("meta"):  # no random initialisation: every tensor comes from the checkpoint
             model = build_extractor(config, saved["num_classes"])
         model.load_state_dict(saved["state_dict"], assign=True)
-    except (KeyError, RuntimeError, OSError, TypeError) as exc:
+    except (KeyError, RuntimeError, TypeError) as exc:
         raise HavanaError(f"{path} is not a havana extractor checkpoint ({exc.__class__.__name__}); "
                           "rerun `havana train-extractor`.") from None
     return model.eval(), config

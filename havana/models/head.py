@@ -13,18 +13,25 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict, dataclass, replace
-from typing import Optional
+from typing import ClassVar, Optional
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from havana import losses
+from havana.config import Limit, above, at_least, between
 from havana.atomic import atomic_path
 from havana.errors import HavanaError
 
 ACTIVATIONS = {"relu": nn.ReLU, "leaky_relu": nn.LeakyReLU, "gelu": nn.GELU, "tanh": nn.Tanh}
 TERMS = ("cls", "triplet", "jst", "reconx", "klz", "reconz", "klv")
+LOGVAR_BOUND = 10.0  # log-variances are soft-bounded to (-10, 10): exp never overflows, even in float16
+
+
+def bound_logvar(raw: torch.Tensor) -> torch.Tensor:
+    """LOGVAR_BOUND * tanh(raw / LOGVAR_BOUND): the identity near 0 (slope 1), smooth, inside (-10, 10)."""
+    return LOGVAR_BOUND * torch.tanh(raw / LOGVAR_BOUND)
 
 
 @dataclass
@@ -41,15 +48,22 @@ class RowConfig:
     constraint: bool = False  # covariance constraint C: z_sigma = I
     alpha: float = 0.2  # ELBO weight (Sect. 4.3: 0.2)
     beta: Optional[float] = None  # KL weight; None = the dataset's default (heads.beta_by_dataset: Market 1, MSMT 2)
-    gamma: float = 0.5  # JS triplet margin, on the JS / log 2 scale (Table 4: 0.5)
+    gamma: float = 0.5  # JS triplet margin, on the JS-in-bits scale [0, 1] (Table 4: 0.5)
+    js_divergence: str = "mean_dim"  # D_JS of Eq. 9: mean over dimensions of the per-dimension JS in bits, or "joint"
     lam: float = 1.0  # weight of the (JS) triplet loss (Sect. 4.3: 1.0)
     triplet_margin: float = 0.3  # Euclidean triplet margin (paper silent; BoT's 0.3)
+
+    LIMITS: ClassVar[dict[str, Limit]] = {"alpha": at_least(0), "beta": at_least(0), "gamma": at_least(0),
+                                          "lam": at_least(0), "triplet_margin": at_least(0)}
 
     def __post_init__(self) -> None:
         if self.triplet and self.jst:
             raise HavanaError("a head row uses the Euclidean triplet or the JS triplet, not both; switch one off.")
         if self.reconz and not self.constraint:
             raise HavanaError("reconz is the covariance constraint's rewrite of L_klz; set constraint: true with it.")
+        if self.js_divergence not in losses.JS_DIVERGENCES:
+            raise HavanaError(f"unknown js_divergence '{self.js_divergence}'; choose one of "
+                              f"{', '.join(losses.JS_DIVERGENCES)}.")
 
     @property
     def uses_hvd(self) -> bool:
@@ -75,6 +89,10 @@ class HeadTrainConfig:
     activation: str = "relu"  # MLP non-linearity (paper: "simple MLPs with non-linear activations")
     variation_dim: Optional[int] = None  # size of v; None = the latent size (paper silent)
     device: str = "auto"  # "auto" (a free GPU when present), "cpu", "cuda", "cuda:N"
+
+    LIMITS: ClassVar[dict[str, Limit]] = {"epochs": at_least(1), "lr": above(0), "weight_decay": at_least(0),
+                                          "p": at_least(1), "k": at_least(1), "variation_dim": at_least(1),
+                                          "label_smoothing": between(0, 1, high_open=True)}
 
 
 @dataclass
@@ -135,7 +153,7 @@ class HavanaHead(nn.Module):
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(z_mu, z_logvar); z_logvar is 0 (z_sigma = I) under the covariance constraint."""
         z_mu = self.f_mu(x)
-        return z_mu, torch.zeros_like(z_mu) if self.f_sigma is None else self.f_sigma(x)
+        return z_mu, torch.zeros_like(z_mu) if self.f_sigma is None else bound_logvar(self.f_sigma(x))
 
 
 def _reparameterize(mu: torch.Tensor, logvar: torch.Tensor | None) -> torch.Tensor:
@@ -143,25 +161,30 @@ def _reparameterize(mu: torch.Tensor, logvar: torch.Tensor | None) -> torch.Tens
     return mu + noise if logvar is None else mu + torch.exp(0.5 * logvar) * noise
 
 
-def head_loss(model: HavanaHead, x: torch.Tensor, labels: torch.Tensor, row: RowConfig, label_smoothing: float = 0.1
-              ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Algorithm 1 for one batch: (total, {term: value}) with only the row's terms computed (off terms: no graph).
+def term_weights(row: RowConfig) -> dict[str, float]:
+    """Each on term's weight in the total: cls 1, (triplet | jst) lam, reconx alpha, klz / klv / reconz alpha beta."""
+    weights = {"cls": 1.0, "triplet": row.lam, "jst": row.lam, "reconx": row.alpha,
+               "klz": row.alpha * row.beta, "klv": row.alpha * row.beta, "reconz": row.alpha * row.beta}
+    return {name: weights[name] for name in TERMS if getattr(row, name)}
 
-    total = cls + lam (triplet | jst) + alpha (reconx + beta (klz + klv [+ reconz under C])).
-    """
+
+def _loss_terms(model: HavanaHead, x: torch.Tensor, labels: torch.Tensor, row: RowConfig, label_smoothing: float
+                ) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """(z_mu, {term: value}, triplet mining info) of one batch; only the row's terms are computed."""
     if row.beta is None:
         raise HavanaError("the row's beta is unresolved; call row.with_beta(dataset default) first.")
     if row.uses_hvd and model.q_v is None:
         raise HavanaError("this row needs HVD but the head was built without it; build it with hvd=row.uses_hvd.")
     z_mu = model.f_mu(x)
-    z_logvar = None if row.constraint else model.f_sigma(x)
+    z_logvar = None if row.constraint else bound_logvar(model.f_sigma(x))
     terms: dict[str, torch.Tensor] = {}
+    info: dict[str, torch.Tensor] = {}
     if row.cls:
         terms["cls"] = losses.cross_entropy_label_smoothing(model.classifier(z_mu), labels, label_smoothing)
     if row.triplet:
-        terms["triplet"] = losses.batch_hard_triplet_loss(z_mu, labels, row.triplet_margin)[0]
+        terms["triplet"], info = losses.batch_hard_triplet_loss(z_mu, labels, row.triplet_margin)
     if row.jst:
-        terms["jst"] = losses.js_triplet_loss(z_mu, z_logvar, labels, row.gamma)[0]
+        terms["jst"], info = losses.js_triplet_loss(z_mu, z_logvar, labels, row.gamma, row.js_divergence)
     needs_sample = row.reconx or row.uses_hvd
     z_sample = _reparameterize(z_mu, z_logvar) if needs_sample else None
     if row.reconx:
@@ -169,8 +192,13 @@ def head_loss(model: HavanaHead, x: torch.Tensor, labels: torch.Tensor, row: Row
     z_tilde_mu = z_tilde_logvar = None
     if row.uses_hvd:
         v_mu, v_logvar = model.q_v(z_sample, labels).chunk(2, dim=1)
+        v_logvar = bound_logvar(v_logvar)
         decoded = model.p_z(_reparameterize(v_mu, v_logvar), labels)
-        z_tilde_mu, z_tilde_logvar = (decoded, None) if row.constraint else decoded.chunk(2, dim=1)
+        if row.constraint:
+            z_tilde_mu = decoded
+        else:
+            z_tilde_mu, z_tilde_logvar = decoded.chunk(2, dim=1)
+            z_tilde_logvar = bound_logvar(z_tilde_logvar)
         if row.klv:
             terms["klv"] = losses.gaussian_kl(v_mu, v_logvar, torch.zeros_like(v_mu), None).mean() / v_mu.shape[1]
     if row.reconz:
@@ -181,12 +209,43 @@ def head_loss(model: HavanaHead, x: torch.Tensor, labels: torch.Tensor, row: Row
         else:  # towards p(z | v, y)
             target_mu, target_logvar = z_tilde_mu, z_tilde_logvar
         terms["klz"] = losses.gaussian_kl(z_mu, z_logvar, target_mu, target_logvar).mean() / z_mu.shape[1]
-    get = lambda name: terms.get(name, 0.0)  # noqa: E731 - an off term adds a plain 0, no graph
-    elbo = get("reconx") + row.beta * (get("klz") + get("klv") + get("reconz"))
-    total = get("cls") + row.lam * (get("triplet") + get("jst")) + row.alpha * elbo
-    if not isinstance(total, torch.Tensor):
+    if not terms:
         raise HavanaError("the head row switches every loss term off; switch at least one on.")
-    return total, terms
+    return z_mu, terms, info
+
+
+def head_loss(model: HavanaHead, x: torch.Tensor, labels: torch.Tensor, row: RowConfig, label_smoothing: float = 0.1
+              ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Algorithm 1 for one batch: (total, {term: value}) with only the row's terms computed (off terms: no graph).
+
+    total = cls + lam (triplet | jst) + alpha (reconx + beta (klz + klv [+ reconz under C])).
+    """
+    _, terms, _ = _loss_terms(model, x, labels, row, label_smoothing)
+    weights = term_weights(row)
+    return sum(weights[name] * value for name, value in terms.items()), terms
+
+
+DIAGNOSTICS = ("hard_pos", "hard_neg", "active", *(f"grad_{term}" for term in TERMS))
+
+
+def loss_diagnostics(model: HavanaHead, x: torch.Tensor, labels: torch.Tensor, row: RowConfig,
+                     label_smoothing: float = 0.1) -> dict[str, float]:
+    """What shows that each term is alive, measured on one batch (no parameter update):
+
+    hard_pos / hard_neg: mean over anchors of the hardest positive's and hardest negative's divergence (JS in bits
+    for jst, Euclidean distance for triplet; 0 when the row has neither); active: the fraction of anchors whose
+    hinge is > 0; grad_<term>: the term's share of the gradient norm on z_mu, ||d(w_t L_t)/dz_mu|| / sum over on
+    terms (0 for off terms), with w_t the term's weight in the total.
+    """
+    z_mu, terms, info = _loss_terms(model, x, labels, row, label_smoothing)
+    weights = term_weights(row)
+    norms = {name: torch.autograd.grad(weights[name] * value, z_mu, retain_graph=True)[0].norm()
+             for name, value in terms.items()}
+    total_norm = sum(norms.values()).clamp_min(1e-30)
+    result = {"hard_pos": info.get("dist_ap", 0.0), "hard_neg": info.get("dist_an", 0.0),
+              "active": info.get("active", 0.0)}
+    result.update({f"grad_{name}": norms[name] / total_norm if name in norms else 0.0 for name in TERMS})
+    return {name: float(value) for name, value in result.items()}
 
 
 def build_head(feature_dim: int, num_classes: int, row: RowConfig, train: HeadTrainConfig) -> HavanaHead:
@@ -203,12 +262,13 @@ def save_head(path: str | os.PathLike, model: HavanaHead) -> None:
 
 def load_head(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> HavanaHead:
     """Rebuild a head from its self-describing checkpoint, in eval mode."""
+    from havana import torch_io
+
+    payload = torch_io.load(path, what="head checkpoint", advice="run `havana train-head` to create it again",
+                            map_location=map_location)
     try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
         model = HavanaHead(HeadConfig(**payload["config"]))
         model.load_state_dict(payload["state_dict"])
-    except FileNotFoundError:
-        raise HavanaError(f"head checkpoint {path} does not exist; run `havana train-head` to create it.") from None
-    except (KeyError, TypeError, RuntimeError, EOFError) as exc:
+    except (KeyError, TypeError, RuntimeError) as exc:
         raise HavanaError(f"{path} is not a HAVANA head checkpoint ({exc.__class__.__name__}); retrain it.") from None
     return model.eval()

@@ -167,10 +167,28 @@ def collect_metrics(layout: Layout, keys: set[RunKey], job: str) -> dict[RunKey,
     found: dict[RunKey, dict] = {}
     for key, path in paths.items():
         try:
-            found[key] = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
+            found[key] = check_metrics(path, json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise HavanaError(f"metrics file {path} cannot be read ({exc.__class__.__name__}); delete it and rerun its evaluate job.") from None
     return found
+
+
+def check_metrics(path: Path, payload: Any) -> dict:
+    """`payload` when every metric of its plain and flip blocks is a fraction in [0, 1] (NaN, strings and the
+    percent scale are refused: a table must never show 2115.6 or nan as a reproduced value)."""
+    if not isinstance(payload, dict):
+        raise HavanaError(f"metrics file {path} holds a {type(payload).__name__}, not the mapping `havana evaluate` "
+                          "writes; delete it and rerun its evaluate job.")
+    for block in ("plain", "flip"):
+        values = payload.get(block)
+        for metric in METRICS if isinstance(values, dict) else ():
+            value = values.get(metric)
+            if metric in values and not (isinstance(value, (int, float)) and not isinstance(value, bool)
+                                         and math.isfinite(value) and 0.0 <= value <= 1.0):
+                raise HavanaError(f"metrics file {path} has {block}.{metric} = {value!r}, not a fraction in [0, 1] "
+                                  "(havana evaluate writes fractions, never percent); delete it and rerun its "
+                                  "evaluate job.")
+    return payload
 
 
 def metric_percent(metrics: Mapping[str, Any], key: RunKey, metric: str, flip: bool) -> float:

@@ -10,6 +10,7 @@
 # reruns those jobs and no others.
 
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -23,9 +24,11 @@ config["seeds"] = SEEDS  # `--config 'seeds=[0,1]'` arrives as strings; the CLI 
 LAYOUT = layout.Layout.of(config)
 EXTRACTOR_SEED = int(config["extractor_seed"])
 TRACKING_URI = config["tracking_uri"]
-# Every rule names this environment (used only with `--sdm conda`); after creating it, install the package into it
-# with `pip install -e . --no-deps`. The default is the project's .venv, where `havana` is on PATH.
-CONDA_ENV = "../../environment.yml"
+# The software environment of every job under `--sdm conda`: this package and its pins (pyproject.toml), installed
+# from this checkout, whose path pip reads from HAVANA_SOURCE. Without --sdm conda, jobs use the Python running
+# Snakemake (e.g. the project's .venv).
+CONDA_ENV = "../envs/havana.yaml"
+os.environ.update(HAVANA_SOURCE=workflow.basedir)  # read by pip when --sdm conda builds CONDA_ENV
 
 # Jobs call the `havana` CLI of the Python running Snakemake (e.g. .venv/bin/snakemake without an activated venv).
 envvars:
@@ -76,15 +79,15 @@ def synth_args(wildcards):
 
 
 def prepare_source(wildcards):
-    """`--archive PATH` or `--url URL [--sha256 HEX]` for one dataset, from datasets.<ds>."""
+    """`--archive PATH` or `--url URL [--sha256 HEX]` for one dataset, from datasets.<ds>, quoted for the shell (an
+    archive path may hold spaces)."""
     entry = config["datasets"][wildcards.dataset]
     if "synth" in entry:
-        return f"--archive {LAYOUT.synthetic_archive(wildcards.dataset)}"
+        return f"--archive {shlex.quote(LAYOUT.synthetic_archive(wildcards.dataset))}"
+    checksum = f" --sha256 {shlex.quote(str(entry['sha256']))}" if entry.get("sha256") else ""
     if entry.get("url"):
-        checksum = f" --sha256 {entry['sha256']}" if entry.get("sha256") else ""
-        return f"--url {entry['url']}{checksum}"
-    checksum = f" --sha256 {entry['sha256']}" if entry.get("sha256") else ""
-    return f"--archive {entry['archive']}{checksum}"
+        return f"--url {shlex.quote(str(entry['url']))}{checksum}"
+    return f"--archive {shlex.quote(str(entry['archive']))}{checksum}"
 
 
 def prepare_inputs(wildcards):

@@ -30,4 +30,4 @@ rule prepare:
         CONDA_ENV
     shell:
         # tee: the one-sentence reason a dataset cannot be prepared (e.g. its archive is absent) reaches the terminal
-        "havana prepare {wildcards.dataset} --root {params.root} {params.source} 2>&1 | tee {log}"
+        "havana prepare {wildcards.dataset} --root {params.root:q} {params.source} 2>&1 | tee {log:q}"
