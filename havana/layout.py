@@ -49,7 +49,7 @@ RESOURCES = {
     "synthetic_archive": "archives/{dataset}",
 }
 # Files inside a head's folder (written by `havana train-head`).
-HEAD_FILES = {"head": "head.pt", "history": "history.csv", "embeddings": "embeddings.h5"}
+HEAD_FILES = {"head": "head.pt", "history": "history.csv"}
 RUN_ID_FILE = "mlflow_run_id"  # beside a training job's outputs: the MLflow run that produced them
 
 
@@ -172,8 +172,7 @@ def job_sections(config: Mapping[str, Any], job: str, **wildcards: Any) -> list[
     if job in ("train_extractor", "extract_features"):
         return [("extractors", wildcards["extractor"])]
     if job == "train_head":
-        return [("heads", "train"), ("heads", "rows", wildcards["row"]),
-                ("heads", "beta_by_dataset", wildcards["dataset"]), ("evaluation",)]
+        return [("heads", "train"), ("heads", "rows", wildcards["row"]), ("heads", "beta_by_dataset", wildcards["dataset"])]
     if job == "evaluate":
         return [("evaluation",)]
     common = [("results_dir",), ("resources_dir",), ("seeds",), ("active_datasets",)]

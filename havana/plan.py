@@ -43,8 +43,7 @@ PATH_BYTES = 80  # an image path's heap entry in the feature file (about 60 char
 VLEN_HANDLE_BYTES = 16  # a variable-length string's reference in its dataset
 TORCH_SAVE_BYTES_PER_TENSOR = 420  # torch.save's zip record and pickle entry per tensor, measured on head.pt files
 HDF5_FIXED_BYTES = 40_000  # superblock, groups, attributes and the fixed-size datasets' first chunks
-# What the engines do today (issue 11 changes both): a checkpoint every epoch, the last one left beside the outputs,
-# and every head writes embeddings.h5.
+# What the engines do today (issue 11 changes it): a checkpoint every epoch, the last one left beside the outputs.
 CHECKPOINT_KEPT = True
 HEAD_OUTPUTS = tuple(layout.HEAD_FILES.values())  # what a train_head job leaves (heads.smk's outputs)
 
@@ -178,12 +177,6 @@ def features_bytes(sizes: dict[str, tuple[int, int]], views: int, dim: int) -> i
     return total
 
 
-def embeddings_bytes(query: int, gallery: int, latent: int) -> int:
-    """A head's embeddings.h5: the feature-file schema holding z_mu [N, 2, L] (chunked) plus logvar (contiguous)."""
-    sizes = {"train": (0, 0), "query": (0, query), "gallery": (0, gallery)}
-    return features_bytes(sizes, 1, latent) + (query + gallery) * FLIP_VIEWS * latent * FLOAT_BYTES
-
-
 def _meta_extractor(config: ExtractorConfig, num_classes: int) -> torch.nn.Module:
     from havana.models.extractor import build_extractor
 
@@ -274,8 +267,6 @@ def make_plan(config: dict[str, Any], device_kinds: Iterable[str] = (costs.H100,
             rate = costs.rate(kind, "head_step")
             estimates["train_head"].hours[kind] += _hours(flops if rate.unit == "FLOP/s" else steps, kind, "head_step")
         kept = state_bytes(head) + (train.epochs + 1) * HISTORY_ROW_BYTES
-        query, gallery = sizes[job.dataset]["query"][1], sizes[job.dataset]["gallery"][1]
-        kept += embeddings_bytes(query, gallery, head.config.latent_dim)
         checkpoint_bytes = adam_checkpoint_bytes(head)
         estimates["train_head"].kept += kept + CHECKPOINT_KEPT * checkpoint_bytes
         estimates["train_head"].written += kept + train.epochs * checkpoint_bytes

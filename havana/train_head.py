@@ -1,5 +1,6 @@
 """Training engine of the HAVANA head on a feature file: P x K batches over identities, one random view per image,
-Algorithm 1, a checkpoint every epoch with exact resume, then head.pt, embeddings.h5 and an evaluation of z_mu.
+Algorithm 1, a checkpoint every epoch with exact resume, then head.pt and history.csv. The head is encoded and scored
+elsewhere, once (havana.scoring, through `havana evaluate` and the figures that show it).
 
 Randomness is re-seeded at the start of every epoch from (seed, epoch) - the P x K plan, the view choice and the
 reparameterisation noise - so a run resumed from the checkpoint of epoch e continues exactly as if never stopped.
@@ -14,7 +15,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 import torch
 from tqdm import tqdm
@@ -22,14 +22,13 @@ from tqdm import tqdm
 from havana import atomic, provenance, torch_io
 from havana.data.sampler import PKSampler
 from havana.errors import HavanaError
-from havana.evaluation import evaluate, merge_flip
-from havana.features import FeatureFile, FeatureSplit, write_features
-from havana.models.head import DIAGNOSTICS, TERMS, HavanaHead, HeadTrainConfig, RowConfig, build_head, head_loss, loss_diagnostics, save_head
+from havana.features import FeatureFile
+from havana.models.head import (DIAGNOSTICS, TERMS, HavanaHead, HeadTrainConfig, RowConfig, build_head, head_loss,
+                                loss_diagnostics, save_head)
 from havana.seeding import seed_everything
 from havana.tracking import job_run
 
-HISTORY_COLUMNS = ("epoch", "total", *TERMS, *DIAGNOSTICS, "lr", "mAP", "R1")
-ENCODE_CHUNK = 8192
+HISTORY_COLUMNS = ("epoch", "total", *TERMS, *DIAGNOSTICS, "lr")
 
 
 @dataclass
@@ -40,8 +39,6 @@ class HeadRun:
     row_name: str
     dataset: str
     seed: int = 0
-    metric: str = "euclidean"  # evaluation distance
-    max_rank: int = 50
     tracking_uri: str | None = None
     run_name: str | None = None
 
@@ -105,34 +102,10 @@ def epoch_diagnostics(model: HavanaHead, features: torch.Tensor, labels: torch.T
         return loss_diagnostics(model, features[index, 0], labels[index], row, train.label_smoothing)
 
 
-@torch.no_grad()
-def encode_views(model: HavanaHead, features: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """(z_mu, z_logvar) of features [N, V, D] as float32 arrays [N, V, L], in chunks."""
-    model.eval()
-    flat = features.reshape(-1, features.shape[-1])
-    mus, logvars = zip(*(model.encode(flat[i:i + ENCODE_CHUNK]) for i in range(0, len(flat), ENCODE_CHUNK)))
-    shape = (*features.shape[:2], -1)
-    return (torch.cat(mus).reshape(shape).float().cpu().numpy(), torch.cat(logvars).reshape(shape).float().cpu().numpy())
-
-
-def write_embeddings(path: Path, splits: dict[str, FeatureSplit], logvars: dict[str, np.ndarray], attrs: dict) -> None:
-    """The feature-file schema with z_mu as `features`, plus `logvar` [N, 2, L] in each group, written atomically."""
-    with atomic.atomic_path(path) as tmp:
-        write_features(tmp, splits, attrs)
-        with h5py.File(tmp, "a") as h5:
-            for name, logvar in logvars.items():
-                h5[name].create_dataset("logvar", data=logvar.astype(np.float32))
-
-
-def read_logvar(path: str | Path, split: str) -> np.ndarray:
-    """z_logvar [N, 2, L] of one split of an embeddings.h5 (0 for heads trained with the covariance constraint)."""
-    with h5py.File(path, "r") as h5:
-        return h5[split]["logvar"][...]
-
-
 def train_head(feature_file: FeatureFile, row: RowConfig, train: HeadTrainConfig, run: HeadRun,
                device: torch.device) -> dict[str, float]:
-    """Train (or resume) one head and write head.pt, history.csv, embeddings.h5 and provenance into run.out_dir."""
+    """Train (or resume) one head, write head.pt, history.csv and provenance into run.out_dir; return the last
+    epoch's mean total and terms (0 for a term the row switches off)."""
     if row.beta is None:
         raise HavanaError("the row's beta is unresolved; resolve it from heads.beta_by_dataset first.")
     seed_everything(run.seed)
@@ -173,26 +146,7 @@ def train_head(feature_file: FeatureFile, row: RowConfig, train: HeadTrainConfig
             atomic.write_text(out / "history.csv", _history_csv(history))
             tracker.log_epoch(epoch + 1, means)
             bar.set_postfix(total=f"{means['total']:.4f}")
-        splits, logvars = {}, {}
-        for name in ("query", "gallery"):
-            part = feature_file[name]
-            z_mu, z_logvar = encode_views(model, torch.from_numpy(part.features).to(device))
-            splits[name] = FeatureSplit(z_mu, part.pids, part.camids, part.paths)
-            logvars[name] = z_logvar
-        scores = {}
-        for label, pick in (("", lambda f: f[:, 0]), ("flip_", merge_flip)):
-            result = evaluate(pick(splits["query"].features), pick(splits["gallery"].features), splits["query"].pids,
-                              splits["gallery"].pids, splits["query"].camids, splits["gallery"].camids,
-                              metric=run.metric, max_rank=run.max_rank)
-            scores.update({f"{label}mAP": result["mAP"], f"{label}R1": result["cmc"][0]})
-        if history:
-            history[-1].update({"mAP": scores["mAP"], "R1": scores["R1"]})
-        atomic.write_text(out / "history.csv", _history_csv(history))
         save_head(out / "head.pt", model)
-        attrs = {**feature_file.attrs, "head_row": run.row_name, "seed": run.seed, "embedding": "z_mu"}
-        attrs.pop("complete", None)
-        write_embeddings(out / "embeddings.h5", splits, logvars, attrs)
         provenance.write_beside(out / "head.pt", resolved | {"train": train})
-        tracker.log_metrics(scores)
         tracker.log_artifact(out / "history.csv")
-    return scores
+    return {key: history[-1][key] for key in ("total", *TERMS)} if history else {}

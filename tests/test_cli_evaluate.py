@@ -168,3 +168,28 @@ def test_tracked_evaluation_logs_the_json_metrics_and_a_rerun_resumes_its_run(tm
     logged, written = runs[0].data.metrics, read_json(out)
     assert logged["mAP"] == pytest.approx(written["plain"]["mAP"]) and logged["flip_R1"] == pytest.approx(written["flip"]["R1"])
     assert (out.parent / "seed0.mlflow" / "mlflow_run_id").read_text().strip() == runs[0].info.run_id
+
+
+def test_evaluate_never_waits_on_a_gpu_lock_it_was_not_granted(tmp_path, feature_file):
+    """Two fake GPUs, both locks held by other processes (training jobs under --resources gpu=2): evaluate, as the
+    rule runs it (no --device), finishes on CPU at once instead of queueing behind the locks."""
+    import os
+    import subprocess
+    import sys
+
+    holder = ("import sys\nfrom havana.device import claim_gpu\n"
+              "print(claim_gpu(['0', '1'], lock_dir=sys.argv[1], wait_s=0), flush=True)\nsys.stdin.read()\n")
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "0,1", "HAVANA_GPU_LOCK_DIR": str(tmp_path / "locks")}
+    env.pop("HAVANA_GPU_WAIT_S", None)  # the default: wait for a lock without limit
+    holders = [subprocess.Popen([sys.executable, "-c", holder, str(tmp_path / "locks")], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, text=True, env=env) for _ in range(2)]
+    try:
+        assert sorted(h.stdout.readline().strip() for h in holders) == ["0", "1"]  # both fake GPUs are taken
+        out = tmp_path / "m.json"
+        done = subprocess.run([sys.executable, "-m", "havana", "evaluate", "--features", str(feature_file),
+                               "--out", str(out)], env=env, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        assert "waiting" not in done.stderr and read_json(out)["provenance"]["config"]["device"] == "cpu"
+    finally:
+        for h in holders:
+            h.communicate("", timeout=60)

@@ -6,9 +6,11 @@ import json
 from pathlib import Path
 
 import h5py
+import matplotlib.text
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import yaml
 from PIL import Image
 
@@ -16,6 +18,7 @@ from havana.cli import main
 from havana.errors import HavanaError
 from havana.features import FeatureSplit, write_features
 from havana.layout import Layout
+from havana.models.head import HavanaHead, HeadConfig, save_head
 from havana.report import figures
 
 DS = "synthetic"
@@ -55,17 +58,19 @@ def split(rng: np.random.Generator, pids: list[int], camids: list[int], prefix: 
     return FeatureSplit(features=np.stack([base, base], axis=1), pids=pids, camids=camids, paths=paths)
 
 
-def write_test_file(path: Path, seed: int, noise: float, logvar: bool = False) -> None:
+def write_test_file(path: Path, seed: int, noise: float) -> None:
     rng = np.random.default_rng(seed)
     q_pids = list(range(NUM_IDS))
     g_pids = [pid for pid in range(NUM_IDS) for _ in range(4)]
     splits = {"query": split(rng, q_pids, [0] * NUM_IDS, "query", noise),
               "gallery": split(rng, g_pids, [1] * len(g_pids), "gallery", noise)}
     write_features(path, splits, {"dataset": DS})
-    if logvar:
-        with h5py.File(path, "a") as h5:
-            for name, data in splits.items():
-                h5[name].create_dataset("z_logvar", data=np.log(0.5 + rng.random(data.features.shape)).astype(np.float32))
+
+
+def write_head(folder: Path, seed: int, constraint: bool) -> None:
+    """A small head on DIM-d features (seeded weights); without the constraint it has a learned z_sigma."""
+    torch.manual_seed(seed)
+    save_head(folder / "head.pt", HavanaHead(HeadConfig(feature_dim=DIM, num_classes=NUM_IDS, constraint=constraint)))
 
 
 def write_metrics(results: Path, dataset: str, extractor: str, head: str, seed: int, map_fraction: float) -> None:
@@ -89,8 +94,8 @@ def run_dirs(tmp_path: Path) -> tuple[Path, Path]:
     results, resources = tmp_path / "results", tmp_path / "resources"
     write_test_file(results / DS / "features" / "bot_r18.h5", seed=0, noise=2.0)
     heads = results / DS / "heads" / "bot_r18"
-    write_test_file(heads / "havana" / "seed0" / "embeddings.h5", seed=1, noise=0.3, logvar=True)
-    write_test_file(heads / "vnae_jst_hvd" / "seed0" / "embeddings.h5", seed=2, noise=0.5, logvar=True)
+    write_head(heads / "havana" / "seed0", seed=1, constraint=True)
+    write_head(heads / "vnae_jst_hvd" / "seed0", seed=2, constraint=False)
     history(5, klv=2.0, reconz=0.5).to_csv(heads / "havana" / "seed0" / "history.csv", index=False)
     (heads / "havana" / "seed1").mkdir()
     history(6, klv=4.0, reconz=1.5).to_csv(heads / "havana" / "seed1" / "history.csv", index=False)
@@ -237,3 +242,48 @@ def test_cli_figure(tmp_path: Path, run_dirs, capsys) -> None:
     assert out.is_file() and (out.parent / "fig9_params.png.provenance.yaml").is_file()
     assert main(args[:5] + ["--results-dir", str(tmp_path / "none")] + args[5:]) == 2
     assert "figure fig9 needs" in capsys.readouterr().err
+
+
+def test_no_panel_says_no_data_where_its_input_exists(tmp_path: Path, run_dirs, monkeypatch) -> None:
+    """Every input of every figure exists in run_dirs (Fig. 8 restricted to the dataset that has its grid): no text
+    artist of any figure may say "no data", and Fig. 6 draws its sigma panel from the learned-sigma head."""
+    results, resources = run_dirs
+    layout = Layout(str(results), str(resources))
+    config = make_config()
+    config["figures"]["fig8"]["datasets"] = [DS]
+    drawn: dict[str, list[str]] = {}
+    save_png = figures.save_png
+
+    def capture(fig, out):
+        drawn[Path(out).stem] = [text.get_text() for text in fig.findobj(matplotlib.text.Text)]
+        return save_png(fig, out)
+
+    monkeypatch.setattr(figures, "save_png", capture)
+    for name in figures.FIGURES:
+        figures.write_figure(config, name, tmp_path / f"{name}.png", layout)
+    assert sorted(drawn) == sorted(figures.FIGURES)
+    for name, texts in drawn.items():
+        assert not [text for text in texts if "no data" in text], (name, texts)
+    assert r"HAVANA-$\sigma$" in drawn["fig6"] and r"HAVANA-$\mu$" in drawn["fig6"]
+    # The oracle can fail: without the sigma row's head.pt the figure is an error naming it (never a "no data" panel).
+    missing = results / DS / "heads" / "bot_r18" / "vnae_jst_hvd" / "seed0" / "head.pt"
+    missing.unlink()
+    with pytest.raises(HavanaError, match=f"figure fig6 needs {missing}, which does not exist"):
+        figures.write_figure(config, "fig6", tmp_path / "fig6.png", layout)
+
+
+def test_head_embeddings_are_encoded_from_head_and_features(run_dirs) -> None:
+    results, _ = run_dirs
+    features = results / DS / "features" / "bot_r18.h5"
+    head_path = results / DS / "heads" / "bot_r18" / "vnae_jst_hvd" / "seed0" / "head.pt"
+    sigma = figures.head_test_embeddings(features, head_path, "logvar")
+    mu = figures.head_test_embeddings(features, head_path)
+    raw = figures.read_test_embeddings(features)
+    from havana.models.head import load_head
+
+    with torch.no_grad():
+        want_mu, want_logvar = load_head(head_path).encode(torch.as_tensor(raw.gallery, dtype=torch.float32))
+    np.testing.assert_allclose(mu.gallery, want_mu.numpy(), atol=1e-6)
+    np.testing.assert_allclose(sigma.gallery, want_logvar.numpy(), atol=1e-6)
+    assert sigma.gallery.std() > 0 and np.array_equal(mu.g_pids, raw.g_pids)
+    assert figures.head_test_embeddings(features, head_path.with_name("none.pt")) is None

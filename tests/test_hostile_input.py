@@ -412,8 +412,7 @@ def test_bad_gpu_lock_settings_are_one_sentence(tmp_path, capsys, monkeypatch, c
     (lambda c: c["heads"]["rows"].update(havana=None), ("heads.rows.havana is empty (null)",)),
     (lambda c: c["heads"]["rows"]["havana"].update(alpha=-0.2), ("heads.rows.havana.alpha=-0.2", "at least 0")),
     (lambda c: c["heads"].update(train=[1, 2]), ("heads.train must be a mapping", "not the list")),
-    (lambda c: c.update(evaluation="cosine"), ("evaluation must be a mapping", "not the str 'cosine'")),
-], ids=["epochs-negative", "lr-nan", "smoothing-over-1", "row-null", "alpha-negative", "section-list", "section-str"])
+], ids=["epochs-negative", "lr-nan", "smoothing-over-1", "row-null", "alpha-negative", "section-list"])
 def test_bad_head_config_is_one_sentence_and_trains_nothing(tmp_path, capsys, change, fragments):
     features = feature_file(tmp_path / "f.h5")
     config = json.loads(json.dumps(HEAD_CONFIG))
@@ -422,6 +421,16 @@ def test_bad_head_config_is_one_sentence_and_trains_nothing(tmp_path, capsys, ch
                          "--config", config_file(tmp_path / "c.yaml", config), "--out", tmp_path / "head")
     assert_sentence(status, err, "train-head", *fragments)
     assert not (tmp_path / "head").exists()
+
+
+def test_evaluation_section_of_the_wrong_type_is_one_sentence(tmp_path, capsys):
+    """train-head no longer reads `evaluation` (havana evaluate scores heads); evaluate refuses it."""
+    features = feature_file(tmp_path / "f.h5")
+    config = {**json.loads(json.dumps(HEAD_CONFIG)), "evaluation": "cosine"}
+    status, _, err = run(capsys, "evaluate", "--features", features, "--config", config_file(tmp_path / "c.yaml", config),
+                         "--out", tmp_path / "m.json")
+    assert_sentence(status, err, "evaluate", "evaluation must be a mapping", "not the str 'cosine'")
+    assert not (tmp_path / "m.json").exists()
 
 
 def test_negative_epochs_on_the_command_line_are_refused(tmp_path, capsys):

@@ -9,13 +9,13 @@ from pathlib import Path
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `train-head` subcommand."""
     parser = subparsers.add_parser(
-        "train-head", help="train a HAVANA head on extracted features (checkpoint every epoch, resumable)",
+        "train-head", help="train a HAVANA head on extracted features (checkpointed, resumable)",
         description="Train heads.rows.<ROW> of the config on the train split of FEATURES; writes DIR/head.pt, "
-                    "DIR/history.csv, DIR/embeddings.h5 (query/gallery z_mu and z_logvar), provenance, and "
-                    "DIR/checkpoint.pt (rerunning resumes from it), then evaluates z_mu.")
+                    "DIR/history.csv and provenance, and DIR/checkpoint.pt while it runs (rerunning resumes from it). "
+                    "`havana evaluate --head DIR/head.pt` scores the head.")
     parser.add_argument("--features", required=True, help="results/<ds>/features/<extractor>.h5")
     parser.add_argument("--row", required=True, help="a heads.rows.<ROW> entry, e.g. havana or vnae_jst")
-    parser.add_argument("--config", required=True, help="YAML config holding heads: and evaluation:")
+    parser.add_argument("--config", required=True, help="YAML config holding heads:")
     parser.add_argument("--out", required=True, help="output folder, e.g. results/<ds>/heads/<extractor>/<row>/seed0")
     parser.add_argument("--seed", type=int, default=0, help="seed of every RNG (default 0)")
     parser.add_argument("--dataset", help="dataset name for beta_by_dataset and MLflow (default: the features' attribute)")
@@ -30,7 +30,6 @@ def run(args: argparse.Namespace) -> int:
     """Resolve the row and training config, train, and print a one-line summary."""
     from havana.config import from_mapping, load_yaml, override, section
     from havana.device import select_device
-    from havana.evaluation import EvaluationConfig
     from havana.features import read_features
     from havana.models.head import HeadTrainConfig, RowConfig
     from havana.train_head import HeadRun, train_head  # torch: imported to run, not to print help
@@ -43,12 +42,10 @@ def run(args: argparse.Namespace) -> int:
     features = read_features(args.features)
     dataset = args.dataset or str(features.attrs.get("dataset", Path(args.features).resolve().parents[1].name))
     row = row.with_beta(section(heads, "beta_by_dataset", dataset)) if row.beta is None else row
-    evaluation = from_mapping(EvaluationConfig, config.get("evaluation") or {}, "evaluation")
     head_run = HeadRun(out_dir=Path(args.out), row_name=args.row, dataset=dataset, seed=args.seed,
-                       metric=evaluation.metric, max_rank=evaluation.max_rank,
                        tracking_uri=args.tracking_uri, run_name=args.run_name)
-    scores = train_head(features, row, train, head_run, select_device(train.device))
-    print(f"havana train-head: {args.row} (seed {args.seed}) trained for {train.epochs} epochs -> {args.out}/head.pt; "
-          f"z_mu mAP {100 * scores['mAP']:.2f}, R1 {100 * scores['R1']:.2f} (flip: {100 * scores['flip_mAP']:.2f}, "
-          f"{100 * scores['flip_R1']:.2f})")
+    last = train_head(features, row, train, head_run, select_device(train.device))
+    summary = ", ".join(f"{name} {value:.4g}" for name, value in last.items() if value)
+    print(f"havana train-head: {args.row} (seed {args.seed}) trained for {train.epochs} epochs -> {args.out}/head.pt"
+          + (f" (last epoch: {summary})" if summary else ""))
     return 0

@@ -4,7 +4,8 @@ Each figure's settings class declares the files it reads (`reads`, through havan
 figure rule's Snakemake input); `write_figure` checks they all exist (a missing one is an error naming it) and
 `figN(config, settings, layout, out)` reads them, turns them into plot data with a pure function (exposed for tests),
 draws, and saves a PNG atomically. Datasets outside active_datasets get no panel. Heads shown in Figs. 5 and 6 are the
-first seed's.
+first seed's, encoded in the figure job from head.pt and the features (havana.scoring.encode): no head's
+embeddings are stored.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from typing import Any, Callable, Mapping, Sequence
 import matplotlib
 
 matplotlib.use("Agg")
-import h5py  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
@@ -57,7 +57,7 @@ class Fig5Config:
 
     def reads(self, layout: Layout, seeds: Sequence[int]) -> list[str]:
         ds, ex = self.dataset, self.extractor
-        return [layout.features(ds, ex), layout.head_file(ds, ex, self.row, seeds[0], "embeddings"), layout.manifest(ds)]
+        return [layout.features(ds, ex), layout.head_file(ds, ex, self.row, seeds[0], "head"), layout.manifest(ds)]
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,7 @@ class Fig6Config:
     dataset: str  # test identities come from this dataset's query and gallery
     extractor: str  # the baseline features
     row_mu: str = "havana"  # panel HAVANA-mu: z_mu of this row
-    row_sigma: str = "vnae_jst_hvd"  # panel HAVANA-sigma: exp(0.5·z_logvar) of this row (needs a learned z_sigma)
+    row_sigma: str = "vnae_jst_hvd"  # panel HAVANA-sigma: exp(0.5·z_logvar) of this row's head (a learned z_sigma)
     num_ids: int = 10  # identities drawn at random (seeded)
     max_per_id: int = 20  # images per identity at most, so t-SNE stays quick
     seed: int = 0  # seeds the identity draw and t-SNE (random_state)
@@ -78,7 +78,7 @@ class Fig6Config:
 
     def reads(self, layout: Layout, seeds: Sequence[int]) -> list[str]:
         ds, ex = self.dataset, self.extractor
-        return [layout.features(ds, ex)] + [layout.head_file(ds, ex, row, seeds[0], "embeddings")
+        return [layout.features(ds, ex)] + [layout.head_file(ds, ex, row, seeds[0], "head")
                                             for row in (self.row_mu, self.row_sigma)]
 
 
@@ -161,25 +161,35 @@ class TestEmbeddings:
     g_paths: list[str]
 
 
-def read_test_embeddings(path: str | os.PathLike, dataset_name: str = "features") -> TestEmbeddings | None:
-    """Plain-view query/gallery rows of `dataset_name` ('features', or 'z_logvar' in a head's embeddings.h5); None if absent."""
+def _test_embeddings(data: Any, query: np.ndarray, gallery: np.ndarray) -> TestEmbeddings:
+    q, g = data["query"], data["gallery"]
+    return TestEmbeddings(query=query, gallery=gallery, q_pids=q.pids, g_pids=g.pids, q_camids=q.camids,
+                          g_camids=g.camids, q_paths=q.paths, g_paths=g.paths)
+
+
+def read_test_embeddings(path: str | os.PathLike) -> TestEmbeddings | None:
+    """Plain-view query/gallery rows of a feature file; None if it is absent."""
     from havana.features import read_features
 
     if not Path(path).is_file():
         return None
-    split_data = read_features(path, ("query", "gallery")).splits
-    arrays = {}
-    if dataset_name != "features":
-        with h5py.File(path, "r") as h5:
-            for split in ("query", "gallery"):
-                if dataset_name not in h5[split]:
-                    return None
-                values = h5[split][dataset_name][...]
-                arrays[split] = values[:, 0] if values.ndim == 3 else values
-    q, g = split_data["query"], split_data["gallery"]
-    return TestEmbeddings(query=arrays.get("query", q.features[:, 0]), gallery=arrays.get("gallery", g.features[:, 0]),
-                          q_pids=q.pids, g_pids=g.pids, q_camids=q.camids, g_camids=g.camids,
-                          q_paths=q.paths, g_paths=g.paths)
+    data = read_features(path, ("query", "gallery"))
+    return _test_embeddings(data, data["query"].features[:, 0], data["gallery"].features[:, 0])
+
+
+def head_test_embeddings(features: Path, head: Path, part: str = "mu") -> TestEmbeddings | None:
+    """Plain-view query/gallery rows of a head's z_mu (`part` "mu") or z_logvar ("logvar"), encoded here from head.pt
+    and the features through havana.scoring (no head's embeddings are stored); None when either file is absent."""
+    from havana import scoring
+
+    if not Path(features).is_file() or not Path(head).is_file():
+        return None
+    data = scoring.read_test_features(features)
+    model = scoring.load_head_for(head, data, features)
+    encoded = [scoring.encode(model, data[name].features[:, :1], logvar=part == "logvar")
+               for name in scoring.TEST_SPLITS]
+    query, gallery = (getattr(e, part)[:, 0] for e in encoded)
+    return _test_embeddings(data, query, gallery)
 
 
 def read_histories(layout: Layout, dataset: str, extractor: str, row: str, seeds: Sequence[int]) -> list[pd.DataFrame]:
@@ -389,8 +399,9 @@ def fig5(config: Mapping[str, Any], settings: Fig5Config, layout: Layout, out: s
     from havana.evaluation import EvaluationConfig, topk_indices
 
     seed = config_seeds(config)[0]
-    baseline = read_test_embeddings(layout.features(settings.dataset, settings.extractor))
-    havana = read_test_embeddings(layout.head_file(settings.dataset, settings.extractor, settings.row, seed, "embeddings"))
+    features = layout.features(settings.dataset, settings.extractor)
+    baseline = read_test_embeddings(features)
+    havana = head_test_embeddings(features, layout.head_file(settings.dataset, settings.extractor, settings.row, seed, "head"))
     reference = baseline if baseline is not None else havana
     queries = choose_queries(reference.q_pids, reference.q_camids, reference.g_pids, reference.g_camids,
                              settings.num_queries, settings.seed)
@@ -456,11 +467,12 @@ def fig6(config: Mapping[str, Any], settings: Fig6Config, layout: Layout, out: s
     """t-SNE of the same images of `num_ids` seeded identities: baseline, HAVANA-mu (z_mu), HAVANA-sigma (exp(½ logvar))."""
     seed = config_seeds(config)[0]
     ds, ex = settings.dataset, settings.extractor
+    features = layout.features(ds, ex)
     panels = [
-        ("Baseline", read_test_embeddings(layout.features(ds, ex)), None),
-        (r"HAVANA-$\mu$", read_test_embeddings(layout.head_file(ds, ex, settings.row_mu, seed, "embeddings")), None),
-        (r"HAVANA-$\sigma$", read_test_embeddings(layout.head_file(ds, ex, settings.row_sigma, seed, "embeddings"),
-                                                  "z_logvar"), lambda logvar: np.exp(0.5 * logvar)),
+        ("Baseline", read_test_embeddings(features), None),
+        (r"HAVANA-$\mu$", head_test_embeddings(features, layout.head_file(ds, ex, settings.row_mu, seed, "head")), None),
+        (r"HAVANA-$\sigma$", head_test_embeddings(features, layout.head_file(ds, ex, settings.row_sigma, seed, "head"),
+                                                  "logvar"), lambda logvar: np.exp(0.5 * logvar)),
     ]
     available = [data for _, data, _ in panels if data is not None]
     reference = available[0]
@@ -476,7 +488,7 @@ def fig6(config: Mapping[str, Any], settings: Fig6Config, layout: Layout, out: s
                 continue
             if not np.array_equal(np.concatenate([data.q_pids, data.g_pids]), pids):
                 raise HavanaError(f"the {title} embeddings of {ds}/{ex} do not list the same images as the features; "
-                                  "rerun train-head on the current features.")
+                                  "rerun the pipeline on the current features.")
             points = np.concatenate([data.query, data.gallery])[rows]
             points = transform(points) if transform is not None else points
             if len(rows) < 4:

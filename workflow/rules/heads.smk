@@ -7,7 +7,6 @@ rule train_head:
     output:
         head=LAYOUT.head_file("{dataset}", "{extractor}", "{row}", "{seed}", "head"),
         history=LAYOUT.head_file("{dataset}", "{extractor}", "{row}", "{seed}", "history"),
-        embeddings=LAYOUT.head_file("{dataset}", "{extractor}", "{row}", "{seed}", "embeddings"),
     log:
         LAYOUT.log("train_head/{dataset}/{extractor}/{row}/seed{seed}"),
     params:
