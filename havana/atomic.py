@@ -91,7 +91,7 @@ def _free_bytes(folder: Path) -> int:
         info = os.statvfs(folder)
     except OSError:
         return LOW_SPACE_BYTES
-    return info.f_bavail * info.f_frsize
+    return info.f_bavail * info.f_frsize if info.f_blocks else 1 << 62  # no size reported (some FUSE mounts)
 
 
 def _named(exc: BaseException, destination: Path, disk_full: bool) -> BaseException | None:

@@ -95,14 +95,17 @@ class Checkpointer:
             return epoch_end
         return time.monotonic() - self._last >= self.interval_s
 
-    def load(self, map_location: torch.device | str) -> dict[str, Any] | None:
-        """The saved state, or None when there is no checkpoint."""
+    def load(self, map_location: torch.device | str, advice: str) -> dict[str, Any] | None:
+        """The saved state, None when there is no checkpoint, HavanaError (ending with `advice`) when it is damaged."""
+        from havana import torch_io
+
         if not self.path.is_file():
             return None
-        return torch.load(self.path, map_location=map_location, weights_only=False)
+        return torch_io.load(self.path, what="training checkpoint", advice=advice, map_location=map_location,
+                             weights_only=False)
 
     def save(self, state: dict[str, Any], where: str) -> None:
-        """Write `state` atomically; after SIGTERM, then stop with Preempted naming `where` (e.g. "epoch 3, step 40")."""
+        """Write `state` atomically; after SIGTERM, then stop with Preempted naming `where` ("epoch 3, step 40")."""
         with atomic.atomic_path(self.path) as tmp:
             torch.save(state, tmp)
             size = tmp.stat().st_size
@@ -116,3 +119,12 @@ class Checkpointer:
     def remove(self) -> None:
         """Delete the checkpoint: the job's final outputs exist."""
         self.path.unlink(missing_ok=True)
+
+
+def checkpoints_written(job_seconds: float, minutes: float, epochs: int) -> int:
+    """How many checkpoints an uninterrupted job of `job_seconds` writes (each preemption adds one): one per elapsed
+    interval, so none in a job shorter than it; with interval 0, one per epoch but the last. `havana plan` multiplies
+    it by the checkpoint's size (weights + Adam's two moments) for the bytes written; none is kept."""
+    if minutes == 0:
+        return max(0, epochs - 1)
+    return int(job_seconds // (60.0 * minutes))

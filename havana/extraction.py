@@ -1,6 +1,7 @@
 """Feature extraction: run a trained extractor over a manifest and stream the features into the HDF5 store.
 
-Train images give V views (view 0 un-augmented, views 1.. with the train augmentation seeded per image); query and
+Train images give V views (view 0 un-augmented, views 1.. with the train augmentation seeded per image, random erasing
+switchable by `extraction.random_erasing` for Table 6); query and
 gallery images give two: plain and horizontally flipped. Un-augmented images travel as uint8 and are normalised and
 flipped per batch on the model's device. Batched under `torch.inference_mode`, bf16 autocast on CUDA.
 """
@@ -99,7 +100,9 @@ def _extract_split(model, config: ExtractorConfig, extraction: ExtractionConfig,
         return 0
     plain = plain_transform(config.image_size)
     if split == "train":
-        data = MultiViewImages(root, rows, plain, train_transform(config.image_size, config.transforms),
+        views = config.transforms if extraction.random_erasing is None else dataclasses.replace(
+            config.transforms, random_erasing=extraction.random_erasing)
+        data = MultiViewImages(root, rows, plain, train_transform(config.image_size, views),
                                views=extraction.views, seed=extraction.seed)
         batch_size = max(1, extraction.batch_size // extraction.views)  # images per forward stays batch_size
     else:

@@ -149,6 +149,8 @@ class FeatureWriter:
     def _check_space(self, batch_bytes: int, chunks: tuple[int, ...]) -> None:
         """OSError(ENOSPC) naming the output unless the batch, a few chunks and the margin fit on the disk."""
         stats = os.statvfs(self._tmp)
+        if stats.f_blocks == 0:
+            return  # a file system that reports no size (some FUSE mounts): nothing to check against
         free = stats.f_bavail * stats.f_frsize
         needed = batch_bytes + 4 * 4 * int(np.prod(chunks)) + SPACE_MARGIN_BYTES
         if free < needed:

@@ -274,6 +274,11 @@ def figure_runs(config: Mapping[str, Any], name: str) -> set[tuple[str, str]]:
     return set(figures.settings(config, name).runs())
 
 
+def model_source(config: Mapping[str, Any], extractor: str) -> str:
+    """The extractors entry whose trained model.pt `extractor` extracts with: its model_from, else itself."""
+    return ((config.get("extractors") or {}).get(extractor) or {}).get("model_from") or extractor
+
+
 def check_references(config: Mapping[str, Any]) -> None:
     """HavanaError, in one sentence, when the config names a dataset, extractor or head row it does not define."""
     from havana.report import tables
@@ -291,6 +296,10 @@ def check_references(config: Mapping[str, Any]) -> None:
         if extractor not in extractors:
             raise HavanaError(f"a table or figure names extractor '{extractor}', which extractors does not define "
                               f"(known: {', '.join(extractors) or 'none'}).")
+        source = extractors[extractor].get("model_from") if isinstance(extractors[extractor], Mapping) else None
+        if source and (source not in extractors or model_source(config, source) != source):
+            raise HavanaError(f"extractors.{extractor}.model_from names '{source}', which must be an extractors "
+                              f"entry that trains its own model (known: {', '.join(extractors)}).")
         if row != BASELINE and row not in rows:
             raise HavanaError(f"a table or figure names head row '{row}', which heads.rows does not define; "
                               f"add heads.rows.{row} or use one of: {', '.join(rows) or 'none defined'}.")

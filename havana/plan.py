@@ -7,8 +7,9 @@ tensor by tensor; dataset sizes are the registry's official statistics (or the s
 Rates per device kind are data in havana/costs.py, each marked measured or extrapolated.
 
 Disk: results/ only (the prepared dataset images live under resources/ and are not counted; logs, MLflow and
-provenance files are a few kB per job). `kept` is what the stage leaves; `written` adds every training checkpoint
-written on the way (weights + Adam's two moments), as the engines write and keep them (CHECKPOINT_KEPT).
+provenance files are a few kB per job). `kept` is what the stage leaves; `written` adds the training checkpoints
+written on the way (weights + Adam's two moments): one per `checkpoint_minutes` of the job's time on the first
+device kind (havana.checkpointing.checkpoints_written), none kept once the job's outputs exist.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any, Iterable
 import torch
 
 from havana import costs, layout
+from havana.checkpointing import checkpoints_written
 from havana.config import from_mapping
 from havana.errors import HavanaError
 from havana.extractor_config import ExtractorConfig, extractor_config
@@ -43,9 +45,7 @@ PATH_BYTES = 80  # an image path's heap entry in the feature file (about 60 char
 VLEN_HANDLE_BYTES = 16  # a variable-length string's reference in its dataset
 TORCH_SAVE_BYTES_PER_TENSOR = 420  # torch.save's zip record and pickle entry per tensor, measured on head.pt files
 HDF5_FIXED_BYTES = 40_000  # superblock, groups, attributes and the fixed-size datasets' first chunks
-# What the engines do today (issue 11 changes it): a checkpoint every epoch, the last one left beside the outputs.
-CHECKPOINT_KEPT = True
-HEAD_OUTPUTS = tuple(layout.HEAD_FILES.values())  # what a train_head job leaves (heads.smk's outputs)
+HEAD_OUTPUTS = tuple(layout.HEAD_FILES.values())  # what a train_head job leaves (heads.smk's outputs; no embeddings)
 
 
 @dataclass(frozen=True)
@@ -123,7 +123,8 @@ def planned_jobs(config: dict[str, Any]) -> dict[str, list[Job]]:
         if "synth" in config["datasets"].get(dataset, {}):
             jobs["prepare"].append(Job("synthesize", dataset))
         jobs["prepare"].append(Job("prepare", dataset))
-    jobs["train_extractor"] = [Job("train_extractor", ds, ex) for ds, ex in sorted(extractors)]
+    sources = {(ds, layout.model_source(config, ex)) for ds, ex in extractors}  # an entry with model_from trains nothing
+    jobs["train_extractor"] = [Job("train_extractor", ds, ex) for ds, ex in sorted(sources)]
     jobs["extract_features"] = [Job("extract_features", ds, ex) for ds, ex in sorted(extractors)]
     jobs["train_head"] = [Job("train_head", ds, ex, row, int(seed)) for ds, ex, row, seed in sorted(heads)]
     jobs["evaluate"] = [Job("evaluate", ds, ex, row, int(seed)) for ds, ex, row, seed in sorted(evaluated)]
@@ -230,8 +231,10 @@ def make_plan(config: dict[str, Any], device_kinds: Iterable[str] = (costs.H100,
 
     dims: dict[tuple[str, str], int] = {}
     forward_flops: dict[tuple, int] = {}  # the trunk's work does not depend on the dataset: count it once per shape
-    for job in jobs["train_extractor"]:
-        settings = extractor_config(config, job.extractor)
+    trained = {(job.dataset, job.extractor) for job in jobs["train_extractor"]}
+    for job in jobs["extract_features"]:
+        source = layout.model_source(config, job.extractor)
+        settings, views = extractor_config(config, source), extractor_config(config, job.extractor).extraction.views
         split = sizes[job.dataset]
         ids, images = split["train"]
         model = _meta_extractor(settings, ids)
@@ -240,16 +243,21 @@ def make_plan(config: dict[str, Any], device_kinds: Iterable[str] = (costs.H100,
         if shape not in forward_flops:
             forward_flops[shape] = extractor_forward_flops(model, settings.image_size)
         forward = forward_flops[shape]
-        train = settings.train
-        seen = batches_per_epoch(images, ids, train.p, train.k) * train.p * train.k * train.epochs
-        extraction = images * settings.extraction.views + (split["query"][1] + split["gallery"][1]) * FLIP_VIEWS
+        extraction = images * views + (split["query"][1] + split["gallery"][1]) * FLIP_VIEWS
         for kind in kinds:
-            estimates["train_extractor"].hours[kind] += _hours(3 * forward * seen, kind, "extractor_train")
             estimates["extract_features"].hours[kind] += _hours(forward * extraction, kind, "extractor_forward")
-        model_bytes, checkpoint_bytes = state_bytes(model), adam_checkpoint_bytes(model)
-        estimates["train_extractor"].kept += model_bytes + CHECKPOINT_KEPT * checkpoint_bytes
-        estimates["train_extractor"].written += model_bytes + train.epochs * checkpoint_bytes
-        file_bytes = features_bytes(split, settings.extraction.views, model.feature_dim)
+        if (job.dataset, source) in trained:  # each trained model counted once
+            trained.discard((job.dataset, source))
+            train = settings.train
+            seen = batches_per_epoch(images, ids, train.p, train.k) * train.p * train.k * train.epochs
+            for kind in kinds:
+                estimates["train_extractor"].hours[kind] += _hours(3 * forward * seen, kind, "extractor_train")
+            model_bytes, checkpoint_bytes = state_bytes(model), adam_checkpoint_bytes(model)
+            checkpoints = checkpoints_written(3600 * _hours(3 * forward * seen, kinds[0], "extractor_train"),
+                                              train.checkpoint_minutes, train.epochs)
+            estimates["train_extractor"].kept += model_bytes
+            estimates["train_extractor"].written += model_bytes + checkpoints * checkpoint_bytes
+        file_bytes = features_bytes(split, views, model.feature_dim)
         estimates["extract_features"].kept += file_bytes
         estimates["extract_features"].written += file_bytes
 
@@ -263,13 +271,15 @@ def make_plan(config: dict[str, Any], device_kinds: Iterable[str] = (costs.H100,
             head = build_head(dims[(job.dataset, job.extractor)], ids, row, train)
         steps = batches_per_epoch(images, ids, train.p, train.k) * train.epochs
         flops = head_step_flops(head, train.p * train.k) * steps
+        job_hours = {}
         for kind in kinds:
             rate = costs.rate(kind, "head_step")
-            estimates["train_head"].hours[kind] += _hours(flops if rate.unit == "FLOP/s" else steps, kind, "head_step")
+            job_hours[kind] = _hours(flops if rate.unit == "FLOP/s" else steps, kind, "head_step")
+            estimates["train_head"].hours[kind] += job_hours[kind]
         kept = state_bytes(head) + (train.epochs + 1) * HISTORY_ROW_BYTES
-        checkpoint_bytes = adam_checkpoint_bytes(head)
-        estimates["train_head"].kept += kept + CHECKPOINT_KEPT * checkpoint_bytes
-        estimates["train_head"].written += kept + train.epochs * checkpoint_bytes
+        checkpoints = checkpoints_written(3600 * job_hours[kinds[0]], train.checkpoint_minutes, train.epochs)
+        estimates["train_head"].kept += kept
+        estimates["train_head"].written += kept + checkpoints * adam_checkpoint_bytes(head)
 
     for job in jobs["evaluate"]:
         split = sizes[job.dataset]
@@ -322,13 +332,11 @@ def measured_kept(config: dict[str, Any], root: str | os.PathLike = ".") -> dict
     """The bytes the finished jobs of a run really left: each GPU stage's declared outputs, summed per stage."""
     where = layout.Layout(str(Path(root) / config["results_dir"]))
     jobs = planned_jobs(config)
-    checkpoint = ("checkpoint.pt",) if CHECKPOINT_KEPT else ()
     outputs = {
-        "train_extractor": [str(Path(where.model(job.dataset, job.extractor)).with_name(name))
-                            for job in jobs["train_extractor"] for name in ("model.pt", *checkpoint)],
+        "train_extractor": [where.model(job.dataset, job.extractor) for job in jobs["train_extractor"]],
         "extract_features": [where.features(job.dataset, job.extractor) for job in jobs["extract_features"]],
         "train_head": [f"{where.head_dir(job.dataset, job.extractor, job.row, job.seed)}/{name}"
-                       for job in jobs["train_head"] for name in (*HEAD_OUTPUTS, *checkpoint)],
+                       for job in jobs["train_head"] for name in HEAD_OUTPUTS],
     }
     return {stage: sum(Path(path).stat().st_size for path in paths if Path(path).is_file())
             for stage, paths in outputs.items()}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 import random
 import sys
@@ -69,6 +70,18 @@ def with_retries(call: Callable[[], T], *, attempts: int | None = None) -> T:
     raise AssertionError("unreachable")
 
 
+class _RetriedLockFilter(logging.Filter):
+    """Drops MLflow's logged traceback of a transient lock error: the call is retried, and if it keeps failing the
+    user gets one sentence from `with_retries`, not a traceback per attempt in the job's log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and record.exc_info[1] is not None and _is_transient(record.exc_info[1]))
+
+
+_LOCK_FILTER = _RetriedLockFilter()
+MLFLOW_STORE_LOGGERS = ("mlflow.store.db.utils", "mlflow.store.tracking.sqlalchemy_store")
+
+
 def _sqlite_file(tracking_uri: str) -> Path | None:
     """The database file of a `sqlite:///path` URI, else None."""
     prefix = "sqlite:///"
@@ -95,6 +108,8 @@ def _client(tracking_uri: str):
     """An MlflowClient whose store exists (created under the store lock)."""
     from mlflow.tracking import MlflowClient
 
+    for name in MLFLOW_STORE_LOGGERS:
+        logging.getLogger(name).addFilter(_LOCK_FILTER)  # idempotent: a filter is added once
     with _store_lock(tracking_uri):
         try:
             client = with_retries(lambda: MlflowClient(tracking_uri=tracking_uri))

@@ -1,9 +1,13 @@
 """Extractor training engine (BoT recipe): P×K batches, label-smoothed CE + batch-hard triplet, Adam with warm-up and
-step decay, a checkpoint every epoch with exact resume, a NaN guard, per-epoch MLflow metrics and a progress bar.
+step decay, checkpoints by wall-clock interval and on SIGTERM (havana.checkpointing) with exact resume, a NaN guard,
+per-epoch MLflow metrics and a progress bar.
 
-`DIR/checkpoint.pt` holds model, optimizer, scheduler, sampler and RNG states after each finished epoch; a rerun of
-the same job resumes from it and ends with the same weights as an uninterrupted run (bit-identical on CPU).
-`DIR/model.pt` is the self-describing final model that `havana extract` reads.
+`DIR/checkpoint.pt` holds model, optimizer, scheduler and the RNG states of the epoch's start; written inside an
+epoch it also holds the steps done, the loss sums and the RNG states after the last step. A rerun of the same job
+resumes from it and ends with the same weights as an uninterrupted run (bit-identical on CPU): inside an epoch it
+restores the epoch-start RNG, re-reads (without training on them) the batches already done, so that the loader and its
+workers draw the same augmentations, then restores the later RNG states and goes on. `DIR/model.pt` is the
+self-describing final model that `havana extract` reads; the checkpoint is removed once it exists.
 """
 
 from __future__ import annotations
@@ -15,14 +19,14 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from havana import provenance, torch_io
-from havana.atomic import atomic_path
+from havana import provenance
+from havana.checkpointing import CHECKPOINT, Checkpointer, ignore_sigterm, restore_rng_states, rng_states
 from havana.data.datasets import read_manifest
 from havana.data.images import ManifestImages, label_map, loader_batches
 from havana.data.sampler import PKSampler
@@ -35,7 +39,6 @@ from havana.models.extractor import ExtractorOutput, build_extractor, save_extra
 from havana.seeding import seed_everything
 from havana.tracking import job_run
 
-CHECKPOINT = "checkpoint.pt"
 MODEL = "model.pt"
 
 
@@ -58,25 +61,12 @@ def warmup_multistep_factor(epoch: int, train: ExtractorTrainConfig) -> float:
 
 
 def seed_worker(worker_id: int) -> None:
-    """DataLoader worker init: seed numpy and python from the worker's torch seed (set by the loader's RNG)."""
+    """DataLoader worker init: seed numpy and python from the worker's torch seed (set by the loader's RNG); leave
+    SIGTERM to the training process."""
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)
     random.seed(seed)
-
-
-def rng_states() -> dict[str, Any]:
-    """Every RNG state an epoch draws from: python, numpy, torch CPU and CUDA."""
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
-
-
-def restore_rng_states(states: dict[str, Any]) -> None:
-    """Put back the RNG states saved by `rng_states`."""
-    random.setstate(states["python"])
-    np.random.set_state(states["numpy"])
-    torch.set_rng_state(states["torch"])
-    if states["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
+    ignore_sigterm()
 
 
 def extractor_loss(output: ExtractorOutput, labels: torch.Tensor, train: ExtractorTrainConfig
@@ -93,7 +83,8 @@ def extractor_loss(output: ExtractorOutput, labels: torch.Tensor, train: Extract
 def _checkpoint_key(config: ExtractorConfig, seed: int, manifest_sha: str) -> dict[str, Any]:
     """What a checkpoint must match to be resumed (the number of epochs may grow)."""
     plain = provenance.to_plain(config)
-    plain["train"] = {k: v for k, v in plain["train"].items() if k not in ("epochs", "num_workers", "device")}
+    plain["train"] = {k: v for k, v in plain["train"].items()
+                      if k not in ("epochs", "num_workers", "device", "checkpoint_minutes")}
     plain["extraction"] = None  # extraction settings do not affect training
     return {"config_hash": provenance.config_hash(plain), "seed": seed, "manifest_sha256": manifest_sha}
 
@@ -127,52 +118,73 @@ def train_extractor(manifest: str | os.PathLike, config: ExtractorConfig, out_di
                                          persistent_workers=False)
 
     key = _checkpoint_key(config, seed, manifest_sha)
-    checkpoint_path = out_dir / CHECKPOINT
-    start_epoch = 0
-    if checkpoint_path.is_file():
-        saved = torch_io.load(checkpoint_path, what="training checkpoint", map_location=device, weights_only=False,
-                              advice="delete it to train this extractor from the start")
+    checkpointer = Checkpointer(out_dir / CHECKPOINT, train.checkpoint_minutes)
+    start_epoch, resume = 0, None
+    saved = checkpointer.load(device, advice="delete it to train this extractor from the start")
+    if saved is not None:
         if saved["key"] != key:
-            raise HavanaError(f"{checkpoint_path} was written for a different config, seed or manifest; delete it "
+            raise HavanaError(f"{checkpointer.path} was written for a different config, seed or manifest; delete it "
                               "to train from scratch or restore the original settings.")
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
         restore_rng_states(saved["rng"])
-        start_epoch = saved["epoch"]
+        start_epoch, resume = saved["epoch"], saved["within"]
+
+    def save(epoch: int, epoch_rng: dict[str, Any], within: dict[str, Any] | None, where: str) -> None:
+        """Checkpoint at the start of `epoch` (0-based), or inside it after within["step"] steps."""
+        checkpointer.save({"key": key, "epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                           "scheduler": scheduler.state_dict(), "rng": epoch_rng, "within": within}, where)
 
     params = {"extractor": provenance.to_plain(config), "seed": seed, "manifest": str(manifest),
               "manifest_sha256": manifest_sha, "num_classes": len(labels), "train_images": len(rows)}
     metrics: dict[str, float] = {}
-    with job_run(tracking_uri, experiment, run_name, out_dir, params) as run:
+    with job_run(tracking_uri, experiment, run_name, out_dir, params) as run, checkpointer:
         for epoch in range(start_epoch, train.epochs):
-            metrics = _train_one_epoch(model, loader, sampler, optimizer, train, device, fast, epoch)
+            epoch_rng = rng_states()
+
+            def after_step(within: dict[str, Any], epoch: int = epoch, epoch_rng: dict[str, Any] = epoch_rng) -> None:
+                if checkpointer.due(epoch_end=False):
+                    save(epoch, epoch_rng, {**within, "rng": rng_states()}, f"epoch {epoch + 1}, step {within['step']}")
+
+            metrics = _train_one_epoch(model, loader, sampler, optimizer, train, device, fast, epoch,
+                                       resume if epoch == start_epoch else None, after_step)
             metrics["lr"] = optimizer.param_groups[0]["lr"]
             scheduler.step()
-            with atomic_path(checkpoint_path) as tmp:
-                torch.save({"key": key, "epoch": epoch + 1, "model": model.state_dict(),
-                            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                            "sampler": {"seed": seed, "epoch": epoch + 1}, "rng": rng_states()}, tmp)
             run.log_epoch(epoch + 1, metrics)
+            if epoch + 1 < train.epochs and checkpointer.due(epoch_end=True):
+                save(epoch + 1, rng_states(), None, f"epoch {epoch + 1}")
         model_path = out_dir / MODEL
         save_extractor(model_path, model, config, len(labels))
         provenance.write_beside(model_path, params)
         run.log_metrics({f"final_{k}": v for k, v in metrics.items()})
         run.log_artifact(model_path.with_name(MODEL + ".provenance.yaml"))
+    checkpointer.remove()
     return TrainResult(model_path=model_path, epochs=train.epochs, last_metrics=metrics)
 
 
 def _train_one_epoch(model: torch.nn.Module, loader: torch.utils.data.DataLoader, sampler: PKSampler,
                      optimizer: torch.optim.Optimizer, train: ExtractorTrainConfig, device: torch.device,
-                     fast: bool, epoch: int) -> dict[str, float]:
-    """One pass over the sampler's batches; returns the epoch's mean loss terms and throughput."""
+                     fast: bool, epoch: int, resume: dict[str, Any] | None = None,
+                     after_step: Callable[[dict[str, Any]], None] | None = None) -> dict[str, float]:
+    """One pass over the sampler's batches; returns the epoch's mean loss terms and throughput.
+
+    `resume` (a mid-epoch checkpoint's {"step", "sums", "images", "rng"}, with the epoch-start RNG already restored)
+    re-reads the batches already done without training on them, then restores the RNG states after them and goes on.
+    `after_step({"step", "sums", "images"})` runs after every step but the last (the engine checkpoints when due)."""
     model.train()
     sampler.set_epoch(epoch)
     sums = {"loss": 0.0, "ce": 0.0, "triplet": 0.0, "accuracy": 0.0}
-    images_seen, started = 0, time.perf_counter()
+    images_seen, skip, started = 0, 0, time.perf_counter()
+    if resume is not None:
+        sums, images_seen, skip = dict(resume["sums"]), resume["images"], resume["step"]
     bar = tqdm(loader_batches(loader), desc=f"epoch {epoch + 1}/{train.epochs}", unit="batch", total=len(loader),
                leave=False, disable=None)
     for iteration, (images, labels, _camids, _indices) in enumerate(bar):
+        if iteration < skip:
+            if iteration + 1 == skip:
+                restore_rng_states(resume["rng"])
+            continue
         images = images.to(device, non_blocking=True)
         if fast:
             images = images.contiguous(memory_format=torch.channels_last)
@@ -184,7 +196,7 @@ def _train_one_epoch(model: torch.nn.Module, loader: torch.utils.data.DataLoader
         if not math.isfinite(loss_value):
             raise HavanaError(f"extractor training diverged: the loss is {loss_value} at epoch {epoch + 1}, "
                               f"iteration {iteration + 1}; lower the learning rate or check the images. The last "
-                              "good epoch's checkpoint is kept.")
+                              "checkpoint is kept.")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -192,6 +204,8 @@ def _train_one_epoch(model: torch.nn.Module, loader: torch.utils.data.DataLoader
             sums[name] += value
         images_seen += len(images)
         bar.set_postfix(loss=f"{loss_value:.3f}", acc=f"{parts['accuracy']:.2f}")
+        if after_step is not None and iteration + 1 < len(loader):
+            after_step({"step": iteration + 1, "sums": dict(sums), "images": images_seen})
     batches = max(1, len(sampler))
     metrics = {name: total / batches for name, total in sums.items()}
     metrics["images_per_s"] = images_seen / max(1e-9, time.perf_counter() - started)

@@ -109,3 +109,26 @@ def test_config_without_extractor_is_refused(trained, capsys):
     assert main(["extract", "--manifest", str(manifest), "--model", str(model_path), "--out", str(root / "c.h5"),
                  "--config", str(config)]) == 2
     assert "--extractor" in capsys.readouterr().err
+
+
+def test_views_without_random_erasing_from_the_same_model(trained, tmp_path):
+    """Table 6: an entry with model_from extracts with the other entry's model; extraction.random_erasing switches
+    the training views' erasing off while the model (and so view 0, query and gallery) stays the same."""
+    root, manifest, _config, model_path = trained
+    entry = CONFIG["extractors"]["tiny"]["extraction"]
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"extractors": {
+        **CONFIG["extractors"],
+        "tiny_re": {"model_from": "tiny", "extraction": {**entry, "views": 4, "random_erasing": True}},
+        "tiny_nore": {"model_from": "tiny", "extraction": {**entry, "views": 4, "random_erasing": False}}}}))
+    files = {}
+    for name in ("tiny_re", "tiny_nore"):
+        files[name] = tmp_path / f"{name}.h5"
+        assert main(["extract", "--manifest", str(manifest), "--model", str(model_path), "--out", str(files[name]),
+                     "--config", str(config), "--extractor", name]) == 0
+    re_on, re_off = read_features(files["tiny_re"]), read_features(files["tiny_nore"])
+    assert re_off.attrs["extractor"] == "tiny_nore" and re_off.attrs["checkpoint_sha256"] == re_on.attrs["checkpoint_sha256"]
+    for split in ("query", "gallery"):
+        np.testing.assert_array_equal(re_on[split].features, re_off[split].features)
+    np.testing.assert_array_equal(re_on["train"].features[:, 0], re_off["train"].features[:, 0])
+    assert not np.allclose(re_on["train"].features[:, 1:], re_off["train"].features[:, 1:])

@@ -385,6 +385,29 @@ def test_gpu_lock_files_are_usable_by_a_second_user():
     assert modes == {"locks": 0o1777, "gpu0.lock": 0o666, "gpu1.lock": 0o666}
 
 
+def test_gpu_lock_folder_another_user_cannot_write_is_one_sentence():
+    if os.geteuid() != 0:
+        pytest.skip("switching to a second user needs root")
+    import tempfile
+
+    from havana.errors import HavanaError
+
+    shared = Path(tempfile.mkdtemp(prefix="havana-hostile-"))
+    os.chmod(shared, 0o755)  # a lock folder an older version created 0755 for its own user
+
+    def refused() -> bool:
+        try:
+            device.claim_gpu(["0"], shared, wait_s=0)
+        except HavanaError as exc:
+            return f"GPU lock file {shared}/gpu0.lock cannot be opened" in str(exc) and "HAVANA_GPU_LOCK_DIR" in str(exc)
+        return False
+
+    try:
+        assert in_child(refused, uid=65534) == 0
+    finally:
+        subprocess.run(["rm", "-rf", str(shared)], check=False)
+
+
 @pytest.mark.parametrize("case", ["file", "bad-wait", "negative-wait"])
 def test_bad_gpu_lock_settings_are_one_sentence(tmp_path, capsys, monkeypatch, case):
     features = feature_file(tmp_path / "f.h5")
@@ -527,9 +550,10 @@ def test_truncated_training_checkpoint_is_one_sentence(tmp_path, capsys):
     assert not (tmp_path / "head" / "head.pt").exists()
 
 
-def test_head_checkpoint_resumes_on_another_device(tmp_path, capsys):
+def test_head_checkpoint_resumes_on_another_device(tmp_path, capsys, monkeypatch):
     import torch
 
+    from havana.checkpointing import Checkpointer
     from havana.features import read_features
     from havana.models.head import HeadTrainConfig, RowConfig
     from havana.train_head import HeadRun, train_head
@@ -537,16 +561,22 @@ def test_head_checkpoint_resumes_on_another_device(tmp_path, capsys):
     features = read_features(feature_file(tmp_path / "f.h5"))
     row = RowConfig(beta=1.0)
     run_spec = HeadRun(out_dir=tmp_path / "head", row_name="havana", dataset="synthetic")
-    train = HeadTrainConfig(epochs=1, p=3, k=2, lr=1e-3, device="cpu")
-    train_head(features, row, train, run_spec, torch.device("cpu"))
-    checkpoint = tmp_path / "head" / "checkpoint.pt"
-    if not checkpoint.exists():  # a finished job may keep no checkpoint: leave one as an interrupted job would
-        pytest.skip("this engine keeps no checkpoint after a finished run")
+    save = Checkpointer.save
+
+    def save_then_die(self, state, where):  # an interrupted job: its epoch-1 checkpoint is left
+        save(self, state, where)
+        raise SystemExit("killed")
+
+    monkeypatch.setattr(Checkpointer, "save", save_then_die)
+    with pytest.raises(SystemExit):
+        train_head(features, row, HeadTrainConfig(epochs=2, p=3, k=2, lr=1e-3, device="cpu", checkpoint_minutes=0),
+                   run_spec, torch.device("cpu"))
+    monkeypatch.setattr(Checkpointer, "save", save)
     history = (tmp_path / "head" / "history.csv").read_text().splitlines()
     train_head(features, row, HeadTrainConfig(epochs=2, p=3, k=2, lr=1e-3, device="auto"), run_spec,
                torch.device("cpu"))  # resumes at epoch 2 instead of refusing "a different configuration"
     resumed = (tmp_path / "head" / "history.csv").read_text().splitlines()
-    assert len(resumed) == 3 and resumed[1].rsplit(",", 2)[0] == history[1].rsplit(",", 2)[0]  # epoch 1 kept as is
+    assert len(resumed) == 3 and resumed[1] == history[1]  # epoch 1 kept as is
 
 
 # ------------------------------------------------------------------------------------ MLflow store, Snakemake rule
@@ -561,6 +591,37 @@ def test_damaged_mlflow_store_is_one_sentence(tmp_path, capsys):
                          "--tracking-uri", f"sqlite:///{database}")
     assert_sentence(status, err, "evaluate", f"MLflow store sqlite:///{database} cannot be opened", "move the file away")
     assert digest(database) == before and not (tmp_path / "m.json").exists()
+
+
+def test_store_locked_past_every_retry_is_one_sentence(tmp_path):
+    """with_retries around a real SQLite lock held by another process: retried, then one sentence (through MLflow each
+    attempt waits MLflow's 20 s busy timeout, too slow for a unit test; the lock and its error text are the same)."""
+    import sqlite3
+
+    from havana import tracking
+    from havana.errors import HavanaError
+
+    database = tmp_path / "mlflow.db"
+    holder = subprocess.Popen([sys.executable, "-c", "import sqlite3, sys, time; c = sqlite3.connect(sys.argv[1], "
+                               "isolation_level=None); c.execute('BEGIN EXCLUSIVE'); print('locked', flush=True); "
+                               "time.sleep(60)", str(database)], stdout=subprocess.PIPE, text=True)
+    attempts = []
+
+    def write():
+        attempts.append(1)
+        with contextlib.closing(sqlite3.connect(database, timeout=0.05, isolation_level=None)) as connection:
+            connection.execute("BEGIN IMMEDIATE")
+
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(HavanaError, match="the MLflow store stayed locked by other jobs through 3 attempt"):
+            tracking.with_retries(write, attempts=3)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert len(attempts) == 3
+    tracking.with_retries(write, attempts=3)  # the lock is gone: the same call succeeds at once
+    assert len(attempts) == 4
 
 
 def test_prepare_rule_quotes_an_archive_path_with_a_space(tmp_path):

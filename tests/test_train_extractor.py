@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from havana.checkpointing import Checkpointer
 from havana.errors import HavanaError
 from havana.extractor_config import ExtractorConfig, ExtractorTrainConfig, TransformConfig
 from havana.models.extractor import ExtractorOutput, load_extractor
@@ -51,23 +52,45 @@ def _weights(path):
     return torch.load(path, weights_only=True)["state_dict"]
 
 
-@pytest.mark.parametrize("workers", [0, 1])
-def test_killed_after_epoch_one_and_resumed_equals_uninterrupted(manifest, tmp_path, workers):
-    whole = train_extractor(manifest, tiny_config(2, num_workers=workers), tmp_path / "whole", seed=4)
-    train_extractor(manifest, tiny_config(1, num_workers=workers), tmp_path / "resumed", seed=4)  # stops after 1
-    resumed = train_extractor(manifest, tiny_config(2, num_workers=workers), tmp_path / "resumed", seed=4)
+def crash_after_first_checkpoint(monkeypatch):
+    """Make the first checkpoint write succeed and the process 'die' right after it (as kill -9 would)."""
+    save = Checkpointer.save
+
+    def save_then_die(self, state, where):
+        save(self, state, where)
+        monkeypatch.setattr(Checkpointer, "save", save)
+        raise SystemExit(f"killed after {where}")
+
+    monkeypatch.setattr(Checkpointer, "save", save_then_die)
+
+
+@pytest.mark.parametrize("workers, minutes, where", [(0, 0, "epoch 1"), (1, 1e-9, "epoch 1, step 1")])
+def test_killed_after_a_checkpoint_and_resumed_equals_uninterrupted(manifest, tmp_path, monkeypatch, workers,
+                                                                     minutes, where):
+    """minutes 0: a checkpoint at each epoch end; 1e-9: after every step, so the crash comes inside epoch 1 and the
+    resumed run re-reads its first batch (with the loader's worker, if any) before training on the second."""
+    config = tiny_config(2, num_workers=workers, checkpoint_minutes=minutes)
+    whole = train_extractor(manifest, config, tmp_path / "whole", seed=4)
+    crash_after_first_checkpoint(monkeypatch)
+    with pytest.raises(SystemExit, match=f"killed after {where}$"):
+        train_extractor(manifest, config, tmp_path / "resumed", seed=4)
+    assert (tmp_path / "resumed" / "checkpoint.pt").is_file()
+    resumed = train_extractor(manifest, config, tmp_path / "resumed", seed=4)
     a, b = _weights(whole.model_path), _weights(resumed.model_path)
     assert a.keys() == b.keys()
     for name in a:
         assert torch.equal(a[name], b[name]), name
     assert whole.last_metrics["loss"] == resumed.last_metrics["loss"]
+    assert not (tmp_path / "resumed" / "checkpoint.pt").exists()  # removed once model.pt exists
     model, config = load_extractor(whole.model_path)
     assert config.train.epochs == 2 and model.classifier.out_features == 6
     assert (whole.model_path.parent / "model.pt.provenance.yaml").is_file()
 
 
-def test_checkpoint_of_another_config_is_refused(manifest, tmp_path):
-    train_extractor(manifest, tiny_config(1), tmp_path / "run", seed=0)
+def test_checkpoint_of_another_config_is_refused(manifest, tmp_path, monkeypatch):
+    crash_after_first_checkpoint(monkeypatch)
+    with pytest.raises(SystemExit):
+        train_extractor(manifest, tiny_config(2, checkpoint_minutes=0), tmp_path / "run", seed=0)
     with pytest.raises(HavanaError, match="different config"):
         train_extractor(manifest, tiny_config(2, lr=1e-3), tmp_path / "run", seed=0)
 

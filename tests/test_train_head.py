@@ -15,6 +15,7 @@ from havana.data.sampler import PKSampler
 from havana.evaluation import EvaluationConfig
 from havana.features import FeatureFile, FeatureSplit, write_features
 from havana.models.head import TERMS, HeadTrainConfig, RowConfig, build_head, load_head
+from havana.checkpointing import Checkpointer
 from havana.train_head import HeadRun, epoch_diagnostics, make_optimizer, train_head, train_one_epoch
 
 DIM, VIEWS = 32, 2
@@ -63,7 +64,7 @@ def test_short_run_improves_map_over_raw_features(tmp_path):
     assert len(history) == 1 + TRAIN.epochs and history[-1].split(",")[3] == "0"  # triplet off: 0
     assert last["total"] == float(history[-1].split(",")[1])
     # train_head writes the head, its history and provenance only; scoring is havana.scoring's job.
-    assert sorted(p.name for p in tmp_path.iterdir() if p.name != "checkpoint.pt") == ["head.pt", "head.pt.provenance.yaml", "history.csv"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["head.pt", "head.pt.provenance.yaml", "history.csv"]
     write_features(tmp_path / "f.h5", ff.splits, ff.attrs)
     scored = scoring.score_file(tmp_path / "f.h5", tmp_path / "head.pt", EvaluationConfig(max_rank=10))
     assert raw < 0.3 and scored.metrics["plain"]["mAP"] > raw + 0.5, (raw, scored.metrics)  # measured: 0.16 -> 0.94
@@ -74,19 +75,35 @@ def test_short_run_improves_map_over_raw_features(tmp_path):
     assert not encoded.logvar.any()  # constraint: z_sigma = I
 
 
-def test_resume_after_epoch_one_equals_uninterrupted(tmp_path):
+def crash_after_first_checkpoint(monkeypatch):
+    """Make the first checkpoint write succeed and the process 'die' right after it (as kill -9 would)."""
+    save = Checkpointer.save
+
+    def save_then_die(self, state, where):
+        save(self, state, where)
+        monkeypatch.setattr(Checkpointer, "save", save)
+        raise SystemExit(f"killed after {where}")
+
+    monkeypatch.setattr(Checkpointer, "save", save_then_die)
+
+
+@pytest.mark.parametrize("minutes, where", [(0, "epoch 1"), (1e-9, "epoch 1, step 1")])
+def test_resume_after_a_crash_equals_uninterrupted(tmp_path, monkeypatch, minutes, where):
+    """minutes 0: a checkpoint at each epoch end; 1e-9: one after every step, so the crash comes mid-epoch."""
     torch.set_num_threads(1)
     ff = fix_query_gallery(synthetic_features(train_ids=16, test_ids=6, per_id=4))
     row = RowConfig(jst=True, reconx=True, klz=True, klv=True, beta=1.0)  # no constraint: sigma and HVD sampling
-    train = dataclasses.replace(TRAIN, epochs=2, p=4, k=2)
+    train = dataclasses.replace(TRAIN, epochs=2, p=4, k=2, checkpoint_minutes=minutes)
     train_head(ff, row, train, HeadRun(tmp_path / "whole", "r", "synthetic"), torch.device("cpu"))
-    train_head(ff, row, dataclasses.replace(train, epochs=1), HeadRun(tmp_path / "cut", "r", "synthetic"),
-               torch.device("cpu"))
-    (tmp_path / "cut" / "head.pt").unlink()  # as if killed after the epoch-1 checkpoint
+    crash_after_first_checkpoint(monkeypatch)
+    with pytest.raises(SystemExit, match=f"killed after {where}$"):
+        train_head(ff, row, train, HeadRun(tmp_path / "cut", "r", "synthetic"), torch.device("cpu"))
+    assert (tmp_path / "cut" / "checkpoint.pt").is_file() and not (tmp_path / "cut" / "head.pt").exists()
     train_head(ff, row, train, HeadRun(tmp_path / "cut", "r", "synthetic"), torch.device("cpu"))
     whole, cut = (torch.load(tmp_path / d / "head.pt", weights_only=True)["state_dict"] for d in ("whole", "cut"))
     assert all(torch.equal(whole[k], cut[k]) for k in whole)
     assert (tmp_path / "whole" / "history.csv").read_text() == (tmp_path / "cut" / "history.csv").read_text()
+    assert not (tmp_path / "cut" / "checkpoint.pt").exists()  # a finished head keeps no checkpoint
 
 
 def test_nan_features_stop_with_the_epoch_and_term(tmp_path):
@@ -144,3 +161,91 @@ def test_every_paper_row_trains_each_term_it_switches_on_at_2048_d(name):
     assert abs(sum(shares.values()) - 1.0) < 1e-6
     if row.triplet or row.jst:
         assert 0 < diagnostics["hard_pos"] and 0 < diagnostics["hard_neg"] and 0 <= diagnostics["active"] <= 1
+
+
+def _trainer(tmp_path, out, epochs, minutes):
+    """`havana train-head` in its own process, on one thread, on a 16-identity toy feature file (8 steps per epoch)."""
+    import os
+    import subprocess
+    import sys
+
+    features, config = tmp_path / "toy.h5", tmp_path / f"cfg{minutes}.yaml"
+    if not features.is_file():
+        ff = fix_query_gallery(synthetic_features(train_ids=16, test_ids=4, per_id=4))
+        write_features(features, ff.splits, ff.attrs)
+    config.write_text(f"heads:\n  train: {{epochs: {epochs}, lr: 3.0e-3, p: 4, k: 2, device: cpu, "
+                      f"checkpoint_minutes: {minutes}}}\n  rows:\n    r: {{jst: true, klv: true, beta: 1.0}}\n")
+    return subprocess.Popen([sys.executable, "-m", "havana", "train-head", "--features", str(features), "--row", "r",
+                             "--config", str(config), "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+@pytest.mark.parametrize("signal_name", ["SIGTERM", "SIGKILL"])
+def test_a_real_process_stopped_by_a_signal_resumes_bit_identically(tmp_path, signal_name):
+    """SIGTERM (preemption, scancel): the step finishes, a checkpoint is written, exit non-zero with one sentence.
+    SIGKILL right after an epoch checkpoint (interval 0): nothing but the checkpoint survives. Both reruns end with
+    the weights and history of an uninterrupted run, and no checkpoint is left."""
+    import signal
+    import time
+
+    epochs, minutes = 6, (60.0 if signal_name == "SIGTERM" else 0)  # SIGTERM: no timed checkpoint before it
+    proc = _trainer(tmp_path, tmp_path / "cut", epochs, minutes)
+    history = tmp_path / "cut" / "history.csv"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and (not history.is_file() or len(history.read_text().splitlines()) < 3):
+        time.sleep(0.01)  # two epochs done: the signal lands inside a later epoch
+    if signal_name == "SIGKILL":
+        while not (tmp_path / "cut" / "checkpoint.pt").is_file():
+            time.sleep(0.01)
+    proc.send_signal(getattr(signal, signal_name))
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode != 0 and not (tmp_path / "cut" / "head.pt").exists()
+    if signal_name == "SIGTERM":
+        message = [line for line in err.splitlines() if "havana" in line]  # one sentence under the progress bar
+        assert len(message) == 1 and "stopped by SIGTERM after epoch" in message[0], err
+        assert "rerunning the same command resumes" in message[0] and "Traceback" not in err
+    assert (tmp_path / "cut" / "checkpoint.pt").is_file()
+    for out in ("cut", "whole"):
+        done = _trainer(tmp_path, tmp_path / out, epochs, minutes)
+        _, err = done.communicate(timeout=600)
+        assert done.returncode == 0, err
+    whole, cut = (torch.load(tmp_path / d / "head.pt", weights_only=True)["state_dict"] for d in ("whole", "cut"))
+    assert all(torch.equal(whole[k], cut[k]) for k in whole)
+    assert (tmp_path / "whole" / "history.csv").read_text() == history.read_text()
+    assert not (tmp_path / "cut" / "checkpoint.pt").exists() and not (tmp_path / "whole" / "checkpoint.pt").exists()
+
+
+def test_a_2048d_head_writes_at_most_4_5x_its_head_even_when_preempted_once(tmp_path, monkeypatch):
+    """Issue 11: a 2048-d head of 4 epochs wrote 13x its head.pt (a 3x checkpoint every epoch) and kept the last one.
+    Bytes written are counted as the engine writes them: every checkpoint's size, then head.pt. Killed right after
+    its epoch-1 checkpoint and rerun with the default 10-minute interval, the head writes that one checkpoint (weights +
+    Adam's two moments: 3x) and head.pt, at most 4.5x; uninterrupted it would write head.pt alone. None is left."""
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(0)
+    pids = np.repeat(np.arange(4), 4)
+    split = FeatureSplit(rng.normal(size=(16, 1, 2048)).astype(np.float32), pids, np.zeros(16, dtype=np.int64),
+                         [f"{i}.jpg" for i in range(16)])
+    ff = FeatureFile({"dataset": "synthetic", "extractor": "toy"}, {"train": split})
+    row = RowConfig(triplet=True, jst=False, reconx=True, klz=False, beta=1.0)  # f_mu, decoder, classifier
+    train = HeadTrainConfig(epochs=4, lr=1e-5, p=4, k=4, device="cpu")  # checkpoint_minutes: the default 10
+    crash_after_first_checkpoint(monkeypatch)
+    with pytest.raises(SystemExit, match="killed after epoch 1$"):
+        train_head(ff, row, dataclasses.replace(train, checkpoint_minutes=0), HeadRun(tmp_path, "r", "synthetic"),
+                   torch.device("cpu"))
+    checkpoint_bytes = (tmp_path / "checkpoint.pt").stat().st_size
+    written: list[int] = []
+    save = Checkpointer.save
+
+    def counted(self, state, where):
+        save(self, state, where)
+        written.append(self.path.stat().st_size)
+
+    monkeypatch.setattr(Checkpointer, "save", counted)
+    train_head(ff, row, train, HeadRun(tmp_path, "r", "synthetic"), torch.device("cpu"))
+    head_bytes = (tmp_path / "head.pt").stat().st_size
+    total = checkpoint_bytes + sum(written) + head_bytes
+    assert written == [] and not (tmp_path / "checkpoint.pt").exists()  # epochs 2-4: no checkpoint within 10 minutes
+    assert 2.9 < checkpoint_bytes / head_bytes < 3.1 and total <= 4.5 * head_bytes, (checkpoint_bytes, head_bytes)
+    print(f"2048-d head, 4 epochs: head.pt {head_bytes / 1e6:.1f} MB, checkpoint {checkpoint_bytes / 1e6:.1f} MB, "
+          f"written when preempted once {total / head_bytes:.2f}x head.pt (uninterrupted: 1.00x)")

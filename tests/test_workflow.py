@@ -147,3 +147,20 @@ def test_slurm_profile_plans_the_demo_with_the_executor_plugin(tmp_path):
                        configfile=DEMO)
     assert result.returncode == 0, result.stderr[-3000:]
     assert job_counts(result.stdout + result.stderr)["train_head"] > 0
+
+
+def test_paper_dry_run_plans_table6_views_without_re_on_the_re_trained_extractor(tmp_path):
+    """Table 6 as Sect. 4.4: the views-without-RE features are extracted by bot_r50's own model.pt (no extractor of
+    their own is trained), and HAVANA is trained on them; the retrained-without-RE extractor stays an extra row."""
+    result = snakemake(tmp_path, "table6", "-n", config=("active_datasets=[market1501]",))
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = result.stdout + result.stderr
+    outputs = planned_outputs(log)
+    assert "results/market1501/features/bot_r50_views_nore.h5" in outputs
+    assert all(f"results/market1501/metrics/bot_r50_views_nore/havana/seed{seed}.json" in outputs for seed in (0, 1, 2))
+    assert "results/market1501/extractors/bot_r50/model.pt" in outputs
+    assert "results/market1501/extractors/bot_r50_views_nore/model.pt" not in outputs
+    block = re.search(r"rule extract_features:\n(?:\s+\S.*\n)*?\s+output: results/market1501/features/bot_r50_views_nore\.h5",
+                      log)
+    assert block and "input: resources/market1501/manifest.csv, results/market1501/extractors/bot_r50/model.pt" in block.group(0)
+    assert job_counts(log)["train_extractor"] == 2  # bot_r50 and the extra bot_r50_nore

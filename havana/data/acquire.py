@@ -433,7 +433,7 @@ def locate_top(folder: Path, dataset: Dataset, *, described: Path | None = None)
 def _free_bytes(folder: Path) -> int:
     """Bytes an unprivileged user may still write on `folder`'s file system."""
     info = os.statvfs(folder)
-    return info.f_bavail * info.f_frsize
+    return info.f_bavail * info.f_frsize if info.f_blocks else 1 << 62  # no size reported (some FUSE mounts)
 
 
 def _size(count: int) -> str:

@@ -89,10 +89,12 @@ class HeadTrainConfig:
     activation: str = "relu"  # MLP non-linearity (paper: "simple MLPs with non-linear activations")
     variation_dim: Optional[int] = None  # size of v; None = the latent size (paper silent)
     device: str = "auto"  # "auto" (a free GPU when present), "cpu", "cuda", "cuda:N"
+    checkpoint_minutes: float = 10.0  # checkpoint after this much wall-clock time and on SIGTERM; 0: every epoch
 
     LIMITS: ClassVar[dict[str, Limit]] = {"epochs": at_least(1), "lr": above(0), "weight_decay": at_least(0),
                                           "p": at_least(1), "k": at_least(1), "variation_dim": at_least(1),
-                                          "label_smoothing": between(0, 1, high_open=True)}
+                                          "label_smoothing": between(0, 1, high_open=True),
+                                          "checkpoint_minutes": at_least(0)}
 
 
 @dataclass

@@ -30,6 +30,7 @@ TRACKING_URI = config["tracking_uri"]
 CONDA_ENV = "../envs/havana.yaml"
 os.environ.update(HAVANA_SOURCE=workflow.basedir)  # read by pip when --sdm conda builds CONDA_ENV
 
+
 # Jobs call the `havana` CLI of the Python running Snakemake (e.g. .venv/bin/snakemake without an activated venv).
 envvars:
     "PATH",
@@ -108,7 +109,11 @@ def evaluate_inputs(wildcards):
 def table_outputs(name):
     """The three formats of one table (or the summary), each wrapped in report() with the table caption."""
     return {
-        ext: report(LAYOUT.table(name, ext), caption="../report/table.rst", category="Tables",
-                    labels={"table": name, "format": ext})
+        ext: report(
+            LAYOUT.table(name, ext),
+            caption="../report/table.rst",
+            category="Tables",
+            labels={"table": name, "format": ext},
+        )
         for ext in layout.TABLE_FORMATS
     }

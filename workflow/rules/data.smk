@@ -8,10 +8,10 @@ rule synthesize:
         directory(LAYOUT.synthetic_archive("synthetic")),
     log:
         LAYOUT.log("synthesize/synthetic"),
-    params:
-        options=synth_args,
     conda:
         CONDA_ENV
+    params:
+        options=synth_args,
     shell:
         "havana synth --out {output} {params.options} > {log} 2>&1"
 
@@ -23,11 +23,11 @@ rule prepare:
         LAYOUT.manifest("{dataset}"),
     log:
         LAYOUT.log("prepare/{dataset}"),
+    conda:
+        CONDA_ENV
     params:
         source=prepare_source,
         root=lambda wildcards: LAYOUT.resources,
-    conda:
-        CONDA_ENV
     shell:
         # tee: the one-sentence reason a dataset cannot be prepared (e.g. its archive is absent) reaches the terminal
         "havana prepare {wildcards.dataset} --root {params.root:q} {params.source} 2>&1 | tee {log:q}"

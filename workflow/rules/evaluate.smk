@@ -9,15 +9,15 @@ rule evaluate:
         metrics=LAYOUT.metrics("{dataset}", "{extractor}", "{row}", "{seed}"),
     log:
         LAYOUT.log("evaluate/{dataset}/{extractor}/{row}/seed{seed}"),
+    conda:
+        CONDA_ENV
+    threads: 1
     params:
         config=job_config("evaluate"),
         head=lambda wildcards, input: f"--head {input.head}" if "head" in input.keys() else "",
         tracking=lambda wildcards: tracking_args(
             f"evaluate/{wildcards.dataset}/{wildcards.extractor}/{wildcards.row}/seed{wildcards.seed}"
         ),
-    threads: 1
-    conda:
-        CONDA_ENV
     shell:
         "havana evaluate --features {input.features} {params.head} --config {params.config} "
         "--out {output.metrics} {params.tracking} > {log} 2>&1"

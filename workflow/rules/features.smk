@@ -5,18 +5,18 @@
 rule extract_features:
     input:
         manifest=LAYOUT.manifest("{dataset}"),
-        model=LAYOUT.model("{dataset}", "{extractor}"),
+        model=lambda wildcards: LAYOUT.model(wildcards.dataset, layout.model_source(config, wildcards.extractor)),
     output:
         features=LAYOUT.features("{dataset}", "{extractor}"),
     log:
         LAYOUT.log("extract_features/{dataset}/{extractor}"),
-    params:
-        config=job_config("extract_features"),
+    conda:
+        CONDA_ENV
     threads: 4
     resources:
         gpu=1,
-    conda:
-        CONDA_ENV
+    params:
+        config=job_config("extract_features"),
     shell:
         "havana extract --manifest {input.manifest} --model {input.model} --config {params.config} "
         "--extractor {wildcards.extractor} --dataset {wildcards.dataset} --out {output.features} > {log} 2>&1"

@@ -9,17 +9,17 @@ rule train_head:
         history=LAYOUT.head_file("{dataset}", "{extractor}", "{row}", "{seed}", "history"),
     log:
         LAYOUT.log("train_head/{dataset}/{extractor}/{row}/seed{seed}"),
+    conda:
+        CONDA_ENV
+    threads: 1
+    resources:
+        gpu=1,
     params:
         config=job_config("train_head"),
         out_dir=lambda wildcards, output: Path(output.head).parent,
         tracking=lambda wildcards: tracking_args(
             f"{wildcards.dataset}/{wildcards.extractor}/{wildcards.row}/seed{wildcards.seed}"
         ),
-    threads: 1
-    resources:
-        gpu=1,
-    conda:
-        CONDA_ENV
     shell:
         "havana train-head --features {input.features} --row {wildcards.row} --config {params.config} "
         "--dataset {wildcards.dataset} --out {params.out_dir} --seed {wildcards.seed} {params.tracking} > {log} 2>&1"

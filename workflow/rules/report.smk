@@ -15,13 +15,13 @@ for _table in PAPER_TABLES:
             **table_outputs(_table),
         log:
             LAYOUT.log(f"tables/{_table}"),
+        localrule: True
+        conda:
+            CONDA_ENV
         params:
             config=declared(layout.write_job_config, config, "table", name=_table),
             table=_table,
             prefix=lambda wildcards, output: output.md[: -len(".md")],
-        localrule: True
-        conda:
-            CONDA_ENV
         shell:
             "havana table --config {params.config} --table {params.table} --out-prefix {params.prefix} > {log} 2>&1"
 
@@ -33,12 +33,12 @@ rule reproduction_summary:
         **table_outputs(layout.SUMMARY),
     log:
         LAYOUT.log(f"tables/{layout.SUMMARY}"),
-    params:
-        config=declared(layout.write_job_config, config, layout.SUMMARY),
-        prefix=lambda wildcards, output: output.md[: -len(".md")],
     localrule: True
     conda:
         CONDA_ENV
+    params:
+        config=declared(layout.write_job_config, config, layout.SUMMARY),
+        prefix=lambda wildcards, output: output.md[: -len(".md")],
     shell:
         "havana summary --config {params.config} --out-prefix {params.prefix} > {log} 2>&1"
 
@@ -51,16 +51,20 @@ for _figure in FIGURES:
         input:
             declared(layout.figure_reads, config, _figure),
         output:
-            report(LAYOUT.figure(_figure), caption=f"../report/{_figure}.rst", category="Figures",
-                   labels={"figure": _figure}),
+            report(
+                LAYOUT.figure(_figure),
+                caption=f"../report/{_figure}.rst",
+                category="Figures",
+                labels={"figure": _figure},
+            ),
         log:
             LAYOUT.log(f"figures/{_figure}"),
-        params:
-            config=declared(layout.write_job_config, config, "figure", name=_figure),
-            figure=_figure,
         localrule: True
         conda:
             CONDA_ENV
+        params:
+            config=declared(layout.write_job_config, config, "figure", name=_figure),
+            figure=_figure,
         shell:
             # Fig. 5 also shows dataset images, read from resources_dir (not declared: thousands of files)
             "havana figure --config {params.config} --figure {params.figure} --out {output} > {log} 2>&1"
