@@ -37,7 +37,6 @@ wildcard_constraints:
     dataset="|".join(map(re.escape, config["datasets"])),
     extractor="|".join(map(re.escape, config["extractors"])),
     row=r"[^/]+",
-    head=r"[^/]+",
     seed=r"\d+",
 
 

@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "train_head",
     "evaluate",
     "table",
+    "summary",
     "figure",
     "runs",
     "plan",

@@ -41,7 +41,7 @@ SURVIVORS_PER_STEP = 1 << 22  # candidate entries keyed at once (bounds memory w
 class EvaluationConfig:
     """How embeddings are ranked (config section `evaluation`)."""
 
-    metric: str = "euclidean"  # "euclidean" (squared L2) or "cosine" (= L2 on normalised features, BoT's FEAT_NORM yes)
+    metric: str = "cosine"  # "cosine" (= L2 on normalised features, BoT's FEAT_NORM yes) or "euclidean" (squared L2)
     max_rank: int = 50  # CMC is reported up to this rank
     rerank: bool = False  # k-reciprocal re-ranking with RerankConfig's defaults (k1 20, k2 6, lambda 0.3)
 

@@ -62,7 +62,9 @@ def command_io(args) -> tuple[dict[str, str | None], dict[str, tuple[str | None,
     get = lambda name: getattr(args, name, None)  # noqa: E731
     command = getattr(args, "command", None)
     if command == "prepare":
-        manifest = Path(args.root) / args.dataset / "manifest.csv"
+        from havana.layout import Layout
+
+        manifest = Path(Layout(resources=str(args.root)).manifest(args.dataset))
         return {"--archive": get("archive")}, {"--root": (manifest, "file")}
     if command == "synth":
         return {}, {"--out": (get("out"), "folder")}
@@ -76,7 +78,7 @@ def command_io(args) -> tuple[dict[str, str | None], dict[str, tuple[str | None,
     if command == "evaluate":
         return ({"--features": get("features"), "--head": get("head"), "--config": get("config")},
                 {"--out": (get("out"), "file")})
-    if command == "table":
+    if command in ("table", "summary"):
         return {"--config": get("config")}, {"--out-prefix": (get("out_prefix"), "prefix")}
     if command == "figure":
         return {"--config": get("config")}, {"--out": (get("out"), "file")}

@@ -16,22 +16,21 @@ from __future__ import annotations
 
 import math
 import os
-import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable
 
 import torch
 
-from havana import costs
+from havana import costs, layout
 from havana.checkpointing import checkpoints_written
 from havana.config import from_mapping
 from havana.errors import HavanaError
 from havana.extractor_config import ExtractorConfig, extractor_config
 from havana.features import INDEX_CHUNK_ROWS, SPLITS, feature_chunk_rows
+from havana.layout import BASELINE
 from havana.models.head import HeadTrainConfig, RowConfig, build_head
 
-BASELINE = "baseline"  # the head name meaning raw extractor features (common.smk's BASELINE)
 STAGES = ("prepare", "train_extractor", "extract_features", "train_head", "evaluate", "tables_figures")
 GPU_STAGES = ("train_extractor", "extract_features", "train_head")
 FLIP_VIEWS = 2  # query and gallery are stored plain + flipped
@@ -46,7 +45,7 @@ PATH_BYTES = 80  # an image path's heap entry in the feature file (about 60 char
 VLEN_HANDLE_BYTES = 16  # a variable-length string's reference in its dataset
 TORCH_SAVE_BYTES_PER_TENSOR = 420  # torch.save's zip record and pickle entry per tensor, measured on head.pt files
 HDF5_FIXED_BYTES = 40_000  # superblock, groups, attributes and the fixed-size datasets' first chunks
-HEAD_OUTPUTS = ("head.pt", "history.csv")  # what a train_head job leaves (heads.smk's outputs; no embeddings)
+HEAD_OUTPUTS = tuple(layout.HEAD_FILES.values())  # what a train_head job leaves (heads.smk's outputs; no embeddings)
 
 
 @dataclass(frozen=True)
@@ -56,7 +55,7 @@ class Job:
     stage: str
     dataset: str = ""
     extractor: str = ""
-    head: str = ""
+    row: str = ""
     seed: int | None = None
 
 
@@ -95,70 +94,41 @@ class Plan:
 
 # ----------------------------------------------------------------------------------------------------------- jobs
 
-def _paper_tables(config: dict[str, Any]) -> list[str]:
-    return [name for name in config.get("tables", {}) if re.fullmatch(r"table\d+", name)]
-
-
-def _table_cells(config: dict[str, Any], active: set[str]) -> set[tuple[str, str, str]]:
-    cells = set()
-    for name in _paper_tables(config):
-        spec = config["tables"][name]
-        for row in spec["rows"]:
-            for column in spec["columns"]:
-                dataset = column.get("dataset") or row.get("dataset")
-                if dataset in active:
-                    cells.add((dataset, row["extractor"], row["head"]))
-    return cells
-
-
-def _figure_datasets(spec: dict[str, Any], active: set[str]) -> list[str]:
-    datasets = spec["datasets"] if "datasets" in spec else [spec["dataset"]]
-    return [dataset for dataset in datasets if dataset in active]
-
-
-def _figure_cells(name: str, spec: dict[str, Any], active: set[str]) -> set[tuple[str, str, str]]:
-    if name == "fig8":
-        return {(ds, spec["extractor"], row) for ds in _figure_datasets(spec, active) for row in spec["rows"]}
-    if name == "fig9":
-        return {(ds, extractor, head) for ds in _figure_datasets(spec, active) for extractor in spec["extractors"]
-                for head in (BASELINE, spec["head"])}
-    return set()
-
-
-def _figure_heads(name: str, spec: dict[str, Any], active: set[str]) -> set[tuple[str, str, str]]:
-    keys = {"fig5": ("head",), "fig6": ("head_mu", "head_sigma"), "fig7": ("with_c", "without_c")}.get(name, ())
-    return {(ds, spec["extractor"], spec[key]) for ds in _figure_datasets(spec, active) for key in keys}
-
-
 def planned_jobs(config: dict[str, Any]) -> dict[str, list[Job]]:
-    """Every job of `snakemake all` for this config, by stage (the cells and reads of workflow/rules/common.smk)."""
-    active = set(config.get("active_datasets", []))
-    seeds = [int(seed) for seed in config.get("seeds", [0])]
-    figures = config.get("figures", {})
-    cells = _table_cells(config, active)
-    figure_heads: set[tuple[str, str, str]] = set()
-    drawn = []
-    for name, spec in figures.items():
-        cells |= _figure_cells(name, spec, active)
-        figure_heads |= _figure_heads(name, spec, active)
-        if _figure_datasets(spec, active):
-            drawn.append(name)
-    heads = {cell for cell in cells if cell[2] != BASELINE} | figure_heads
-    extractors = {(ds, ex) for ds, ex, _ in cells | figure_heads}
-    datasets = {ds for ds, _ in extractors}
+    """Every job of `snakemake all` for this config, by stage, found as Snakemake finds them: from the files the
+    tables and figures read (havana.layout's declaration, the rules' inputs) back to the jobs that write them."""
+    config = {**config, "seeds": [int(seed) for seed in config.get("seeds", [0])]}
+    where = layout.Layout.of(config)
+    tables = layout.table_names(config)
+    drawn = [name for name in layout.figure_names(config) if layout.figure_reads(config, name)]
+    reads = {path for name in tables for path in layout.table_reads(config, name)}
+    reads |= {path for name in drawn for path in layout.figure_reads(config, name)}
+    evaluated, heads, extractors, datasets = set(), set(), set(), set()
+    for path in reads:
+        kind, fields = layout.producer(where, path)
+        key = tuple(fields.get(name) for name in ("dataset", "extractor", "row", "seed"))
+        if kind == "metrics":
+            evaluated.add(key)
+        elif kind in layout.HEAD_FILES:
+            heads.add(key)
+        elif kind == "features":
+            extractors.add(key[:2])
+        elif kind == "manifest":
+            datasets.add(key[0])
+    heads |= {key for key in evaluated if key[2] != BASELINE}
+    extractors |= {key[:2] for key in evaluated | heads}
+    datasets |= {dataset for dataset, _ in extractors}
     jobs: dict[str, list[Job]] = {stage: [] for stage in STAGES}
     for dataset in sorted(datasets):
         if "synth" in config["datasets"].get(dataset, {}):
             jobs["prepare"].append(Job("synthesize", dataset))
         jobs["prepare"].append(Job("prepare", dataset))
-    sources = {(ds, _model_source(config, ex)) for ds, ex in extractors}  # an entry with model_from trains nothing
+    sources = {(ds, layout.model_source(config, ex)) for ds, ex in extractors}  # an entry with model_from trains nothing
     jobs["train_extractor"] = [Job("train_extractor", ds, ex) for ds, ex in sorted(sources)]
     jobs["extract_features"] = [Job("extract_features", ds, ex) for ds, ex in sorted(extractors)]
-    jobs["train_head"] = [Job("train_head", ds, ex, row, seed) for ds, ex, row in sorted(heads) for seed in seeds]
-    jobs["evaluate"] = [Job("evaluate", ds, ex, head, seed) for ds, ex, head in sorted(cells) for seed in seeds]
-    tables = [*_paper_tables(config), "summary"]
-    jobs["tables_figures"] = ([Job(name if name != "summary" else "reproduction_summary") for name in tables]
-                              + [Job(name) for name in drawn])
+    jobs["train_head"] = [Job("train_head", ds, ex, row, int(seed)) for ds, ex, row, seed in sorted(heads)]
+    jobs["evaluate"] = [Job("evaluate", ds, ex, row, int(seed)) for ds, ex, row, seed in sorted(evaluated)]
+    jobs["tables_figures"] = [Job(name) for name in tables] + [Job("reproduction_summary")] + [Job(n) for n in drawn]
     return jobs
 
 
@@ -215,11 +185,6 @@ def _meta_extractor(config: ExtractorConfig, num_classes: int) -> torch.nn.Modul
         return build_extractor(replace(config, pretrained=False, weights=None), num_classes).eval()
 
 
-def _model_source(config: dict, extractor: str) -> str:
-    """The extractors entry whose trained model.pt `extractor` extracts with (its model_from, else itself)."""
-    return (config["extractors"].get(extractor) or {}).get("model_from") or extractor
-
-
 def extractor_forward_flops(model: torch.nn.Module, image_size: Iterable[int]) -> int:
     """FLOPs of one image's forward pass (2 per multiply-add), counted on the meta device."""
     from torch.utils.flop_counter import FlopCounterMode
@@ -268,7 +233,7 @@ def make_plan(config: dict[str, Any], device_kinds: Iterable[str] = (costs.H100,
     forward_flops: dict[tuple, int] = {}  # the trunk's work does not depend on the dataset: count it once per shape
     trained = {(job.dataset, job.extractor) for job in jobs["train_extractor"]}
     for job in jobs["extract_features"]:
-        source = _model_source(config, job.extractor)
+        source = layout.model_source(config, job.extractor)
         settings, views = extractor_config(config, source), extractor_config(config, job.extractor).extraction.views
         split = sizes[job.dataset]
         ids, images = split["train"]
@@ -299,7 +264,7 @@ def make_plan(config: dict[str, Any], device_kinds: Iterable[str] = (costs.H100,
     train = from_mapping(HeadTrainConfig, config.get("heads", {}).get("train", {}) or {}, "heads.train")
     betas = config.get("heads", {}).get("beta_by_dataset", {})
     for job in jobs["train_head"]:
-        row = from_mapping(RowConfig, config["heads"]["rows"][job.head], f"heads.rows.{job.head}")
+        row = from_mapping(RowConfig, config["heads"]["rows"][job.row], f"heads.rows.{job.row}")
         row = row.with_beta(betas.get(job.dataset, 1.0))
         ids, images = sizes[job.dataset]["train"]
         with torch.device("meta"):
@@ -365,14 +330,13 @@ def format_plan(plan: Plan) -> str:
 
 def measured_kept(config: dict[str, Any], root: str | os.PathLike = ".") -> dict[str, int]:
     """The bytes the finished jobs of a run really left: each GPU stage's declared outputs, summed per stage."""
-    results = Path(root) / config["results_dir"]
+    where = layout.Layout(str(Path(root) / config["results_dir"]))
     jobs = planned_jobs(config)
     outputs = {
-        "train_extractor": [f"{job.dataset}/extractors/{job.extractor}/{name}" for job in jobs["train_extractor"]
-                            for name in ("model.pt",)],
-        "extract_features": [f"{job.dataset}/features/{job.extractor}.h5" for job in jobs["extract_features"]],
-        "train_head": [f"{job.dataset}/heads/{job.extractor}/{job.head}/seed{job.seed}/{name}"
+        "train_extractor": [where.model(job.dataset, job.extractor) for job in jobs["train_extractor"]],
+        "extract_features": [where.features(job.dataset, job.extractor) for job in jobs["extract_features"]],
+        "train_head": [f"{where.head_dir(job.dataset, job.extractor, job.row, job.seed)}/{name}"
                        for job in jobs["train_head"] for name in HEAD_OUTPUTS],
     }
-    return {stage: sum((results / path).stat().st_size for path in paths if (results / path).is_file())
+    return {stage: sum(Path(path).stat().st_size for path in paths if Path(path).is_file())
             for stage, paths in outputs.items()}

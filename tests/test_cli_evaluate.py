@@ -45,8 +45,8 @@ def test_writes_plain_and_flip_metrics_with_provenance(tmp_path, feature_file, c
     data = read_features(feature_file, splits=("query", "gallery"))
     q, g = data["query"], data["gallery"]
     ids = (q.pids, g.pids, q.camids, g.camids)
-    want_plain = evaluate(q.features[:, 0], g.features[:, 0], *ids)
-    want_flip = evaluate(q.features.mean(1), g.features.mean(1), *ids)
+    want_plain = evaluate(q.features[:, 0], g.features[:, 0], *ids, metric="cosine")  # the config's default metric
+    want_flip = evaluate(q.features.mean(1), g.features.mean(1), *ids, metric="cosine")
     for name, want in (("plain", want_plain), ("flip", want_flip)):
         got = metrics[name]
         assert got["mAP"] == pytest.approx(want["mAP"]) and got["mINP"] == pytest.approx(want["mINP"])
@@ -55,7 +55,7 @@ def test_writes_plain_and_flip_metrics_with_provenance(tmp_path, feature_file, c
         assert 0.0 <= got["mAP"] <= 1.0 and got["num_valid_queries"] == want["num_valid_queries"]
     assert metrics["plain"]["mAP"] != metrics["flip"]["mAP"]  # the flipped view really changes the embedding
     record = metrics["provenance"]
-    assert record["git_sha"] and record["config"]["evaluation"] == {"metric": "euclidean", "max_rank": 50, "rerank": False}
+    assert record["git_sha"] and record["config"]["evaluation"] == {"metric": "cosine", "max_rank": 50, "rerank": False}
     assert record["config"]["features"]["attrs"]["extractor"] == "bot_r18"
     beside = yaml.safe_load(out.with_name("seed0.json.provenance.yaml").read_text())
     assert beside["config"]["features"]["sha256"] == record["config"]["features"]["sha256"]
@@ -139,8 +139,8 @@ def test_head_embeddings_are_evaluated(tmp_path, feature_file):
     with torch.no_grad():
         zq, zg = (head.eval().encode(torch.as_tensor(s.features))[0].numpy() for s in (q, g))  # [N, 2, 5]
     ids = (q.pids, g.pids, q.camids, g.camids)
-    assert metrics["plain"]["mAP"] == pytest.approx(evaluate(zq[:, 0], zg[:, 0], *ids)["mAP"], abs=1e-6)
-    assert metrics["flip"]["mAP"] == pytest.approx(evaluate(zq.mean(1), zg.mean(1), *ids)["mAP"], abs=1e-6)
+    assert metrics["plain"]["mAP"] == pytest.approx(evaluate(zq[:, 0], zg[:, 0], *ids, metric="cosine")["mAP"], abs=1e-6)
+    assert metrics["flip"]["mAP"] == pytest.approx(evaluate(zq.mean(1), zg.mean(1), *ids, metric="cosine")["mAP"], abs=1e-6)
     assert metrics["provenance"]["config"]["embedding_dim"] == 5
     assert metrics["provenance"]["config"]["head"]["path"] == str(tmp_path / "head.pt")
 

@@ -19,7 +19,8 @@ def imported_modules(*argv: str) -> set[str]:
     return {name.split(".")[0] for name in names}
 
 
-@pytest.mark.parametrize("argv", [("--help",), ("table", "--help"), ("figure", "--help"), ("prepare", "--help"),
+@pytest.mark.parametrize("argv", [("--help",), ("table", "--help"), ("summary", "--help"), ("figure", "--help"),
+                                  ("prepare", "--help"),
                                   ("train-head", "--help"), ("evaluate", "--help"), ("extract", "--help"),
                                   ("train-extractor", "--help"), ("synth", "--help"), ("runs", "--help"),
                                   ("plan", "--help")])
@@ -30,18 +31,12 @@ def test_help_imports_no_heavy_library(argv):
 
 
 def test_the_table_job_and_its_renderers_do_not_import_torch_or_matplotlib():
-    code = ("import sys; import havana.commands.table, havana.report.tables, havana.report.summary, "
+    code = ("import sys; import havana.commands.table, havana.commands.summary, havana.report.tables, "
+            "havana.report.summary, havana.layout, "
             "havana.commands.prepare; print(sorted(m for m in sys.modules if m.split('.')[0] in "
             f"{HEAVY!r}))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
-
-
-def test_figure_choices_are_the_figures_drawn():
-    from havana.commands.figure import FIGURES
-    from havana.report import figures
-
-    assert FIGURES == tuple(sorted(figures.FIGURES))
 
 
 def test_runs_default_metrics_are_the_renderers():

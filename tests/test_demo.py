@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from havana.layout import Layout
 from havana.tracking import run_name
 
 REPO = Path(__file__).resolve().parents[1]
@@ -38,21 +39,21 @@ def test_demo_runs_end_to_end_and_a_second_run_does_nothing(tmp_path):
     assert first.returncode == 0, (first.stdout + first.stderr)[-5000:]
     config = yaml.safe_load(DEMO.read_text())
     results = tmp_path / config["results_dir"]
+    layout = Layout(str(results), str(tmp_path / config["resources_dir"]))
 
-    cells = {(column.get("dataset") or row.get("dataset"), row["extractor"], row["head"])
+    cells = {(column.get("dataset") or row.get("dataset"), row["extractor"], row["row"])
              for name, spec in config["tables"].items() if re.fullmatch(r"table\d+", name)
              for row in spec["rows"] for column in spec["columns"]}
     for dataset, extractor, head in cells:
         for seed in config["seeds"]:
-            metrics = json.loads((results / dataset / "metrics" / extractor / head / f"seed{seed}.json").read_text())
+            metrics = json.loads(Path(layout.metrics(dataset, extractor, head, seed)).read_text())
             for block in ("plain", "flip"):
                 assert 0.0 <= metrics[block]["mAP"] <= 1.0 and 0.0 <= metrics[block]["R1"] <= 1.0
 
     for name in [n for n in config["tables"] if re.fullmatch(r"table\d+", n)] + ["summary"]:
-        for ext in ("md", "csv", "tex"):
-            assert (results / "tables" / f"{name}.{ext}").stat().st_size > 0
-    figures = sorted(p.name for p in (results / "figures").glob("fig*.png"))
-    assert [name.split("_")[0] for name in figures] == sorted(config["figures"])
+        for ext in ("html", "md", "csv", "tex"):
+            assert Path(layout.table(name, ext)).stat().st_size > 0
+    assert all(Path(layout.figure(name)).stat().st_size > 0 for name in config["figures"])
 
     from havana import plan  # `havana plan`'s disk estimate against the files the demo really left
 
@@ -73,7 +74,7 @@ def test_demo_runs_end_to_end_and_a_second_run_does_nothing(tmp_path):
             assert (tags["dataset"], tags["extractor"], tags["row"], tags["seed"]) == (dataset, extractor, head, str(seed))
             assert tags["table_cells"] and tags["mlflow.source.git.commit"] and tags["mlflow.project.entryPoint"]
             assert {"mAP", "R1", "mINP", "flip_mAP", "flip_R1"} <= set(run.data.metrics), run.info.run_name
-            written = json.loads((results / dataset / "metrics" / extractor / head / f"seed{seed}.json").read_text())
+            written = json.loads(Path(layout.metrics(dataset, extractor, head, seed)).read_text())
             assert run.data.metrics["mAP"] == pytest.approx(written["plain"]["mAP"])
     trained = [extractor for extractor, spec in config["extractors"].items() if "model_from" not in spec]
     assert {run_name("extractor", None, extractor, "synthetic") for extractor in trained} <= set(runs)

@@ -17,6 +17,7 @@ from PIL import Image
 from havana.cli import main
 from havana.errors import HavanaError
 from havana.features import FeatureSplit, write_features
+from havana.layout import Layout
 from havana.models.head import HavanaHead, HeadConfig, save_head
 from havana.report import figures
 
@@ -28,6 +29,7 @@ NUM_IDS, DIM = 6, 8
 def make_config() -> dict:
     return {
         "seeds": SEEDS,
+        "active_datasets": [DS],
         "extractors": {"bot_r18": {"arch": "resnet18"}, "bot_r34": {"arch": "resnet34"}},
         "heads": {
             "beta_by_dataset": {DS: 2.0},
@@ -36,13 +38,13 @@ def make_config() -> dict:
                      "ab_a0.2_b2.0": {"alpha": 0.2, "beta": 2.0}},
         },
         "figures": {
-            "fig5": {"dataset": DS, "extractor": "bot_r18", "head": "havana", "num_queries": 2, "top_k": 4},
-            "fig6": {"dataset": DS, "extractor": "bot_r18", "head_mu": "havana", "head_sigma": "vnae_jst_hvd",
+            "fig5": {"dataset": DS, "extractor": "bot_r18", "row": "havana", "num_queries": 2, "top_k": 4},
+            "fig6": {"dataset": DS, "extractor": "bot_r18", "row_mu": "havana", "row_sigma": "vnae_jst_hvd",
                      "num_ids": 4},
             "fig7": {"dataset": DS, "extractor": "bot_r18", "with_c": "havana", "without_c": "vnae_jst_hvd"},
             "fig8": {"datasets": [DS, "msmt17"], "extractor": "bot_r18",
                      "rows": ["ab_a0.1_b1.0", "ab_a0.1_b2.0", "ab_a0.2_b1.0", "ab_a0.2_b2.0"]},
-            "fig9": {"datasets": [DS], "extractors": ["bot_r18", "bot_r34"], "head": "havana",
+            "fig9": {"datasets": [DS], "extractors": ["bot_r18", "bot_r34"], "row": "havana",
                      "sota": {"label": "ABD-Net", "params_m": 30.0, "values": {DS: 90.0}}},
         },
     }
@@ -98,13 +100,16 @@ def run_dirs(tmp_path: Path) -> tuple[Path, Path]:
     (heads / "havana" / "seed1").mkdir()
     history(6, klv=4.0, reconz=1.5).to_csv(heads / "havana" / "seed1" / "history.csv", index=False)
     history(5, klv=1.0, reconz=0.0).to_csv(heads / "vnae_jst_hvd" / "seed0" / "history.csv", index=False)
-    # Fig. 8 grid on the synthetic set only; Fig. 9 ladder.
-    for row, value in {"ab_a0.1_b1.0": 0.50, "ab_a0.1_b2.0": 0.52, "ab_a0.2_b2.0": 0.56}.items():
+    (heads / "vnae_jst_hvd" / "seed1").mkdir()
+    history(5, klv=1.0, reconz=0.0).to_csv(heads / "vnae_jst_hvd" / "seed1" / "history.csv", index=False)
+    # Fig. 8 grid on the synthetic set only (msmt17 is not active); Fig. 9 ladder.
+    for row, value in {"ab_a0.1_b1.0": 0.50, "ab_a0.1_b2.0": 0.52, "ab_a0.2_b1.0": 0.54, "ab_a0.2_b2.0": 0.56}.items():
         write_metrics(results, DS, "bot_r18", row, 0, value)
         write_metrics(results, DS, "bot_r18", row, 1, value + 0.02)
     for extractor, base, head in (("bot_r18", 0.781, 0.80), ("bot_r34", 0.82, 0.84)):
-        write_metrics(results, DS, extractor, "baseline", 0, base)
-        write_metrics(results, DS, extractor, "havana", 0, head)
+        for seed in SEEDS:
+            write_metrics(results, DS, extractor, "baseline", seed, base)
+            write_metrics(results, DS, extractor, "havana", seed, head)
     # Tiny JPEGs and the manifest for Fig. 5.
     rows = []
     with h5py.File(results / DS / "features" / "bot_r18.h5", "r") as h5:
@@ -142,14 +147,15 @@ def test_ab_grid_by_hand() -> None:
 
 
 def test_fig8_grid_reads_alpha_beta_and_dataset_default_beta(run_dirs) -> None:
-    results, _ = run_dirs
+    layout = Layout(*map(str, run_dirs))
     config = make_config()
     settings = figures.Fig8Config(**config["figures"]["fig8"])
     assert figures.row_alpha_beta(config, "ab_a0.1_b2.0", DS) == (0.1, 2.0)  # beta null -> beta_by_dataset
-    alphas, betas, grid = figures.fig8_grid(config, results, settings, DS)
-    # mean over seeds: (50 + 52) / 2 = 51, (52 + 54) / 2 = 53, (56 + 58) / 2 = 57; a0.2_b1.0 has no metrics.
-    np.testing.assert_allclose(grid, [[51.0, 53.0], [np.nan, 57.0]])
-    assert np.isnan(figures.fig8_grid(config, results, settings, "msmt17")[2]).all()
+    alphas, betas, grid = figures.fig8_grid(config, layout, settings, DS)
+    # mean over seeds: (50 + 52) / 2 = 51, (52 + 54) / 2 = 53, (54 + 56) / 2 = 55, (56 + 58) / 2 = 57.
+    np.testing.assert_allclose(grid, [[51.0, 53.0], [55.0, 57.0]])
+    with pytest.raises(HavanaError, match="msmt17/metrics/bot_r18/ab_a0.1_b1.0/seed0.json, which does not exist"):
+        figures.fig8_grid(config, layout, settings, "msmt17")
 
 
 def test_parameter_counts_and_fig9_points() -> None:
@@ -193,36 +199,37 @@ def test_identity_choice_and_tsne_helpers() -> None:
 @pytest.mark.parametrize(("name", "size"), [
     ("fig6", figures.fig6_size()),
     ("fig7", figures.fig7_size()),
-    ("fig8", figures.fig8_size(2)),
+    ("fig8", figures.fig8_size(1)),  # msmt17 is not an active dataset: no panel
     ("fig9", figures.fig9_size(1)),
 ])
 def test_figures_render_at_their_size(tmp_path: Path, run_dirs, name: str, size) -> None:
-    results, resources = run_dirs
     out = tmp_path / "figures" / f"{name}.png"
-    figures.write_figure(make_config(), name, results, resources, out)
+    figures.write_figure(make_config(), name, out, Layout(*map(str, run_dirs)))
     assert png_size(out) == inches_to_pixels(size)
     assert [p.name for p in out.parent.iterdir()] == [f"{name}.png"]  # no temporary file left
 
 
 def test_fig5_retrieval_grid(tmp_path: Path, run_dirs) -> None:
     pytest.importorskip("havana.evaluation")
-    results, resources = run_dirs
     out = tmp_path / "fig5.png"
-    figures.write_figure(make_config(), "fig5", results, resources, out)
+    figures.write_figure(make_config(), "fig5", out, Layout(*map(str, run_dirs)))
     assert png_size(out) == inches_to_pixels(figures.fig5_size(2, 4))
 
 
-def test_missing_inputs_give_a_no_data_panel_or_an_error(tmp_path: Path, run_dirs) -> None:
-    results, resources = run_dirs
+def test_missing_inputs_are_errors_naming_them_and_inactive_datasets_get_no_panel(tmp_path: Path, run_dirs) -> None:
+    layout = Layout(*map(str, run_dirs))
     config = make_config()
-    config["figures"]["fig7"]["without_c"] = "ab_a0.2_b1.0"  # no history: its curves are simply absent
-    figures.write_figure(config, "fig7", results, resources, tmp_path / "fig7.png")
-    config["figures"]["fig9"]["datasets"] = [DS, "msmt17"]  # msmt17: a "no data" panel
-    figures.write_figure(config, "fig9", results, resources, tmp_path / "fig9.png")
-    assert png_size(tmp_path / "fig9.png") == inches_to_pixels(figures.fig9_size(2))
-    with pytest.raises(HavanaError, match="fig8 has no input"):
-        figures.write_figure(config, "fig8", tmp_path / "empty", resources, tmp_path / "fig8.png")
-    assert not (tmp_path / "fig8.png").exists()
+    config["figures"]["fig9"]["datasets"] = [DS, "msmt17"]  # msmt17 is not active: no panel, nothing read
+    figures.write_figure(config, "fig9", tmp_path / "fig9.png", layout)
+    assert png_size(tmp_path / "fig9.png") == inches_to_pixels(figures.fig9_size(1))
+    config["figures"]["fig7"]["without_c"] = "ab_a0.2_b1.0"  # trained rows of Fig. 8 have no history here
+    missing = layout.head_file(DS, "bot_r18", "ab_a0.2_b1.0", 0, "history")
+    with pytest.raises(HavanaError, match=f"figure fig7 needs {missing}, which does not exist \\(1 more of its inputs"):
+        figures.write_figure(config, "fig7", tmp_path / "fig7.png", layout)
+    config["active_datasets"] = ["msmt17"]
+    with pytest.raises(HavanaError, match="figures.fig7 draws no dataset of active_datasets"):
+        figures.write_figure(config, "fig7", tmp_path / "fig7.png", layout)
+    assert not (tmp_path / "fig7.png").exists()
 
 
 def test_cli_figure(tmp_path: Path, run_dirs, capsys) -> None:
@@ -234,7 +241,7 @@ def test_cli_figure(tmp_path: Path, run_dirs, capsys) -> None:
     assert main(args[:5] + ["--results-dir", str(results)] + args[5:]) == 0
     assert out.is_file() and (out.parent / "fig9_params.png.provenance.yaml").is_file()
     assert main(args[:5] + ["--results-dir", str(tmp_path / "none")] + args[5:]) == 2
-    assert "fig9 has no input" in capsys.readouterr().err
+    assert "figure fig9 needs" in capsys.readouterr().err
 
 
 def text_outside_canvas(fig) -> list[str]:
@@ -273,7 +280,6 @@ def points_under_legends(fig) -> list[tuple[float, float]]:
 
 @pytest.mark.parametrize("name", ["fig5", "fig6", "fig7", "fig8", "fig9", "fig9 without SOTA parameters"])
 def test_every_text_lies_inside_the_canvas_and_no_legend_hides_data(tmp_path: Path, run_dirs, monkeypatch, name) -> None:
-    results, resources = run_dirs
     config = make_config()
     if name.endswith("without SOTA parameters"):  # the demo's case: a long note in the title, the SOTA point absent
         config["figures"]["fig9"]["sota"]["params_m"] = None
@@ -287,7 +293,7 @@ def test_every_text_lies_inside_the_canvas_and_no_legend_hides_data(tmp_path: Pa
         return save(fig, out)
 
     monkeypatch.setattr(figures, "save_png", check_then_save)
-    figures.write_figure(config, name, results, resources, tmp_path / f"{name}.png")
+    figures.write_figure(config, name, tmp_path / f"{name}.png", Layout(*map(str, run_dirs)))
     [(outside, hidden, titles)] = checked
     assert outside == [] and hidden == []
     if name == "fig5":  # rank numbers above the baseline row's columns of every query
@@ -295,19 +301,19 @@ def test_every_text_lies_inside_the_canvas_and_no_legend_hides_data(tmp_path: Pa
 
 
 def test_fig8_heatmap_writes_every_cells_value(tmp_path: Path, run_dirs, monkeypatch) -> None:
-    results, resources = run_dirs
     texts = []
     save = figures.save_png
     monkeypatch.setattr(figures, "save_png", lambda fig, out: (texts.extend(t.get_text() for t in fig.axes[0].texts),
                                                                save(fig, out))[1])
-    figures.write_figure(make_config(), "fig8", results, resources, tmp_path / "fig8.png")
-    assert sorted(texts) == ["51.0", "53.0", "57.0", "n/a"]  # the grid of test_fig8_grid, by hand
+    figures.write_figure(make_config(), "fig8", tmp_path / "fig8.png", Layout(*map(str, run_dirs)))
+    assert sorted(texts) == ["51.0", "53.0", "55.0", "57.0"]  # the grid of test_fig8_grid, by hand
 
 
 def test_no_panel_says_no_data_where_its_input_exists(tmp_path: Path, run_dirs, monkeypatch) -> None:
     """Every input of every figure exists in run_dirs (Fig. 8 restricted to the dataset that has its grid): no text
     artist of any figure may say "no data", and Fig. 6 draws its sigma panel from the learned-sigma head."""
     results, resources = run_dirs
+    layout = Layout(str(results), str(resources))
     config = make_config()
     config["figures"]["fig8"]["datasets"] = [DS]
     drawn: dict[str, list[str]] = {}
@@ -319,15 +325,16 @@ def test_no_panel_says_no_data_where_its_input_exists(tmp_path: Path, run_dirs, 
 
     monkeypatch.setattr(figures, "save_png", capture)
     for name in figures.FIGURES:
-        figures.write_figure(config, name, results, resources, tmp_path / f"{name}.png")
+        figures.write_figure(config, name, tmp_path / f"{name}.png", layout)
     assert sorted(drawn) == sorted(figures.FIGURES)
     for name, texts in drawn.items():
         assert not [text for text in texts if "no data" in text], (name, texts)
     assert r"HAVANA-$\sigma$" in drawn["fig6"] and r"HAVANA-$\mu$" in drawn["fig6"]
-    # The oracle can fail: without the sigma row's head.pt its panel says "no data".
-    (results / DS / "heads" / "bot_r18" / "vnae_jst_hvd" / "seed0" / "head.pt").unlink()
-    figures.write_figure(config, "fig6", results, resources, tmp_path / "fig6.png")
-    assert any("no data" in text for text in drawn["fig6"])
+    # The oracle can fail: without the sigma row's head.pt the figure is an error naming it (never a "no data" panel).
+    missing = results / DS / "heads" / "bot_r18" / "vnae_jst_hvd" / "seed0" / "head.pt"
+    missing.unlink()
+    with pytest.raises(HavanaError, match=f"figure fig6 needs {missing}, which does not exist"):
+        figures.write_figure(config, "fig6", tmp_path / "fig6.png", layout)
 
 
 def test_head_embeddings_are_encoded_from_head_and_features(run_dirs) -> None:

@@ -476,10 +476,10 @@ def test_bad_extractor_config_is_one_sentence(extractor_files, tmp_path, capsys)
 # --------------------------------------------------------------------------------------- metrics in `havana table`
 
 
-TABLE_CONFIG = {"seeds": [0], "heads": {"rows": {"havana": {}}},
+TABLE_CONFIG = {"seeds": [0], "active_datasets": ["market1501"], "heads": {"rows": {"havana": {}}},
                 "extractors": {"bot_r18": {"arch": "resnet18"}},
                 "tables": {"table9": {"caption": "test", "columns": [{"metric": "mAP", "dataset": "market1501"}],
-                                      "rows": [{"label": "HAVANA", "extractor": "bot_r18", "head": "havana",
+                                      "rows": [{"label": "HAVANA", "extractor": "bot_r18", "row": "havana",
                                                 "paper": [80.0]}]}}}
 
 

@@ -13,6 +13,7 @@ import yaml
 
 from havana.cli import main
 from havana.errors import HavanaError
+from havana.layout import Layout
 from havana.report import summary, tables
 from havana.report.tables import Cell
 
@@ -24,9 +25,10 @@ LITERATURE = [
 
 
 def make_config() -> dict:
-    """A config with one Table-2-like table: Market mAP/R1 and MSMT17 mAP (MSMT17 is never provided)."""
+    """A config with one Table-2-like table: Market mAP/R1 and MSMT17 mAP (MSMT17 is not an active dataset)."""
     return {
         "seeds": SEEDS,
+        "active_datasets": ["market1501"],
         "extractors": {"bot_r50": {"arch": "resnet50", "train": {"epochs": 120}}},
         "heads": {"train": {"epochs": 300}, "rows": {"havana": {"alpha": 0.2}}},
         "tables": {
@@ -35,9 +37,9 @@ def make_config() -> dict:
                 "columns": [{"metric": "mAP", "dataset": "market1501"}, {"metric": "R1", "dataset": "market1501"},
                             {"metric": "mAP", "dataset": "msmt17"}],
                 "rows": [
-                    {"label": "Baseline", "extractor": "bot_r50", "head": "baseline", "paper": [85.8, 94.2, 48.2]},
-                    {"label": "HAVANA", "extractor": "bot_r50", "head": "havana", "paper": [86.9, 94.4, 52.3]},
-                    {"label": "HAVANA †", "extractor": "bot_r50", "head": "havana", "flip": True,
+                    {"label": "Baseline", "extractor": "bot_r50", "row": "baseline", "paper": [85.8, 94.2, 48.2]},
+                    {"label": "HAVANA", "extractor": "bot_r50", "row": "havana", "paper": [86.9, 94.4, 52.3]},
+                    {"label": "HAVANA †", "extractor": "bot_r50", "row": "havana", "flip": True,
                      "paper": [87.4, None, 53.3]},
                 ],
                 "literature": LITERATURE,
@@ -45,11 +47,11 @@ def make_config() -> dict:
             "table3": {
                 "caption": "Per-row datasets.",
                 "columns": [{"metric": "mAP"}, {"metric": "R5"}],
-                "rows": [{"label": "V+J+H+C", "dataset": "market1501", "extractor": "bot_r50", "head": "havana",
+                "rows": [{"label": "V+J+H+C", "dataset": "market1501", "extractor": "bot_r50", "row": "havana",
                           "paper": [86.9, 98.3]}],
             },
-            "summary": {"tolerance": 0.5},
         },
+        "summary": {"tolerance": 0.5},
     }
 
 
@@ -61,13 +63,13 @@ def write_metrics(results: Path, dataset: str, head: str, seed: int, plain: dict
 
 @pytest.fixture()
 def results(tmp_path: Path) -> Path:
-    """Market-1501 metrics: baseline on all 3 seeds, havana on seeds 0 and 1 only; no MSMT17 at all."""
+    """Market-1501 metrics of every seed (MSMT17 is not active, so none)."""
     root = tmp_path / "results"
     baseline_map = [0.861, 0.865, 0.872]
     for seed, value in zip(SEEDS, baseline_map):
         write_metrics(root, "market1501", "baseline", seed, {"mAP": value, "R1": 0.94, "R5": 0.98},
                       {"mAP": value + 0.01, "R1": 0.95, "R5": 0.98})
-    for seed, (plain, flip) in enumerate([(0.870, 0.880), (0.874, 0.870)]):
+    for seed, (plain, flip) in enumerate([(0.870, 0.880), (0.874, 0.870), (0.872, 0.875)]):
         write_metrics(root, "market1501", "havana", seed, {"mAP": plain, "R1": 0.945, "R5": 0.983},
                       {"mAP": flip, "R1": 0.95, "R5": 0.985})
     (root / "market1501" / "heads" / "bot_r50" / "havana" / "seed0").mkdir(parents=True)
@@ -81,7 +83,7 @@ def read_csv(path: Path) -> list[dict]:
 
 def test_table_numbers_in_all_three_formats(tmp_path: Path, results: Path) -> None:
     config = make_config()
-    tables.write_table(config, "table2", results, tmp_path / "out" / "table2")
+    tables.write_table(config, "table2", tmp_path / "out" / "table2", Layout(results=str(results)))
     md = (tmp_path / "out" / "table2.md").read_text()
     tex = (tmp_path / "out" / "table2.tex").read_text()
     rows = {row["method"]: row for row in read_csv(tmp_path / "out" / "table2.csv")}
@@ -96,13 +98,13 @@ def test_table_numbers_in_all_three_formats(tmp_path: Path, results: Path) -> No
     assert rows["Baseline"]["msmt17/mAP/mean"] == "" and rows["Baseline"]["msmt17/mAP/seeds"] == "0/3"
     assert r"Baseline & 86.6 $\pm$ 0.6 & 85.8 & +0.8 & 94.0 $\pm$ 0.0 & 94.2 & -0.2 & n/a & 48.2 & n/a \\" in tex
 
-    # HAVANA plain mAP on 2 of 3 seeds: 87.0, 87.4 -> mean 87.2, std sqrt(.08) = .283 -> 0.3; delta +0.3.
-    assert "| HAVANA | 87.2 ± 0.3 (2/3 seeds) | 86.9 | +0.3 |" in md
-    assert rows["HAVANA"]["market1501/mAP/seeds"] == "2/3"
-    # HAVANA flip reads the "flip" block: 88.0, 87.0 -> 87.5 ± 0.7; delta 87.5 - 87.4 = +0.1. R1 has no paper value.
-    assert "| HAVANA † | 87.5 ± 0.7 (2/3 seeds) | 87.4 | +0.1 | 95.0 ± 0.0 (2/3 seeds) | — | — | n/a | 53.3 | n/a |" in md
+    # HAVANA plain mAP: 87.0, 87.4, 87.2 -> mean 87.2, deviations -.2 .2 0 -> var .08/2 -> std 0.2; delta +0.3.
+    assert "| HAVANA | 87.2 ± 0.2 | 86.9 | +0.3 |" in md
+    assert rows["HAVANA"]["market1501/mAP/seeds"] == "3/3" and rows["HAVANA"]["row"] == "havana"
+    # HAVANA flip reads the "flip" block: 88.0, 87.0, 87.5 -> 87.5 ± 0.5; delta 87.5 - 87.4 = +0.1. R1: no paper value.
+    assert "| HAVANA † | 87.5 ± 0.5 | 87.4 | +0.1 | 95.0 ± 0.0 | — | — | n/a | 53.3 | n/a |" in md
     assert rows["HAVANA †"]["flip"] == "true" and rows["HAVANA †"]["market1501/R1/paper"] == ""
-    assert r"HAVANA $^\dagger$ & 87.5 $\pm$ 0.7 (2/3 seeds)" in tex
+    assert r"HAVANA $^\dagger$ & 87.5 $\pm$ 0.5 & 87.4" in tex
 
     # Literature rows verbatim, under their group headings, in the paper column only.
     assert "| *non-generative* |" in md and "| *generative* |" in md
@@ -114,24 +116,27 @@ def test_table_numbers_in_all_three_formats(tmp_path: Path, results: Path) -> No
     assert r"\multicolumn{10}{l}{\textit{non-generative}}" in tex
 
     # The note says what was run.
-    assert "Market-1501, MSMT17" in md and "bot_r50 (120 epochs)" in md and "havana (300 epochs each)" in md
+    assert "Reproduced on Market-1501 (not run here: MSMT17, not in active_datasets)" in md
+    assert "bot_r50 (120 epochs)" in md and "havana (300 epochs each)" in md
     assert "seeds 0, 1, 2 (n=3)" in md and "flip test (plain and flipped features averaged) on HAVANA †" in md
     assert (tmp_path / "out" / "table2.md.provenance.yaml").is_file()
 
 
 def test_dataset_column_when_columns_take_the_rows_dataset(tmp_path: Path, results: Path) -> None:
-    tables.write_table(make_config(), "table3", results, tmp_path / "table3")
+    tables.write_table(make_config(), "table3", tmp_path / "table3", Layout(results=str(results)))
     md = (tmp_path / "table3.md").read_text()
-    # mAP 87.0, 87.4 -> 87.2 ± 0.3; R5 98.3, 98.3 -> 98.3 ± 0.0, delta +0.0 (never -0.0).
-    assert "| V+J+H+C | Market-1501 | 87.2 ± 0.3 (2/3 seeds) | 86.9 | +0.3 | 98.3 ± 0.0 (2/3 seeds) | 98.3 | +0.0 |" in md
+    # mAP 87.0, 87.4, 87.2 -> 87.2 ± 0.2; R5 98.3 thrice -> 98.3 ± 0.0, delta +0.0 (never -0.0).
+    assert "| V+J+H+C | Market-1501 | 87.2 ± 0.2 | 86.9 | +0.3 | 98.3 ± 0.0 | 98.3 | +0.0 |" in md
     assert read_csv(tmp_path / "table3.csv")[0]["dataset"] == "market1501"
     assert "Method & Dataset &" in (tmp_path / "table3.tex").read_text()
 
 
-def test_table_renders_with_no_metrics_at_all(tmp_path: Path) -> None:
-    tables.write_table(make_config(), "table2", tmp_path / "empty", tmp_path / "t2")
-    md = (tmp_path / "t2.md").read_text()
-    assert "| HAVANA | n/a | 86.9 | n/a | n/a | 94.4 | n/a | n/a | 52.3 | n/a |" in md
+def test_a_missing_metrics_file_is_an_error_naming_it(tmp_path: Path, results: Path) -> None:
+    missing = results / "market1501" / "metrics" / "bot_r50" / "havana" / "seed2.json"
+    missing.unlink()
+    with pytest.raises(HavanaError, match=f"table table2 needs {missing}, which does not exist"):
+        tables.write_table(make_config(), "table2", tmp_path / "t2", Layout(results=str(results)))
+    assert not list(tmp_path.glob("t2*"))
 
 
 def test_bad_table_configs_are_user_errors() -> None:
@@ -140,7 +145,7 @@ def test_bad_table_configs_are_user_errors() -> None:
     with pytest.raises(HavanaError, match="3 columns"):
         tables.table_spec(config, "table2")
     config = make_config()
-    config["tables"]["table2"]["rows"][1]["head"] = "no_such_row"
+    config["tables"]["table2"]["rows"][1]["row"] = "no_such_row"
     with pytest.raises(HavanaError, match="no_such_row"):
         tables.table_spec(config, "table2")
     config = make_config()
@@ -157,25 +162,25 @@ def test_bad_table_configs_are_user_errors() -> None:
     ((86.3,), 86.9, summary.NOT_REPRODUCED),    # |-.6| > max(0, .5)
     ((80.0, 90.0), 86.9, summary.REPRODUCED),   # std 7.07 covers |-1.9|
     ((88.0, 88.2), 86.9, summary.NOT_REPRODUCED),  # |1.2| > max(.14, .5)
-    ((), 86.9, summary.MISSING),
+    ((), 86.9, summary.NOT_RUN),
 ])
 def test_verdicts_on_hand_built_cells(values, paper, expected) -> None:
     assert summary.verdict(Cell(values=values, expected=3, paper=paper), tolerance=0.5) == expected
 
 
 def test_summary_counts_rule_and_runs(tmp_path: Path, results: Path) -> None:
-    verdicts = summary.write_summary(make_config(), results, tmp_path / "summary")
+    verdicts = summary.write_summary(make_config(), tmp_path / "summary", Layout(results=str(results)))
     # table2 cells with a paper value: 3 + 3 + 2 = 8; table3: 2.
     # Market: baseline mAP 86.6 vs 85.8 (|.8| > .557) no; R1 94.0 vs 94.2 yes; havana mAP 87.2 vs 86.9 yes;
-    # R1 94.5 vs 94.4 yes; flip mAP 87.5 vs 87.4 yes; table3 mAP yes, R5 yes. MSMT17 cells (3) missing.
-    assert summary.counts(verdicts) == {"reproduced": 6, "not reproduced": 1, "missing": 3, "judged": 10}
+    # R1 94.5 vs 94.4 yes; flip mAP 87.5 vs 87.4 yes; table3 mAP yes, R5 yes. MSMT17 cells (3): not run.
+    assert summary.counts(verdicts) == {"reproduced": 6, "not reproduced": 1, "not run": 3, "judged": 10}
     md = (tmp_path / "summary.md").read_text()
-    assert md.splitlines()[2] == "**10 cells with a paper value: 6 reproduced, 1 not reproduced, 3 missing.**"
+    assert md.splitlines()[2] == "**10 cells with a paper value: 6 reproduced, 1 not reproduced, 3 not run.**"
     assert "max(std over seeds, 0.5)" in md
     assert "| table2 | Baseline | Market-1501 mAP | 86.6 ± 0.6 | 85.8 | +0.8 | not reproduced | — |" in md
-    assert "| table3 | V+J+H+C | Market-1501 mAP | 87.2 ± 0.3 (2/3 seeds) | 86.9 | +0.3 | reproduced | abc123 |" in md
+    assert "| table3 | V+J+H+C | Market-1501 mAP | 87.2 ± 0.2 | 86.9 | +0.3 | reproduced | abc123 |" in md
     rows = read_csv(tmp_path / "summary.csv")
-    assert [row["verdict"] for row in rows].count("missing") == 3
+    assert [row["verdict"] for row in rows].count("not run") == 3
     assert (tmp_path / "summary.tex").read_text().count(r"\\") == 11  # heading + 10 cells
 
 
@@ -186,9 +191,10 @@ def test_cli_writes_tables_and_rejects_unknown_table(tmp_path: Path, results: Pa
     assert main(["table", "--config", str(config_path), "--table", "table2", "--results-dir", str(results),
                  "--out-prefix", str(prefix)]) == 0
     assert all((prefix.parent / f"table2.{ext}").is_file() for ext in ("md", "csv", "tex", "html"))
-    assert "6/9 reproduced cells have metrics" in capsys.readouterr().out
-    assert main(["table", "--config", str(config_path), "--table", "summary", "--results-dir", str(results),
+    assert "6/9 reproduced cells run" in capsys.readouterr().out
+    assert main(["summary", "--config", str(config_path), "--results-dir", str(results),
                  "--out-prefix", str(tmp_path / "tables" / "summary")]) == 0
+    assert "6 reproduced, 1 not reproduced, 3 not run" in capsys.readouterr().out
     assert main(["table", "--config", str(config_path), "--table", "table7", "--results-dir", str(results),
                  "--out-prefix", str(tmp_path / "tables" / "table7")]) == 2
     assert "no 'table7' under tables" in capsys.readouterr().err
@@ -228,7 +234,7 @@ def html_tables(text: str) -> list[list[list[tuple[str, str]]]]:
 
 
 def test_html_table_has_the_papers_layout_and_deltas_coloured_by_verdict(tmp_path: Path, results: Path) -> None:
-    tables.write_table(make_config(), "table2", results, tmp_path / "table2")
+    tables.write_table(make_config(), "table2", tmp_path / "table2", Layout(results=str(results)))
     page = (tmp_path / "table2.html").read_text()
     assert page.startswith("<!DOCTYPE html>") and "<caption>Table 2. Comparison with the state of the art.</caption>" in page
     [rows] = html_tables(page)
@@ -236,7 +242,7 @@ def test_html_table_has_the_papers_layout_and_deltas_coloured_by_verdict(tmp_pat
     assert [text for text, _ in rows[1]] == ["ours", "paper", "Δ"] * 3
     by_label = {row[0][0]: row for row in rows[2:]}
     # The same numbers as the Markdown; Δ coloured as the summary judges: baseline mAP not reproduced, R1 reproduced,
-    # MSMT17 missing; a cell without a paper value has no verdict colour.
+    # MSMT17 not run; a cell without a paper value has no verdict colour.
     assert [text for text, _ in by_label["Baseline"]] == ["Baseline", "86.6 ± 0.6", "85.8", "+0.8", "94.0 ± 0.0", "94.2",
                                                          "-0.2", "n/a", "48.2", "n/a"]
     assert [cls.split()[-1] for _, cls in by_label["Baseline"][3::3]] == ["bad", "ok", "missing"]
@@ -244,8 +250,8 @@ def test_html_table_has_the_papers_layout_and_deltas_coloured_by_verdict(tmp_pat
     assert by_label["MGN [40] (2018 ACMM)"][2] == ("86.9", "num paper")
     assert [row[0][0] for row in rows[2:] if len(row) == 1] == ["non-generative", "generative", "Reproduced by this pipeline"]
 
-    summary.write_summary(make_config(), results, tmp_path / "summary")
+    summary.write_summary(make_config(), tmp_path / "summary", Layout(results=str(results)))
     [judged] = html_tables((tmp_path / "summary.html").read_text())
     assert len(judged) == 1 + 10 and [text for text, _ in judged[0]] == summary.HEADINGS
     verdicts = [row[6] for row in judged[1:]]
-    assert verdicts.count(("missing", "missing")) == 3 and verdicts.count(("not reproduced", "bad")) == 1
+    assert verdicts.count(("not run", "missing")) == 3 and verdicts.count(("not reproduced", "bad")) == 1

@@ -52,7 +52,7 @@ def expected_metrics(config: dict) -> set[str]:
             for column in spec["columns"]:
                 dataset = column.get("dataset") or row.get("dataset")
                 for seed in config["seeds"]:
-                    files.add(f"{config['results_dir']}/{dataset}/metrics/{row['extractor']}/{row['head']}/seed{seed}.json")
+                    files.add(f"{config['results_dir']}/{dataset}/metrics/{row['extractor']}/{row['row']}/seed{seed}.json")
     return files
 
 
@@ -96,25 +96,29 @@ def test_active_datasets_selects_a_subset(tmp_path):
     assert not any("/market1501/" in path or "/dukemtmc/" in path for path in outputs)
 
 
-def test_resolved_config_carries_overrides_and_is_rewritten_only_when_it_changes(tmp_path):
-    resolved = tmp_path / "results" / "config.resolved.yaml"
-    assert snakemake(tmp_path, "all", "-n", "--quiet", "all", config=("seeds=[4]",)).returncode == 0
-    assert yaml.safe_load(resolved.read_text())["seeds"] == [4]
-    first = resolved.stat().st_mtime_ns
-    assert snakemake(tmp_path, "all", "-n", "--quiet", "all", config=("seeds=[4]",)).returncode == 0
-    assert resolved.stat().st_mtime_ns == first
-    assert snakemake(tmp_path, "all", "-n", "--quiet", "all", config=("seeds=[5]",)).returncode == 0
-    assert yaml.safe_load(resolved.read_text())["seeds"] == [5]
+def test_job_configs_carry_overrides_and_are_content_addressed(tmp_path):
+    configs = tmp_path / "results" / "configs"
+    assert snakemake(tmp_path, "table3", "-n", "--quiet", config=("seeds=[4]",)).returncode == 0
+    first = {path.name: path.stat().st_mtime_ns for path in configs.iterdir()}
+    assert any(yaml.safe_load((configs / name).read_text()).get("seeds") == [4] for name in first)
+    assert snakemake(tmp_path, "table3", "-n", "--quiet", config=("seeds=[4]",)).returncode == 0
+    assert {path.name: path.stat().st_mtime_ns for path in configs.iterdir()} == first  # same settings: untouched
+    assert snakemake(tmp_path, "table3", "-n", "--quiet", config=("seeds=[5]",)).returncode == 0
+    second = {path.name for path in configs.iterdir()} - set(first)
+    # Another invocation's settings get files of their own, and only jobs that read `seeds` (tables, summary, figures;
+    # not the training and evaluation jobs) get a new one.
+    assert second and all(yaml.safe_load((configs / name).read_text())["seeds"] == [5] for name in second)
 
 
 def test_a_table_naming_an_undefined_head_row_fails_at_parse_time(tmp_path):
     config = yaml.safe_load(DEMO.read_text())
-    config["tables"]["table3"]["rows"][1]["head"] = "no_such_row"
+    config["tables"]["table3"]["rows"][1]["row"] = "no_such_row"
     broken = tmp_path / "broken.yaml"
     broken.write_text(yaml.safe_dump(config))
     result = snakemake(tmp_path, "all", "-n", configfile=broken)
     assert result.returncode != 0
-    assert "names head row 'no_such_row', which heads.rows does not define" in result.stdout + result.stderr
+    assert "uses row 'no_such_row', which is not in heads.rows" in result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
 
 
 def test_missing_archive_fails_in_prepare_with_its_message(tmp_path):

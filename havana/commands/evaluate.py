@@ -74,7 +74,8 @@ def evaluation_run(args: argparse.Namespace, record: dict[str, Any], attrs: dict
                 return
     dataset, extractor = str(attrs.get("dataset", "havana")), str(attrs.get("extractor", ""))
     row = args.row or (None if args.head else "baseline")
-    fed = cells_fed(load_yaml(args.config), dataset, extractor, row) if args.config and row else []
+    config = load_yaml(args.config) if args.config and row else {}
+    fed = config["table_cells"] if "table_cells" in config else cells_fed(config, dataset, extractor, row) if config else []
     out = Path(args.out)
     # The run-id file sits in a folder of its own per output: several seeds' metrics share one folder.
     with job_run(args.tracking_uri, dataset, args.run_name or run_name(row or out.stem, args.seed, extractor, dataset),

@@ -10,8 +10,7 @@ from pathlib import Path
 from havana import paths, provenance
 from havana.data import datasets
 from havana.errors import HavanaError
-
-MANIFEST_NAME = "manifest.csv"
+from havana.layout import Layout
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -41,8 +40,8 @@ def run(args: argparse.Namespace) -> int:
     if args.msmt17_include_val and dataset_class is not datasets.MSMT17:
         raise HavanaError(f"--msmt17-include-val applies to msmt17 only, not {args.dataset}; drop it.")
     dataset = datasets.MSMT17(include_val=args.msmt17_include_val) if dataset_class is datasets.MSMT17 else dataset_class()
-    dataset_dir = args.root / dataset.name
-    manifest_path = dataset_dir / MANIFEST_NAME
+    manifest_path = Path(Layout(resources=str(args.root)).manifest(dataset.name))
+    dataset_dir = manifest_path.parent  # manifest paths are relative to its folder
     manifest_path.unlink(missing_ok=True)  # a failed run must not leave an older manifest looking current
 
     top = acquire.acquire(dataset, args.root, archive=args.archive, url=args.url, sha256=args.sha256)

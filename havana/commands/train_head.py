@@ -43,7 +43,8 @@ def run(args: argparse.Namespace) -> int:
     features = read_features(args.features)
     dataset = args.dataset or str(features.attrs.get("dataset", Path(args.features).resolve().parents[1].name))
     row = row.with_beta(section(heads, "beta_by_dataset", dataset)) if row.beta is None else row
-    fed = tables.cells_fed(config, dataset, str(features.attrs.get("extractor", "")), args.row)
+    fed = config["table_cells"] if "table_cells" in config else tables.cells_fed(  # a job config carries its cells
+        config, dataset, str(features.attrs.get("extractor", "")), args.row)
     head_run = HeadRun(out_dir=Path(args.out), row_name=args.row, dataset=dataset, seed=args.seed,
                        tracking_uri=args.tracking_uri, run_name=args.run_name, table_cells=tuple(fed))
     last = train_head(features, row, train, head_run, select_device(train.device))

@@ -55,7 +55,8 @@ class SynthConfig:
                    f"--height must be at least 32 and --width at least 16, not {self.height}x{self.width}"),
                   (0.0 <= self.difficulty <= 1.0, f"--difficulty must be between 0 and 1, not {self.difficulty}"),
                   (0.0 <= self.distractors <= 1.0, f"--distractors must be between 0 and 1, not {self.distractors}"),
-                  (0.0 <= self.junk <= 1.0, f"--junk must be between 0 and 1, not {self.junk}")]
+                  (0.0 <= self.junk <= 1.0, f"--junk must be between 0 and 1, not {self.junk}"),
+                  (self.seed >= 0, f"--seed must be at least 0, not {self.seed}")]
         for ok, message in checks:
             if not ok:
                 raise HavanaError(f"{message}; pick a value in range.")

@@ -1,9 +1,11 @@
 """The paper's Figures 5–9 (matplotlib Agg, one function per figure, seeded), from metrics, histories and features.
 
-Each `figN(config, results_dir, resources_dir, out)` gathers its inputs by the agreed paths, turns them into plot data
-with a pure function (exposed for tests), draws, and saves a PNG atomically. A panel whose inputs are absent says
-"no data for …"; a figure with no inputs at all raises HavanaError. Heads shown in Figs. 5 and 6 are the first seed's,
-encoded in the figure job from head.pt and the features (havana.scoring.encode): no head's embeddings are stored.
+Each figure's settings class declares the files it reads (`reads`, through havana.layout: the same list is the
+figure rule's Snakemake input); `write_figure` checks they all exist (a missing one is an error naming it) and
+`figN(config, settings, layout, out)` reads them, turns them into plot data with a pure function (exposed for tests),
+draws, and saves a PNG atomically. Datasets outside active_datasets get no panel. Heads shown in Figs. 5 and 6 are the
+first seed's, encoded in the figure job from head.pt and the features (havana.scoring.encode): no head's
+embeddings are stored.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ import pandas as pd  # noqa: E402
 from havana.atomic import atomic_path  # noqa: E402
 from havana.config import from_mapping, section  # noqa: E402
 from havana.errors import HavanaError  # noqa: E402
+from havana.layout import BASELINE, Layout, active_datasets, require  # noqa: E402
+from havana.layout import seeds as config_seeds  # noqa: E402
 from havana.report import tables  # noqa: E402
 
 DPI = 100  # every figure: size in inches × DPI pixels, no tight bounding box, so the PNG size is known
@@ -40,21 +44,42 @@ THUMBNAIL = (64, 128)  # (width, height) every retrieval image is resized to
 class Fig5Config:
     dataset: str  # the dataset whose query/gallery images are shown
     extractor: str  # baseline features and the head's input
-    head: str = "havana"  # heads.rows name of the lower row of each query
+    row: str = "havana"  # heads.rows name of the lower row of each query
     num_queries: int = 4  # queries shown, chosen at random (seeded) among those with a true match
     top_k: int = 10  # gallery results per query
     seed: int = 0  # seeds the choice of queries
+
+    def on(self, active: Sequence[str]) -> "Fig5Config | None":
+        return self if self.dataset in active else None
+
+    def runs(self) -> list[tuple[str, str]]:
+        return [(self.extractor, self.row)]
+
+    def reads(self, layout: Layout, seeds: Sequence[int]) -> list[str]:
+        ds, ex = self.dataset, self.extractor
+        return [layout.features(ds, ex), layout.head_file(ds, ex, self.row, seeds[0], "head"), layout.manifest(ds)]
 
 
 @dataclass(frozen=True)
 class Fig6Config:
     dataset: str  # test identities come from this dataset's query and gallery
     extractor: str  # the baseline features
-    head_mu: str = "havana"  # panel HAVANA-mu: z_mu of this row
-    head_sigma: str = "vnae_jst_hvd"  # panel HAVANA-sigma: exp(0.5·z_logvar) of this row's head (a learned z_sigma)
+    row_mu: str = "havana"  # panel HAVANA-mu: z_mu of this row
+    row_sigma: str = "vnae_jst_hvd"  # panel HAVANA-sigma: exp(0.5·z_logvar) of this row's head (a learned z_sigma)
     num_ids: int = 10  # identities drawn at random (seeded)
     max_per_id: int = 20  # images per identity at most, so t-SNE stays quick
     seed: int = 0  # seeds the identity draw and t-SNE (random_state)
+
+    def on(self, active: Sequence[str]) -> "Fig6Config | None":
+        return self if self.dataset in active else None
+
+    def runs(self) -> list[tuple[str, str]]:
+        return [(self.extractor, self.row_mu), (self.extractor, self.row_sigma)]
+
+    def reads(self, layout: Layout, seeds: Sequence[int]) -> list[str]:
+        ds, ex = self.dataset, self.extractor
+        return [layout.features(ds, ex)] + [layout.head_file(ds, ex, row, seeds[0], "head")
+                                            for row in (self.row_mu, self.row_sigma)]
 
 
 @dataclass(frozen=True)
@@ -64,6 +89,16 @@ class Fig7Config:
     with_c: str = "havana"  # row trained with the covariance constraint
     without_c: str = "vnae_jst_hvd"  # row trained without it
 
+    def on(self, active: Sequence[str]) -> "Fig7Config | None":
+        return self if self.dataset in active else None
+
+    def runs(self) -> list[tuple[str, str]]:
+        return [(self.extractor, self.with_c), (self.extractor, self.without_c)]
+
+    def reads(self, layout: Layout, seeds: Sequence[int]) -> list[str]:
+        return [layout.head_file(self.dataset, self.extractor, row, seed, "history")
+                for row in (self.with_c, self.without_c) for seed in seeds]
+
 
 @dataclass(frozen=True)
 class Fig8Config:
@@ -71,6 +106,17 @@ class Fig8Config:
     extractor: str  # the head runs' extractor
     rows: list[str]  # heads.rows names of the alpha × beta grid (alpha, beta read from each row)
     metric: str = "mAP"  # bar height, plain features, mean over seeds
+
+    def on(self, active: Sequence[str]) -> "Fig8Config | None":
+        datasets = [dataset for dataset in self.datasets if dataset in active]
+        return dataclasses.replace(self, datasets=datasets) if datasets else None
+
+    def runs(self) -> list[tuple[str, str]]:
+        return [(self.extractor, row) for row in self.rows]
+
+    def reads(self, layout: Layout, seeds: Sequence[int]) -> list[str]:
+        return [layout.metrics(ds, self.extractor, row, seed) for ds in self.datasets for row in self.rows
+                for seed in seeds]
 
 
 @dataclass(frozen=True)
@@ -84,19 +130,22 @@ class SotaConfig:
 class Fig9Config:
     datasets: list[str]  # one panel per dataset
     extractors: list[str]  # the ResNet ladder; the first one's baseline is the origin
-    head: str = "havana"  # the head applied to each extractor (red)
+    row: str = "havana"  # the head row applied to each extractor (red)
     sota: SotaConfig | None = None  # the green point
+
+    def on(self, active: Sequence[str]) -> "Fig9Config | None":
+        datasets = [dataset for dataset in self.datasets if dataset in active]
+        return dataclasses.replace(self, datasets=datasets) if datasets else None
+
+    def runs(self) -> list[tuple[str, str]]:
+        return [(extractor, row) for extractor in self.extractors for row in (BASELINE, self.row)]
+
+    def reads(self, layout: Layout, seeds: Sequence[int]) -> list[str]:
+        return [layout.metrics(ds, extractor, row, seed) for ds in self.datasets for extractor, row in self.runs()
+                for seed in seeds]
 
 
 # ---------------------------------------------------------------- paths and readers (the IO edge)
-
-def features_path(results_dir: str | os.PathLike, dataset: str, extractor: str) -> Path:
-    return Path(results_dir) / dataset / "features" / f"{extractor}.h5"
-
-
-def head_dir(results_dir: str | os.PathLike, dataset: str, extractor: str, row: str, seed: int) -> Path:
-    return Path(results_dir) / dataset / "heads" / extractor / row / f"seed{seed}"
-
 
 @dataclass
 class TestEmbeddings:
@@ -118,11 +167,11 @@ def _test_embeddings(data: Any, query: np.ndarray, gallery: np.ndarray) -> TestE
                           g_camids=g.camids, q_paths=q.paths, g_paths=g.paths)
 
 
-def read_test_embeddings(path: Path) -> TestEmbeddings | None:
+def read_test_embeddings(path: str | os.PathLike) -> TestEmbeddings | None:
     """Plain-view query/gallery rows of a feature file; None if it is absent."""
     from havana.features import read_features
 
-    if not path.is_file():
+    if not Path(path).is_file():
         return None
     data = read_features(path, ("query", "gallery"))
     return _test_embeddings(data, data["query"].features[:, 0], data["gallery"].features[:, 0])
@@ -133,7 +182,7 @@ def head_test_embeddings(features: Path, head: Path, part: str = "mu") -> TestEm
     and the features through havana.scoring (no head's embeddings are stored); None when either file is absent."""
     from havana import scoring
 
-    if not features.is_file() or not head.is_file():
+    if not Path(features).is_file() or not Path(head).is_file():
         return None
     data = scoring.read_test_features(features)
     model = scoring.load_head_for(head, data, features)
@@ -143,18 +192,16 @@ def head_test_embeddings(features: Path, head: Path, part: str = "mu") -> TestEm
     return _test_embeddings(data, query, gallery)
 
 
-def read_histories(results_dir: str | os.PathLike, dataset: str, extractor: str, row: str,
-                   seeds: Sequence[int]) -> list[pd.DataFrame]:
-    """The history.csv of each seed's head run that exists."""
-    paths = [head_dir(results_dir, dataset, extractor, row, seed) / "history.csv" for seed in seeds]
-    return [pd.read_csv(path) for path in paths if path.is_file()]
+def read_histories(layout: Layout, dataset: str, extractor: str, row: str, seeds: Sequence[int]) -> list[pd.DataFrame]:
+    """The history.csv of each seed's head run."""
+    return [pd.read_csv(layout.head_file(dataset, extractor, row, seed, "history")) for seed in seeds]
 
 
-def mean_metric(results_dir: str | os.PathLike, dataset: str, extractor: str, row: str, seeds: Sequence[int],
+def mean_metric(layout: Layout, dataset: str, extractor: str, row: str, seeds: Sequence[int],
                 metric: str = "mAP") -> float | None:
-    """Mean over the seeds found of one plain metric, in percent; None when no seed has metrics."""
+    """Mean over the seeds of one plain metric, in percent."""
     keys = {(dataset, extractor, row, seed) for seed in seeds}
-    found = tables.collect_metrics(results_dir, keys)
+    found = tables.collect_metrics(layout, keys, "a figure")
     values = [tables.metric_percent(found[key], key, metric, flip=False) for key in sorted(found)]
     return float(np.mean(values)) if values else None
 
@@ -329,19 +376,6 @@ def save_png(fig: plt.Figure, out: str | os.PathLike) -> Path:
     return Path(out)
 
 
-def _seeds(config: Mapping[str, Any]) -> list[int]:
-    return tables.config_seeds(config)
-
-
-def _figure_config(config: Mapping[str, Any], name: str, cls: type) -> Any:
-    return from_mapping(cls, section(config, "figures", name), f"figures.{name}")
-
-
-def _require_any(found: bool, figure: str, what: str) -> None:
-    if not found:
-        raise HavanaError(f"{figure} has no input at all ({what}); run the pipeline steps that produce them first.")
-
-
 # ---------------------------------------------------------------- Fig. 5: retrieval grid
 
 def _load_thumbnail(path: Path | None) -> np.ndarray:
@@ -359,31 +393,28 @@ def fig5_size(num_queries: int, top_k: int) -> tuple[float, float]:
     return 0.8 * (top_k + 1), 1.5 * 2 * max(1, num_queries)
 
 
-def fig5(config: Mapping[str, Any], results_dir: str | os.PathLike, resources_dir: str | os.PathLike,
-         out: str | os.PathLike) -> Path:
+def fig5(config: Mapping[str, Any], settings: Fig5Config, layout: Layout, out: str | os.PathLike) -> Path:
     """Top-k retrieval for a few seeded queries: baseline row above HAVANA row, green/red borders for right/wrong."""
     from havana.data.datasets import read_manifest
-    from havana.evaluation import topk_indices
+    from havana.evaluation import EvaluationConfig, topk_indices
 
-    settings = _figure_config(config, "fig5", Fig5Config)
-    seed = _seeds(config)[0]
-    baseline = read_test_embeddings(features_path(results_dir, settings.dataset, settings.extractor))
-    havana = head_test_embeddings(features_path(results_dir, settings.dataset, settings.extractor),
-                                  head_dir(results_dir, settings.dataset, settings.extractor, settings.head, seed) / "head.pt")
-    _require_any(baseline is not None or havana is not None, "fig5",
-                 f"features and the {settings.head} head of {settings.dataset}/{settings.extractor}")
+    seed = config_seeds(config)[0]
+    features = layout.features(settings.dataset, settings.extractor)
+    baseline = read_test_embeddings(features)
+    havana = head_test_embeddings(features, layout.head_file(settings.dataset, settings.extractor, settings.row, seed, "head"))
     reference = baseline if baseline is not None else havana
     queries = choose_queries(reference.q_pids, reference.q_camids, reference.g_pids, reference.g_camids,
                              settings.num_queries, settings.seed)
-    manifest = read_manifest(Path(resources_dir) / settings.dataset / "manifest.csv")
+    manifest_path = Path(layout.manifest(settings.dataset))
+    manifest = read_manifest(manifest_path)
     known = set(manifest["path"])
-    image_root = Path(resources_dir) / settings.dataset
+    image_root = manifest_path.parent  # manifest paths are relative to its folder
 
     def image(path: str) -> np.ndarray:
         return _load_thumbnail(image_root / path if path in known else None)
 
-    metric = (config.get("evaluation", {}) or {}).get("metric", "euclidean")
-    methods = [("Baseline", baseline), (f"HAVANA ({settings.head})", havana)]
+    metric = from_mapping(EvaluationConfig, config.get("evaluation") or {}, "evaluation").metric
+    methods = [("Baseline", baseline), (f"HAVANA ({settings.row})", havana)]
     with plt.rc_context(STYLE):
         fig, axes = plt.subplots(2 * max(1, len(queries)), settings.top_k + 1, figsize=fig5_size(len(queries), settings.top_k),
                                  squeeze=False)
@@ -434,22 +465,18 @@ def fig6_size() -> tuple[float, float]:
     return 12.0, 4.2
 
 
-def fig6(config: Mapping[str, Any], results_dir: str | os.PathLike, resources_dir: str | os.PathLike,
-         out: str | os.PathLike) -> Path:
+def fig6(config: Mapping[str, Any], settings: Fig6Config, layout: Layout, out: str | os.PathLike) -> Path:
     """t-SNE of the same images of `num_ids` seeded identities: baseline, HAVANA-mu (z_mu), HAVANA-sigma (exp(½ logvar))."""
-    settings = _figure_config(config, "fig6", Fig6Config)
-    seed = _seeds(config)[0]
+    seed = config_seeds(config)[0]
     ds, ex = settings.dataset, settings.extractor
-    features = features_path(results_dir, ds, ex)
+    features = layout.features(ds, ex)
     panels = [
         ("Baseline", read_test_embeddings(features), None),
-        (r"HAVANA-$\mu$", head_test_embeddings(features, head_dir(results_dir, ds, ex, settings.head_mu, seed) / "head.pt"),
-         None),
-        (r"HAVANA-$\sigma$", head_test_embeddings(features, head_dir(results_dir, ds, ex, settings.head_sigma, seed)
-                                                  / "head.pt", "logvar"), lambda logvar: np.exp(0.5 * logvar)),
+        (r"HAVANA-$\mu$", head_test_embeddings(features, layout.head_file(ds, ex, settings.row_mu, seed, "head")), None),
+        (r"HAVANA-$\sigma$", head_test_embeddings(features, layout.head_file(ds, ex, settings.row_sigma, seed, "head"),
+                                                  "logvar"), lambda logvar: np.exp(0.5 * logvar)),
     ]
     available = [data for _, data, _ in panels if data is not None]
-    _require_any(bool(available), "fig6", f"features of {ds}/{ex}")
     reference = available[0]
     pids = np.concatenate([reference.q_pids, reference.g_pids])
     ids = choose_identities(np.intersect1d(reference.q_pids, reference.g_pids), settings.num_ids, settings.seed)
@@ -492,15 +519,11 @@ def fig7_size() -> tuple[float, float]:
     return 11.0, 3.4
 
 
-def fig7(config: Mapping[str, Any], results_dir: str | os.PathLike, resources_dir: str | os.PathLike,
-         out: str | os.PathLike) -> Path:
+def fig7(config: Mapping[str, Any], settings: Fig7Config, layout: Layout, out: str | os.PathLike) -> Path:
     """L_klv, L_klz and L_reconz per epoch with and without the covariance constraint (mean over seeds, ±1 std band)."""
-    settings = _figure_config(config, "fig7", Fig7Config)
-    seeds = _seeds(config)
+    seeds = config_seeds(config)
     runs = [("with CC", settings.with_c, HAVANA_COLOR), ("without CC", settings.without_c, BASELINE_COLOR)]
-    histories = {row: read_histories(results_dir, settings.dataset, settings.extractor, row, seeds) for _, row, _ in runs}
-    _require_any(any(histories.values()), "fig7",
-                 f"history.csv of {settings.with_c} or {settings.without_c} on {settings.dataset}/{settings.extractor}")
+    histories = {row: read_histories(layout, settings.dataset, settings.extractor, row, seeds) for _, row, _ in runs}
     with plt.rc_context(STYLE):
         fig, axes = plt.subplots(1, len(FIG7_TERMS), figsize=fig7_size())
         for ax, (term, title) in zip(axes, FIG7_TERMS):
@@ -532,27 +555,23 @@ def fig8_size(num_datasets: int) -> tuple[float, float]:
     return 5.0 * max(1, num_datasets), 4.2
 
 
-def fig8_grid(config: Mapping[str, Any], results_dir: str | os.PathLike, settings: Fig8Config, dataset: str
+def fig8_grid(config: Mapping[str, Any], layout: Layout, settings: Fig8Config, dataset: str
               ) -> tuple[list[float], list[float], np.ndarray]:
-    """The alpha × beta matrix of mean metric over seeds for one dataset (NaN where no run exists)."""
-    seeds = _seeds(config)
+    """The alpha × beta matrix of mean metric over seeds for one dataset (NaN where the grid has no row)."""
+    seeds = config_seeds(config)
     points = {row: row_alpha_beta(config, row, dataset) for row in settings.rows}
-    values = {row: mean_metric(results_dir, dataset, settings.extractor, row, seeds, settings.metric)
+    values = {row: mean_metric(layout, dataset, settings.extractor, row, seeds, settings.metric)
               for row in settings.rows}
     return ab_grid(points, values)
 
 
-def fig8(config: Mapping[str, Any], results_dir: str | os.PathLike, resources_dir: str | os.PathLike,
-         out: str | os.PathLike) -> Path:
+def fig8(config: Mapping[str, Any], settings: Fig8Config, layout: Layout, out: str | os.PathLike) -> Path:
     """The metric over the alpha × beta grid, one heatmap per dataset with every cell's value written in it.
 
     The paper draws 3-D bars; a heatmap with values shows the same grid without a truncated height axis that would
     make a spread of one or two points look large. The colour scale spans each panel's own min..max, and the panel
     title states that spread in points."""
-    settings = _figure_config(config, "fig8", Fig8Config)
-    grids = {dataset: fig8_grid(config, results_dir, settings, dataset) for dataset in settings.datasets}
-    _require_any(any(np.isfinite(grid).any() for _, _, grid in grids.values()), "fig8",
-                 f"metrics of rows {', '.join(settings.rows)}")
+    grids = {dataset: fig8_grid(config, layout, settings, dataset) for dataset in settings.datasets}
     with plt.rc_context(STYLE):
         fig, axes = plt.subplots(1, len(settings.datasets), figsize=fig8_size(len(settings.datasets)), squeeze=False,
                                  layout="constrained")
@@ -586,23 +605,20 @@ def fig9_size(num_datasets: int) -> tuple[float, float]:
     return 5.0 * max(1, num_datasets), 4.2
 
 
-def fig9(config: Mapping[str, Any], results_dir: str | os.PathLike, resources_dir: str | os.PathLike,
-         out: str | os.PathLike) -> Path:
+def fig9(config: Mapping[str, Any], settings: Fig9Config, layout: Layout, out: str | os.PathLike) -> Path:
     """mAP gain vs parameters relative to the first extractor's baseline: baselines (blue), HAVANA (red), SOTA (green)."""
-    settings = _figure_config(config, "fig9", Fig9Config)
-    seeds = _seeds(config)
+    seeds = config_seeds(config)
     params = {extractor: extractor_test_parameters(config, extractor) for extractor in settings.extractors}
     panels = {}
     for dataset in settings.datasets:
-        baseline = {e: mean_metric(results_dir, dataset, e, tables.BASELINE, seeds) for e in settings.extractors}
-        havana = {e: mean_metric(results_dir, dataset, e, settings.head, seeds) for e in settings.extractors}
+        baseline = {e: mean_metric(layout, dataset, e, BASELINE, seeds) for e in settings.extractors}
+        havana = {e: mean_metric(layout, dataset, e, settings.row, seeds) for e in settings.extractors}
         sota = settings.sota
         sota_point = ((sota.label, sota.params_m, sota.values[dataset])
                       if sota and sota.params_m is not None and dataset in sota.values else None)
         panels[dataset] = fig9_points(settings.extractors, params, baseline, havana, sota_point)
-    _require_any(any(panels.values()), "fig9", f"baseline metrics of {settings.extractors[0]}")
     colors = {"baseline": BASELINE_COLOR, "havana": HAVANA_COLOR, "sota": SOTA_COLOR}
-    names = {"baseline": "baseline", "havana": f"HAVANA ({settings.head})",
+    names = {"baseline": "baseline", "havana": f"HAVANA ({settings.row})",
              "sota": f"{settings.sota.label} (SOTA)" if settings.sota else "SOTA"}
     with plt.rc_context(STYLE):
         fig, axes = plt.subplots(1, len(settings.datasets), figsize=fig9_size(len(settings.datasets)), squeeze=False,
@@ -637,12 +653,43 @@ def fig9(config: Mapping[str, Any], results_dir: str | os.PathLike, resources_di
         return save_png(fig, out)
 
 
-FIGURES: dict[str, Callable[..., Path]] = {"fig5": fig5, "fig6": fig6, "fig7": fig7, "fig8": fig8, "fig9": fig9}
+@dataclass(frozen=True)
+class Figure:
+    """One figure this pipeline draws: its settings class (config `figures.<name>`), drawing function and file title."""
+
+    settings: type
+    draw: Callable[..., Path]
+    title: str  # the PNG is figures/<name>_<title>.png
 
 
-def write_figure(config: Mapping[str, Any], name: str, results_dir: str | os.PathLike,
-                 resources_dir: str | os.PathLike, out: str | os.PathLike) -> Path:
-    """Draw figure `name` (fig5 … fig9) to `out`."""
+# The one list of figures: the rules, the CLI's choices and the schema (tested) follow it.
+FIGURES: dict[str, Figure] = {
+    "fig5": Figure(Fig5Config, fig5, "retrieval"),
+    "fig6": Figure(Fig6Config, fig6, "tsne"),
+    "fig7": Figure(Fig7Config, fig7, "loss_curves"),
+    "fig8": Figure(Fig8Config, fig8, "alpha_beta"),
+    "fig9": Figure(Fig9Config, fig9, "cost"),
+}
+
+
+def settings(config: Mapping[str, Any], name: str) -> Any:
+    """The typed `figures.<name>` section."""
     if name not in FIGURES:
         raise HavanaError(f"unknown figure '{name}'; choose one of {', '.join(FIGURES)}.")
-    return FIGURES[name](config, results_dir, resources_dir, out)
+    return from_mapping(FIGURES[name].settings, section(config, "figures", name), f"figures.{name}")
+
+
+def active_settings(config: Mapping[str, Any], name: str) -> Any:
+    """`figures.<name>` restricted to the active datasets; None when it draws none of them."""
+    return settings(config, name).on(active_datasets(config))
+
+
+def write_figure(config: Mapping[str, Any], name: str, out: str | os.PathLike, layout: Layout | None = None) -> Path:
+    """Draw figure `name` (fig5 … fig9) to `out` from its declared reads (through `layout`, default the config's)."""
+    layout = layout or Layout.of(config)
+    chosen = active_settings(config, name)
+    if chosen is None:
+        raise HavanaError(f"figures.{name} draws no dataset of active_datasets ({', '.join(active_datasets(config))}); "
+                          "add its dataset there or drop the figure.")
+    require(chosen.reads(layout, config_seeds(config)), f"figure {name}")
+    return FIGURES[name].draw(config, chosen, layout, out)

@@ -1,8 +1,8 @@
 """Tables as self-contained HTML pages, for `snakemake --report` (which shows HTML inline; md/csv/tex stay downloads).
 
 The paper's layout: per metric column the reproduced mean ± std, the paper's value and the difference, group headings,
-caption and note. The difference is coloured by the reproduction summary's verdict (tables.summary.tolerance):
-green reproduced, red not reproduced, grey missing; cells without a paper value stay plain.
+caption and note. The difference is coloured by the reproduction summary's verdict (summary.tolerance):
+green reproduced, red not reproduced, grey not run; cells without a paper value stay plain.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Sequence
 from havana.report import summary, tables
 from havana.report.tables import TableModel
 
-VERDICT_CLASSES = {summary.REPRODUCED: "ok", summary.NOT_REPRODUCED: "bad", summary.MISSING: "missing"}
+VERDICT_CLASSES = {summary.REPRODUCED: "ok", summary.NOT_REPRODUCED: "bad", summary.NOT_RUN: "missing"}
 STYLE = """
 body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; font-size: 13px; margin: 12px; color: #222; }
 caption { caption-side: top; text-align: left; font-weight: 600; padding: 4px 0 8px; }

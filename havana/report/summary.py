@@ -1,7 +1,8 @@
 """The reproduction summary: for every table cell with a paper value, whether the reproduced value matches it.
 
 Rule: a cell is reproduced when |mean − paper| ≤ max(std over seeds, tolerance), in percentage points, judged on the
-seeds that exist; a cell with no metrics is "missing". The tolerance comes from `tables.summary.tolerance`.
+seeds of the run; a cell on a dataset the run does not cover (active_datasets) is "not run". The tolerance and the
+tables judged come from the config's top-level `summary` section.
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ from typing import Any, Mapping, Sequence
 
 from havana.config import from_mapping
 from havana.errors import HavanaError
+from havana.layout import Layout, active_datasets, seeds as config_seeds, summary_tables
 from havana.report import tables
-from havana.report.tables import Cell, RunKey, TableModel
+from havana.report.tables import Cell, TableModel
 
-REPRODUCED, NOT_REPRODUCED, MISSING = "reproduced", "not reproduced", "missing"
+REPRODUCED, NOT_REPRODUCED, NOT_RUN = "reproduced", "not reproduced", "not run"
 
 
 @dataclass(frozen=True)
@@ -32,11 +34,11 @@ class Verdict:
     """One judged cell: where it is, its numbers, the verdict and the MLflow runs behind it."""
 
     table: str
-    row: str
+    label: str
     column: str
     dataset: str
     extractor: str
-    head: str
+    row: str
     flip: bool
     cell: Cell
     verdict: str
@@ -44,23 +46,24 @@ class Verdict:
 
 
 def verdict(cell: Cell, tolerance: float) -> str:
-    """REPRODUCED when |mean − paper| ≤ max(std, tolerance), MISSING without metrics, else NOT_REPRODUCED."""
+    """REPRODUCED when |mean − paper| ≤ max(std, tolerance), NOT_RUN (not run) without values, else NOT_REPRODUCED."""
     if cell.paper is None:
         raise ValueError("a cell without a paper value has no verdict")
     if cell.mean is None:
-        return MISSING
+        return NOT_RUN
     return REPRODUCED if abs(cell.mean - cell.paper) <= max(cell.std, tolerance) + 1e-9 else NOT_REPRODUCED
 
 
 def rule_text(tolerance: float) -> str:
     """The rule, stated in the output."""
     return (f"A cell is reproduced when |reproduced mean − paper| ≤ max(std over seeds, {tolerance:g}) percentage points, "
-            "judged on the seeds found; 'missing' means no metrics were found for it. Only cells with a paper value are judged.")
+            "judged over the run's seeds; 'not run' marks a cell on a dataset outside active_datasets. "
+            "Only cells with a paper value are judged.")
 
 
 def summary_config(config: Mapping[str, Any]) -> SummaryConfig:
-    """`tables.summary` (optional) as a SummaryConfig."""
-    return from_mapping(SummaryConfig, (config.get("tables", {}) or {}).get("summary", {}) or {}, "tables.summary")
+    """The config's `summary` section (optional) as a SummaryConfig."""
+    return from_mapping(SummaryConfig, config.get("summary", {}) or {}, "summary")
 
 
 def judge(models: Sequence[TableModel], tolerance: float,
@@ -77,16 +80,16 @@ def judge(models: Sequence[TableModel], tolerance: float,
                     continue
                 dataset = column.dataset or row.spec.dataset or ""
                 verdicts.append(Verdict(
-                    table=model.name, row=row.label, column=tables.column_title(column) if column.dataset
+                    table=model.name, label=row.label, column=tables.column_title(column) if column.dataset
                     else f"{tables.dataset_title(dataset)} {tables.METRIC_TITLES[column.metric]}",
-                    dataset=dataset, extractor=row.spec.extractor, head=row.spec.head, flip=row.spec.flip, cell=cell,
-                    verdict=verdict(cell, tolerance), runs=runs.get((dataset, row.spec.extractor, row.spec.head), ())))
+                    dataset=dataset, extractor=row.spec.extractor, row=row.spec.row, flip=row.spec.flip, cell=cell,
+                    verdict=verdict(cell, tolerance), runs=runs.get((dataset, row.spec.extractor, row.spec.row), ())))
     return verdicts
 
 
 def counts(verdicts: Sequence[Verdict]) -> dict[str, int]:
-    """How many cells are reproduced, not reproduced and missing (and judged in all)."""
-    result = {REPRODUCED: 0, NOT_REPRODUCED: 0, MISSING: 0}
+    """How many cells are reproduced, not reproduced and not run (and judged in all)."""
+    result = {REPRODUCED: 0, NOT_REPRODUCED: 0, NOT_RUN: 0}
     for item in verdicts:
         result[item.verdict] += 1
     result["judged"] = len(verdicts)
@@ -96,12 +99,12 @@ def counts(verdicts: Sequence[Verdict]) -> dict[str, int]:
 def counts_text(verdicts: Sequence[Verdict]) -> str:
     tally = counts(verdicts)
     return (f"{tally['judged']} cells with a paper value: {tally[REPRODUCED]} reproduced, "
-            f"{tally[NOT_REPRODUCED]} not reproduced, {tally[MISSING]} missing.")
+            f"{tally[NOT_REPRODUCED]} not reproduced, {tally[NOT_RUN]} not run.")
 
 
 def verdict_fields(item: Verdict) -> list[str]:
     cell = item.cell
-    return [item.table, item.row, item.column, tables.cell_text(cell), tables.paper_text(cell.paper),
+    return [item.table, item.label, item.column, tables.cell_text(cell), tables.paper_text(cell.paper),
             tables.delta_text(cell), item.verdict, ", ".join(item.runs) or "—"]
 
 
@@ -120,11 +123,11 @@ def render_csv(verdicts: Sequence[Verdict]) -> str:
     """One line per judged cell with numeric mean, std, seeds, paper, delta, verdict and run ids."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["table", "row", "column", "dataset", "extractor", "head", "flip", "mean", "std", "seeds",
+    writer.writerow(["table", "label", "column", "dataset", "extractor", "row", "flip", "mean", "std", "seeds",
                      "paper", "delta", "verdict", "mlflow_runs"])
     for item in verdicts:
         cell = item.cell
-        writer.writerow([item.table, item.row, item.column, item.dataset, item.extractor, item.head,
+        writer.writerow([item.table, item.label, item.column, item.dataset, item.extractor, item.row,
                          str(item.flip).lower(), "" if cell.mean is None else tables.fmt(cell.mean),
                          "" if cell.std is None else tables.fmt(cell.std), f"{len(cell.values)}/{cell.expected}",
                          tables.fmt(cell.paper), "" if cell.delta is None else tables.fmt(cell.delta, signed=True),
@@ -144,36 +147,36 @@ def render_latex(verdicts: Sequence[Verdict], tolerance: float) -> str:
     return "\n".join(lines)
 
 
-def run_ids(results_dir: str | os.PathLike, key: RunKey) -> list[str]:
-    """The MLflow run ids recorded for one (dataset, extractor, head, seed): the head run, or the extractor's for baseline."""
-    dataset, extractor, head, seed = key
-    base = Path(results_dir) / dataset
-    run_dir = base / "extractors" / extractor if head == tables.BASELINE else base / "heads" / extractor / head / f"seed{seed}"
-    marker = run_dir / "mlflow_run_id"
+def run_ids(layout: Layout, key: tables.RunKey) -> list[str]:
+    """The MLflow run id recorded for one (dataset, extractor, row, seed): the head run, or the extractor's for baseline
+    (none when tracking was off)."""
+    marker = Path(layout.run_id(*key))
     return [marker.read_text(encoding="utf-8").strip()] if marker.is_file() else []
 
 
-def write_summary(config: Mapping[str, Any], results_dir: str | os.PathLike, out_prefix: str | os.PathLike) -> list[Verdict]:
-    """Judge every configured table's cells and write `<out_prefix>.{md,csv,tex,html}`; return the verdicts."""
+def write_summary(config: Mapping[str, Any], out_prefix: str | os.PathLike,
+                  layout: Layout | None = None) -> list[Verdict]:
+    """Judge every summarised table's cells and write `<out_prefix>.{md,csv,tex,html}`; return the verdicts."""
+    layout = layout or Layout.of(config)
     settings = summary_config(config)
-    names = settings.tables if settings.tables is not None else tables.table_names(config)
+    names = summary_tables(config)
     if not names:
         raise HavanaError("config has no tables.table<N> entries to summarise; add the paper's tables to 'tables'.")
-    seeds = tables.config_seeds(config)
+    seeds, active = config_seeds(config), active_datasets(config)
     models, runs = [], {}
     for name in names:
         spec = tables.table_spec(config, name)
-        keys = tables.required_runs(spec, seeds)
-        metrics = tables.collect_metrics(results_dir, keys)
-        models.append(tables.build_table(name, spec, metrics, seeds))
+        keys = tables.required_runs(spec, seeds, active)
+        metrics = tables.collect_metrics(layout, keys, "the reproduction summary")
+        models.append(tables.build_table(name, spec, metrics, seeds, active))
         for key in sorted(keys):
             found = runs.setdefault(key[:3], ())
-            runs[key[:3]] = found + tuple(run for run in run_ids(results_dir, key) if run not in found)
+            runs[key[:3]] = found + tuple(run for run in run_ids(layout, key) if run not in found)
     verdicts = judge(models, settings.tolerance, runs)
     from havana.report import html  # it imports this module
 
     rendered = {"md": render_markdown(verdicts, settings.tolerance), "csv": render_csv(verdicts),
                 "tex": render_latex(verdicts, settings.tolerance), "html": html.render_summary(verdicts, settings.tolerance)}
     tables.write_rendered(out_prefix, rendered, {"summary": settings, "tables": names, "seeds": seeds,
-                                                 "results_dir": str(results_dir)})
+                                                 "active_datasets": active, "results_dir": layout.results})
     return verdicts

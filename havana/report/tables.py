@@ -21,14 +21,14 @@ from havana import atomic, provenance
 from havana.config import from_mapping, section
 from havana.errors import HavanaError
 from havana.extractor_config import extractor_config
+from havana.layout import BASELINE, Layout, active_datasets, require, seeds as config_seeds, table_names
 
 METRICS = ("mAP", "mINP", "R1", "R5", "R10")
 METRIC_TITLES = {"mAP": "mAP", "mINP": "mINP", "R1": "R-1", "R5": "R-5", "R10": "R-10"}
 DATASET_TITLES = {"market1501": "Market-1501", "dukemtmc": "DukeMTMC", "msmt17": "MSMT17", "synthetic": "Synthetic"}
-BASELINE = "baseline"  # the head name that means raw extractor features, evaluated without a head
 REPRODUCED_GROUP = "Reproduced by this pipeline"
 
-RunKey = tuple[str, str, str, int]  # (dataset, extractor, head row, seed) of one metrics JSON
+RunKey = tuple[str, str, str, int]  # (dataset, extractor, row, seed) of one metrics JSON
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ class ColumnSpec:
 class RowSpec:
     label: str  # shown as-is (a dagger in the label marks flip test)
     extractor: str  # extractors.<name>
-    head: str  # heads.rows.<name>, or "baseline" for raw extractor features
+    row: str  # heads.rows.<name>, or "baseline" for raw extractor features
     dataset: str | None = None  # needed when a column names no dataset
     flip: bool = False  # True: the metrics JSON's "flip" block (flip-test features), else "plain"
     paper: list[float | None] = field(default_factory=list)  # the paper's value per column, null where none
@@ -124,12 +124,6 @@ def column_title(column: ColumnSpec) -> str:
     return f"{dataset_title(column.dataset)} {metric}" if column.dataset else metric
 
 
-def metrics_path(results_dir: str | os.PathLike, key: RunKey) -> Path:
-    """`<results>/<ds>/metrics/<extractor>/<row>/seed<k>.json`, the agreed location of one evaluation."""
-    dataset, extractor, head, seed = key
-    return Path(results_dir) / dataset / "metrics" / extractor / head / f"seed{seed}.json"
-
-
 def table_spec(config: Mapping[str, Any], name: str) -> TableSpec:
     """Parse and check `tables.<name>`: known metrics, one paper value per column, a dataset for every cell."""
     spec = from_mapping(TableSpec, section(config, "tables", name), f"tables.{name}")
@@ -142,8 +136,8 @@ def table_spec(config: Mapping[str, Any], name: str) -> TableSpec:
         where = f"tables.{name} row '{row.label}'"
         if row.paper and len(row.paper) != width:
             raise HavanaError(f"{where} has {len(row.paper)} paper values for {width} columns; give one per column (null where none).")
-        if row.head not in known_rows:
-            raise HavanaError(f"{where} uses head '{row.head}', which is not in heads.rows; add it or use one of {', '.join(sorted(known_rows))}.")
+        if row.row not in known_rows:
+            raise HavanaError(f"{where} uses row '{row.row}', which is not in heads.rows; add it or use one of {', '.join(sorted(known_rows))}.")
         if row.dataset is None and any(column.dataset is None for column in spec.columns):
             raise HavanaError(f"{where} names no dataset but some columns do not either; add 'dataset:' to the row.")
     for row in spec.literature:
@@ -152,44 +146,38 @@ def table_spec(config: Mapping[str, Any], name: str) -> TableSpec:
     return spec
 
 
-def table_names(config: Mapping[str, Any]) -> list[str]:
-    """The configured paper tables (`tables.table<N>`), in numeric order."""
-    names = [name for name in config.get("tables", {}) or {} if name.startswith("table") and name[5:].isdigit()]
-    return sorted(names, key=lambda name: int(name[5:]))
-
-
-def cells_fed(config: Mapping[str, Any], dataset: str, extractor: str, head: str) -> list[str]:
-    """'table3:V+J' for every table row with a cell that reads (dataset, extractor, head): an MLflow run's table_cells."""
+def cells_fed(config: Mapping[str, Any], dataset: str, extractor: str, row_name: str) -> list[str]:
+    """'table3:V+J' for every table row with a cell that reads (dataset, extractor, row): an MLflow run's table_cells."""
     fed = []
     for name in table_names(config):
         spec = table_spec(config, name)
         for row in spec.rows:
-            if (row.extractor, row.head) == (extractor, head) and any(
+            if (row.extractor, row.row) == (extractor, row_name) and any(
                     (column.dataset or row.dataset) == dataset for column in spec.columns):
                 fed.append(f"{name}:{row.label}")
     return list(dict.fromkeys(fed))
 
 
-def cell_keys(spec: TableSpec, seeds: Sequence[int]) -> list[list[list[RunKey]]]:
-    """For each row and column, the metrics files (one per seed) its cell averages."""
+def cell_keys(spec: TableSpec, seeds: Sequence[int], active: Sequence[str]) -> list[list[list[RunKey]]]:
+    """For each row and column, the metrics files (one per seed) its cell averages; none for an inactive dataset."""
     return [
-        [[(column.dataset or row.dataset, row.extractor, row.head, seed) for seed in seeds] for column in spec.columns]
+        [[(column.dataset or row.dataset, row.extractor, row.row, seed) for seed in seeds]
+         if (column.dataset or row.dataset) in active else [] for column in spec.columns]
         for row in spec.rows
     ]
 
 
-def required_runs(spec: TableSpec, seeds: Sequence[int]) -> set[RunKey]:
-    """Every metrics file the table reads."""
-    return {key for row in cell_keys(spec, seeds) for keys in row for key in keys}
+def required_runs(spec: TableSpec, seeds: Sequence[int], active: Sequence[str]) -> set[RunKey]:
+    """Every metrics file the table reads: each cell on an active dataset, each seed."""
+    return {key for row in cell_keys(spec, seeds, active) for keys in row for key in keys}
 
 
-def collect_metrics(results_dir: str | os.PathLike, keys: set[RunKey]) -> dict[RunKey, dict]:
-    """Read the metrics JSONs that exist among `keys`; absent ones are simply left out (their cells show n/a)."""
+def collect_metrics(layout: Layout, keys: set[RunKey], job: str) -> dict[RunKey, dict]:
+    """Read the metrics JSON of every key; a missing one is a HavanaError naming it (job says who needed it)."""
+    paths = {key: Path(layout.metrics(*key)) for key in sorted(keys)}
+    require(paths.values(), job)
     found: dict[RunKey, dict] = {}
-    for key in sorted(keys):
-        path = metrics_path(results_dir, key)
-        if not path.is_file():
-            continue
+    for key, path in paths.items():
         try:
             found[key] = check_metrics(path, json.loads(path.read_text(encoding="utf-8")))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -226,8 +214,8 @@ def metric_percent(metrics: Mapping[str, Any], key: RunKey, metric: str, flip: b
 
 
 def build_table(name: str, spec: TableSpec, metrics: Mapping[RunKey, Mapping[str, Any]], seeds: Sequence[int],
-                note: str = "") -> TableModel:
-    """The table model: literature rows by group (as reported), then reproduced cells from whichever seeds exist."""
+                active: Sequence[str], note: str = "") -> TableModel:
+    """The table model: literature rows by group (as reported), then reproduced cells (none on inactive datasets)."""
     rows: list[TableRow] = []
     groups: list[str] = []
     for lit in spec.literature:
@@ -236,28 +224,31 @@ def build_table(name: str, spec: TableSpec, metrics: Mapping[RunKey, Mapping[str
     for group in groups:
         rows.extend(TableRow(label=lit.label, group=group, dataset=None, spec=None, reported=tuple(lit.values))
                     for lit in spec.literature if lit.group == group)
-    for row, row_keys in zip(spec.rows, cell_keys(spec, seeds)):
+    for row, row_keys in zip(spec.rows, cell_keys(spec, seeds, active)):
         cells = []
         for index, (column, keys) in enumerate(zip(spec.columns, row_keys)):
-            values = tuple(metric_percent(metrics[key], key, column.metric, row.flip) for key in keys if key in metrics)
+            values = tuple(metric_percent(metrics[key], key, column.metric, row.flip) for key in keys)
             paper = row.paper[index] if row.paper else None
             cells.append(Cell(values=values, expected=len(seeds), paper=paper))
         rows.append(TableRow(label=row.label, group=REPRODUCED_GROUP, dataset=row.dataset, spec=row, cells=tuple(cells)))
     return TableModel(name=name, caption=spec.caption, columns=tuple(spec.columns), rows=tuple(rows), note=note)
 
 
-def table_note(config: Mapping[str, Any], spec: TableSpec, seeds: Sequence[int]) -> str:
+def table_note(config: Mapping[str, Any], spec: TableSpec, seeds: Sequence[int], active: Sequence[str]) -> str:
     """What was run for this table: datasets, extractors (with epochs), head rows, head epochs, seeds, flip test."""
-    datasets = sorted({c.dataset for c in spec.columns if c.dataset} | {r.dataset for r in spec.rows if r.dataset})
+    named = {c.dataset for c in spec.columns if c.dataset} | {r.dataset for r in spec.rows if r.dataset}
+    datasets = sorted(named & set(active))
+    skipped = sorted(named - set(active))
     extractors = list(dict.fromkeys(row.extractor for row in spec.rows))
-    heads = list(dict.fromkeys(row.head for row in spec.rows))
+    heads = list(dict.fromkeys(row.row for row in spec.rows))
     extractor_text = ", ".join(f"{name} ({extractor_config(dict(config), name).train.epochs} epochs)"
                                for name in extractors)
     head_epochs = ((config.get("heads", {}) or {}).get("train", {}) or {}).get("epochs")
     head_rows = [h for h in heads if h != BASELINE]
     flipped = [row.label for row in spec.rows if row.flip]
     parts = [
-        f"Reproduced on {', '.join(dataset_title(d) for d in datasets) or 'no dataset'}",
+        f"Reproduced on {', '.join(dataset_title(d) for d in datasets) or 'no dataset'}"
+        + (f" (not run here: {', '.join(dataset_title(d) for d in skipped)}, not in active_datasets)" if skipped else ""),
         f"extractor(s) {extractor_text or 'none'}",
         "head rows " + (", ".join(head_rows) if head_rows else "none")
         + ((f" ({head_epochs} epochs each)" if head_epochs is not None
@@ -267,7 +258,7 @@ def table_note(config: Mapping[str, Any], spec: TableSpec, seeds: Sequence[int])
         "flip test (plain and flipped features averaged) on " + (", ".join(flipped) if flipped else "no row"),
     ]
     legend = ("Per column: reproduced mean ± sample std over seeds (percent), the paper's value, and the "
-              "difference reproduced − paper; n/a: no metrics found; k/n seeds: only k of n seeds found; "
+              "difference reproduced − paper; n/a: a dataset this run does not cover (active_datasets); "
               "— : the paper gives no value.")
     literature = " Literature rows are the values reported in the paper, not reproduced." if spec.literature else ""
     return "; ".join(parts) + "." + literature + " " + legend
@@ -330,7 +321,7 @@ def render_markdown(model: TableModel) -> str:
 
 def render_csv(model: TableModel) -> str:
     """A wide CSV: one line per displayed row, per column mean, std, seeds found/expected, paper and delta."""
-    head = ["group", "method", "dataset", "extractor", "head", "flip"]
+    head = ["group", "method", "dataset", "extractor", "row", "flip"]
     for column in model.columns:
         prefix = f"{column.dataset}/{column.metric}" if column.dataset else column.metric
         head += [f"{prefix}/mean", f"{prefix}/std", f"{prefix}/seeds", f"{prefix}/paper", f"{prefix}/delta"]
@@ -343,7 +334,7 @@ def render_csv(model: TableModel) -> str:
             for value in row.reported:
                 line += ["", "", "", "" if value is None else fmt(value), ""]
         else:
-            line = [row.group, row.label, row.dataset or "", row.spec.extractor, row.spec.head, str(row.spec.flip).lower()]
+            line = [row.group, row.label, row.dataset or "", row.spec.extractor, row.spec.row, str(row.spec.flip).lower()]
             for cell in row.cells:
                 line += ["" if cell.mean is None else fmt(cell.mean), "" if cell.std is None else fmt(cell.std),
                          f"{len(cell.values)}/{cell.expected}", "" if cell.paper is None else fmt(cell.paper),
@@ -393,14 +384,6 @@ def display_name(name: str) -> str:
     return f"Table {name[5:]}" if name.startswith("table") and name[5:].isdigit() else name.capitalize()
 
 
-def config_seeds(config: Mapping[str, Any]) -> list[int]:
-    """The config's `seeds`, checked to be a non-empty list of integers."""
-    seeds = section(config, "seeds")
-    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
-        raise HavanaError(f"config 'seeds' must be a non-empty list of integers, not {seeds!r}.")
-    return seeds
-
-
 def write_rendered(out_prefix: str | os.PathLike, rendered: Mapping[str, str], provenance_config: Any) -> list[Path]:
     """Write `<prefix>.<ext>` for each rendering atomically, each with its provenance file; return the paths."""
     written = []
@@ -412,17 +395,19 @@ def write_rendered(out_prefix: str | os.PathLike, rendered: Mapping[str, str], p
     return written
 
 
-def write_table(config: Mapping[str, Any], name: str, results_dir: str | os.PathLike,
-                out_prefix: str | os.PathLike) -> TableModel:
-    """Read the table's metrics under `results_dir` and write `<out_prefix>.{md,csv,tex,html}`; return the model."""
+def write_table(config: Mapping[str, Any], name: str, out_prefix: str | os.PathLike,
+                layout: Layout | None = None) -> TableModel:
+    """Read the table's metrics (through `layout`, default the config's) and write `<out_prefix>.{md,csv,tex,html}`."""
+    layout = layout or Layout.of(config)
     spec = table_spec(config, name)
-    seeds = config_seeds(config)
-    metrics = collect_metrics(results_dir, required_runs(spec, seeds))
-    model = build_table(name, spec, metrics, seeds, table_note(config, spec, seeds))
+    seeds, active = config_seeds(config), active_datasets(config)
+    metrics = collect_metrics(layout, required_runs(spec, seeds, active), f"table {name}")
+    model = build_table(name, spec, metrics, seeds, active, table_note(config, spec, seeds, active))
     from havana.report import html, summary  # both import this module
 
     tolerance = summary.summary_config(config).tolerance
     rendered = {"md": render_markdown(model), "csv": render_csv(model), "tex": render_latex(model),
                 "html": html.render_table(model, tolerance)}
-    write_rendered(out_prefix, rendered, {"table": name, "spec": spec, "seeds": seeds, "results_dir": str(results_dir)})
+    write_rendered(out_prefix, rendered, {"table": name, "spec": spec, "seeds": seeds, "active_datasets": active,
+                                          "results_dir": layout.results})
     return model

@@ -5,9 +5,9 @@
 
 rule synthesize:
     output:
-        directory(f"{RESOURCES}/archives/synthetic"),
+        directory(LAYOUT.synthetic_archive("synthetic")),
     log:
-        f"{LOGS}/synthesize/synthetic.log",
+        LAYOUT.log("synthesize/synthetic"),
     conda:
         CONDA_ENV
     params:
@@ -20,14 +20,14 @@ rule prepare:
     input:
         prepare_inputs,
     output:
-        manifest_path("{dataset}"),
+        LAYOUT.manifest("{dataset}"),
     log:
-        f"{LOGS}/prepare/{{dataset}}.log",
+        LAYOUT.log("prepare/{dataset}"),
     conda:
         CONDA_ENV
     params:
         source=prepare_source,
-        root=lambda wildcards, output: Path(output[0]).parents[1],
+        root=lambda wildcards: LAYOUT.resources,
     shell:
         # tee: the one-sentence reason a dataset cannot be prepared (e.g. its archive is absent) reaches the terminal
         "havana prepare {wildcards.dataset} --root {params.root:q} {params.source} 2>&1 | tee {log:q}"

@@ -6,19 +6,18 @@ rule evaluate:
     input:
         unpack(evaluate_inputs),
     output:
-        metrics=metrics_path("{dataset}", "{extractor}", "{head}", "{seed}"),
+        metrics=LAYOUT.metrics("{dataset}", "{extractor}", "{row}", "{seed}"),
     log:
-        f"{LOGS}/evaluate/{{dataset}}/{{extractor}}/{{head}}/seed{{seed}}.log",
+        LAYOUT.log("evaluate/{dataset}/{extractor}/{row}/seed{seed}"),
     conda:
         CONDA_ENV
     threads: 1
     params:
-        config=RESOLVED_CONFIG,
+        config=job_config("evaluate"),
         head=lambda wildcards, input: f"--head {input.head}" if "head" in input.keys() else "",
-        config_digest=lambda wildcards: config_digest(config["evaluation"]),
         tracking=lambda wildcards: tracking_args(
-            run_name(wildcards.head, wildcards.seed, wildcards.extractor, wildcards.dataset)
+            run_name(wildcards.row, wildcards.seed, wildcards.extractor, wildcards.dataset)
         ),
     shell:
         "havana evaluate --features {input.features} {params.head} --config {params.config} "
-        "--out {output.metrics} --row {wildcards.head} --seed {wildcards.seed} {params.tracking} > {log} 2>&1"
+        "--out {output.metrics} --row {wildcards.row} --seed {wildcards.seed} {params.tracking} > {log} 2>&1"

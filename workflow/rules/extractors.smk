@@ -3,21 +3,20 @@
 
 rule train_extractor:
     input:
-        manifest=manifest_path("{dataset}"),
+        manifest=LAYOUT.manifest("{dataset}"),
     output:
-        model=model_path("{dataset}", "{extractor}"),
+        model=LAYOUT.model("{dataset}", "{extractor}"),
     log:
-        f"{LOGS}/train_extractor/{{dataset}}/{{extractor}}.log",
+        LAYOUT.log("train_extractor/{dataset}/{extractor}"),
     conda:
         CONDA_ENV
     threads: 4
     resources:
         gpu=1,
     params:
-        config=RESOLVED_CONFIG,
+        config=job_config("train_extractor"),
         out_dir=lambda wildcards, output: Path(output.model).parent,
         seed=EXTRACTOR_SEED,
-        config_digest=lambda wildcards: config_digest(config["extractors"][wildcards.extractor]),
         tracking=lambda wildcards: tracking_args(run_name("extractor", None, wildcards.extractor, wildcards.dataset)),
     shell:
         "havana train-extractor --manifest {input.manifest} --config {params.config} "

@@ -4,20 +4,19 @@
 
 rule extract_features:
     input:
-        manifest=manifest_path("{dataset}"),
-        model=lambda wildcards: model_path(wildcards.dataset, model_source(wildcards.extractor)),
+        manifest=LAYOUT.manifest("{dataset}"),
+        model=lambda wildcards: LAYOUT.model(wildcards.dataset, layout.model_source(config, wildcards.extractor)),
     output:
-        features=features_path("{dataset}", "{extractor}"),
+        features=LAYOUT.features("{dataset}", "{extractor}"),
     log:
-        f"{LOGS}/extract_features/{{dataset}}/{{extractor}}.log",
+        LAYOUT.log("extract_features/{dataset}/{extractor}"),
     conda:
         CONDA_ENV
     threads: 4
     resources:
         gpu=1,
     params:
-        config=RESOLVED_CONFIG,
-        config_digest=lambda wildcards: config_digest(config["extractors"][wildcards.extractor]),
+        config=job_config("extract_features"),
     shell:
         "havana extract --manifest {input.manifest} --model {input.model} --config {params.config} "
         "--extractor {wildcards.extractor} --dataset {wildcards.dataset} --out {output.features} > {log} 2>&1"

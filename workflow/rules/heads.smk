@@ -3,21 +3,20 @@
 
 rule train_head:
     input:
-        features=features_path("{dataset}", "{extractor}"),
+        features=LAYOUT.features("{dataset}", "{extractor}"),
     output:
-        head=f"{head_dir('{dataset}', '{extractor}', '{row}', '{seed}')}/head.pt",
-        history=f"{head_dir('{dataset}', '{extractor}', '{row}', '{seed}')}/history.csv",
+        head=LAYOUT.head_file("{dataset}", "{extractor}", "{row}", "{seed}", "head"),
+        history=LAYOUT.head_file("{dataset}", "{extractor}", "{row}", "{seed}", "history"),
     log:
-        f"{LOGS}/train_head/{{dataset}}/{{extractor}}/{{row}}/seed{{seed}}.log",
+        LAYOUT.log("train_head/{dataset}/{extractor}/{row}/seed{seed}"),
     conda:
         CONDA_ENV
     threads: 1
     resources:
         gpu=1,
     params:
-        config=RESOLVED_CONFIG,
+        config=job_config("train_head"),
         out_dir=lambda wildcards, output: Path(output.head).parent,
-        config_digest=head_settings,
         tracking=lambda wildcards: tracking_args(
             run_name(wildcards.row, wildcards.seed, wildcards.extractor, wildcards.dataset)
         ),
