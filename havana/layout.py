@@ -220,8 +220,9 @@ def write_job_config(config: Mapping[str, Any], job: str, **wildcards: Any) -> s
     The name is the content's digest, so two invocations with different settings never write the same file and the
     same settings always give the same path: the path is the job's params-trigger."""
     subset = config_subset(config, job_sections(config, job, **wildcards))
-    if job in ("train_head", "evaluate"):  # the MLflow tag table_cells: only this run's cells, so edits elsewhere
-        from havana.report import tables  # in the tables rerun nothing (it imports this module)
+    if job in ("train_head", "evaluate") and {"dataset", "extractor", "row"} <= wildcards.keys():
+        # the MLflow tag table_cells: only this run's cells, so edits to other tables rerun nothing
+        from havana.report import tables  # it imports this module
 
         subset["table_cells"] = tables.cells_fed(config, wildcards["dataset"], wildcards["extractor"], wildcards["row"])
     path = Layout.of(config).job_config(config_digest(subset))

@@ -25,8 +25,8 @@ CONFIG = {
     "extractors": {"bot_r18": {"arch": "resnet18"}},
     "tables": {"table3": {"caption": "Ablation.", "columns": [{"metric": "mAP", "dataset": "synthetic"},
                                                               {"metric": "R1", "dataset": "synthetic"}],
-                          "rows": [{"label": "Baseline", "extractor": "bot_r18", "head": "baseline", "paper": [80.0, 90.0]},
-                                   {"label": "V+J+H+C", "extractor": "bot_r18", "head": "havana", "paper": [86.9, 94.4]}]}},
+                          "rows": [{"label": "Baseline", "extractor": "bot_r18", "row": "baseline", "paper": [80.0, 90.0]},
+                                   {"label": "V+J+H+C", "extractor": "bot_r18", "row": "havana", "paper": [86.9, 94.4]}]}},
 }
 
 
