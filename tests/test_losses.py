@@ -227,6 +227,35 @@ def test_js_triplet_loss_on_a_hand_built_batch():
     assert abs(js_triplet_loss(far, None, pids, margin=1.0)[0].item()) < 1e-6
 
 
+def test_the_margin_acts_only_through_inactive_hinges():
+    """Hand check of why Table 4's margins can give identical heads. 1-D unit-variance Gaussians: id 0 at 0 and 1,
+    id 1 at 3 and 10. Per anchor, the gap D(a, n) - D(a, p) in bits (scipy quadrature): anchor 0: f(3) - f(1) = 0.599,
+    anchor 1: f(2) - f(1) = 0.325, anchor 2: f(2) - f(7) < 0, anchor 3: f(9) - f(7) ~ 0. A hinge is inactive where
+    the gap exceeds the margin: at 0.3 anchors 0 and 1 (active 1/2), at 0.5 anchor 0 (3/4), at 0.65 and 0.7 none.
+    While every hinge is active the loss is margin + mean(D(a, p) - D(a, n)): raising the margin adds exactly the
+    difference and leaves the gradient unchanged (bit for bit), so the head trains identically."""
+    f = {d: js_numeric_1d(0.0, 1.0, d, 1.0) / LOG2 for d in (1.0, 2.0, 3.0, 7.0, 9.0)}
+    gaps = [f[3.0] - f[1.0], f[2.0] - f[1.0], f[2.0] - f[7.0], f[9.0] - f[7.0]]
+    assert abs(gaps[0] - 0.599) < 1e-3 and abs(gaps[1] - 0.325) < 1e-3 and gaps[2] < 0 and abs(gaps[3]) < 1e-3
+    pids = torch.tensor([0, 0, 1, 1])
+    results = {}
+    for margin in (0.3, 0.5, 0.65, 0.7):
+        mu = torch.tensor([[0.0], [1.0], [3.0], [10.0]], dtype=torch.float64, requires_grad=True)
+        logvar = torch.zeros(4, 1, dtype=torch.float64, requires_grad=True)
+        loss, info = js_triplet_loss(mu, logvar, pids, margin)
+        expected_active = sum(margin > gap for gap in gaps) / 4
+        expected_loss = sum(max(margin - gap, 0.0) for gap in gaps) / 4
+        assert info["active"].item() == expected_active
+        assert abs(loss.item() - expected_loss) < 1e-4
+        results[margin] = (loss, torch.autograd.grad(loss, [mu, logvar]))
+    (low, low_grads), (high, high_grads) = results[0.65], results[0.7]
+    assert abs((high - low).item() - 0.05) < 1e-12  # every hinge active: the margin is a constant
+    for a, b in zip(low_grads, high_grads):
+        assert torch.equal(a, b)
+    for margin in (0.3, 0.5):  # some hinge inactive: the gradient depends on the margin
+        assert not torch.equal(results[margin][1][0], high_grads[0])
+
+
 def test_batch_hard_triplet_matches_brute_force():
     g = torch.Generator().manual_seed(4)
     emb = torch.randn(12, 5, generator=g, dtype=torch.float64)
