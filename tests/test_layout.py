@@ -119,7 +119,7 @@ def test_each_job_config_holds_exactly_what_the_job_reads() -> None:
 
     head = subset("train_head", dataset="synthetic", extractor="bot_r18", row="havana", seed=0)
     assert head == {"heads": {"train": config["heads"]["train"], "rows": {"havana": config["heads"]["rows"]["havana"]},
-                              "beta_by_dataset": {"synthetic": 1.0}}}
+                              "beta_by_dataset": {"synthetic": config["heads"]["beta_by_dataset"]["synthetic"]}}}
     # The evaluation metric is the evaluate job's: changing it reruns evaluations, not head training.
     changed = {**config, "evaluation": {**config["evaluation"], "metric": "euclidean"}}
     assert layout.config_subset(changed, layout.job_sections(changed, "train_head", dataset="synthetic",
