@@ -84,9 +84,9 @@ def test_demo_runs_end_to_end_and_a_second_run_does_nothing(tmp_path):
     logs = results / "logs"  # every long job's log shows one plain line per epoch, no carriage return
     head_epochs = config["heads"]["train"]["epochs"]
     for dataset, extractor, head in cells - {(d, e, h) for d, e, h in cells if h == "baseline"}:
+        text = (logs / "train_head" / dataset / extractor / f"{head}.log").read_text()  # one job trains every seed
+        assert "\r" not in text
         for seed in config["seeds"]:
-            text = (logs / "train_head" / dataset / extractor / head / f"seed{seed}.log").read_text()
-            assert "\r" not in text
             assert len(re.findall(rf"train-head {re.escape(head)} seed{seed}: epoch \d+/{head_epochs} ", text)) == head_epochs
     for extractor, spec in config["extractors"].items():
         if "model_from" in spec:  # extracts with another entry's model: no training job
