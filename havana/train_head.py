@@ -34,6 +34,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 from torch.func import functional_call, grad_and_value, stack_module_state, vmap
+from torch.optim.adam import adam as adam_update
+from torch.optim.sgd import sgd as sgd_update
 
 from havana import atomic, provenance
 from havana.checkpointing import CHECKPOINT, Checkpointer, restore_rng_states, rng_states
@@ -103,7 +105,8 @@ class StackedHeads:
 
     def loss_and_grads(self, x: torch.Tensor, labels: torch.Tensor, noise: dict[str, torch.Tensor]
                        ) -> tuple[dict[str, torch.Tensor], torch.Tensor, dict[str, torch.Tensor]]:
-        """(gradients, totals [N], {term: [N]}) of the N heads on batches x [N, B, D], labels [N, B], noise [N, B, w]."""
+        """(gradients, totals [N], {term: [N]}) of the N heads on batches x [N, B, D], labels [N, B] and noise
+        {name: [N, B, width]}."""
         grads, (totals, terms) = self._step(self.params, x, labels, noise)
         return grads, totals, terms
 
@@ -117,56 +120,41 @@ class StackedHeads:
 
 
 class StackedOptimizer:
-    """torch.optim.Adam (L2 weight decay, the default betas and eps) or SGD with momentum 0.9, applied to stacked
-    parameters in place with foreach ops (one pass over the tensors for all heads), each head with its own step count.
-    `step(grads, active)` updates only the heads where `active` [N] is True: the others' parameters, moments and step
-    counts stay exactly as they were (the tail of a shorter P x K plan)."""
+    """torch.optim.Adam (fused, L2 weight decay, the default betas and eps) or SGD with momentum 0.9 on stacked
+    parameters: one fused (Adam) or foreach (SGD) call updates every head, each head through its own views of the
+    stacked tensors with its own step counts, so it is exactly torch.optim on each head alone. `step(grads, active)`
+    updates only the heads where `active` [N] is True; the others (past the end of a shorter P x K plan) are left out
+    of the call, so their parameters, moments and step counts stay as they were."""
 
     def __init__(self, params: dict[str, torch.Tensor], train: HeadTrainConfig) -> None:
         if train.optimizer not in ("adam", "sgd"):
             raise HavanaError(f"unknown head optimizer '{train.optimizer}'; use adam or sgd.")
-        self.kind, self.lr, self.weight_decay = train.optimizer, train.lr, train.weight_decay
+        self.train = train
         self.names = list(params)
         self.params = [params[name] for name in self.names]
         heads = self.params[0].shape[0]
-        self.steps = torch.zeros(heads, dtype=torch.float64)  # per head, on the CPU (as torch.optim's step)
-        moments = ("exp_avg", "exp_avg_sq") if self.kind == "adam" else ("momentum_buffer",)
+        moments = ("exp_avg", "exp_avg_sq") if train.optimizer == "adam" else ("momentum_buffer",)
         self.state = {moment: [torch.zeros_like(p) for p in self.params] for moment in moments}
+        # one step count per head and tensor (torch.optim's per-parameter `step`, float32 on the parameters' device)
+        self.steps = torch.zeros(heads, len(self.names), device=self.params[0].device)
 
-    def _per_head(self, values: torch.Tensor) -> list[torch.Tensor]:
-        """A per-head factor [N] shaped to broadcast against each stacked parameter."""
-        values = values.to(device=self.params[0].device, dtype=self.params[0].dtype)
-        return [values.view(-1, *([1] * (p.dim() - 1))) for p in self.params]
+    def _of(self, heads: list[int], tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+        """The views of `heads` in stacked `tensors`, head by head."""
+        return [tensor[head] for head in heads for tensor in tensors]
 
     def step(self, grads: dict[str, torch.Tensor], active: torch.Tensor) -> None:
-        masked = not bool(active.all())
-        tensors = self.params + [t for moment in self.state.values() for t in moment]
-        before = [t.clone() for t in tensors] if masked else []
-        self.steps += active.double()
-        grad = [grads[name] for name in self.names]
-        if self.weight_decay:
-            grad = torch._foreach_add(grad, self.params, alpha=self.weight_decay)
-        if self.kind == "adam":
-            (beta1, beta2), steps = ADAM_BETAS, self.steps.clamp(min=1)
-            exp_avg, exp_avg_sq = self.state["exp_avg"], self.state["exp_avg_sq"]
-            torch._foreach_lerp_(exp_avg, grad, 1 - beta1)
-            torch._foreach_mul_(exp_avg_sq, beta2)
-            torch._foreach_addcmul_(exp_avg_sq, grad, grad, value=1 - beta2)
-            denom = torch._foreach_sqrt(exp_avg_sq)
-            torch._foreach_div_(denom, self._per_head((1 - beta2 ** steps).sqrt()))
-            torch._foreach_add_(denom, ADAM_EPS)
-            update = torch._foreach_div(exp_avg, denom)
-            torch._foreach_mul_(update, self._per_head(self.lr / (1 - beta1 ** steps)))
-            torch._foreach_sub_(self.params, update)
-        else:
-            buffers = self.state["momentum_buffer"]
-            torch._foreach_mul_(buffers, SGD_MOMENTUM)
-            torch._foreach_add_(buffers, grad)
-            torch._foreach_add_(self.params, buffers, alpha=-self.lr)
-        if masked:  # the heads past the end of their plan keep everything
-            keep = self._per_head(active.double()) * (len(self.state) + 1)
-            for tensor, old, on in zip(tensors, before, keep):
-                tensor.copy_(torch.where(on.bool(), tensor, old))
+        heads = [head for head, on in enumerate(active.tolist()) if on]
+        params, grad = self._of(heads, self.params), self._of(heads, [grads[name] for name in self.names])
+        if self.train.optimizer == "adam":
+            steps = [self.steps[head, index] for head in heads for index in range(len(self.names))]
+            adam_update(params, grad, self._of(heads, self.state["exp_avg"]), self._of(heads, self.state["exp_avg_sq"]),
+                        [], steps, fused=True, amsgrad=False, beta1=ADAM_BETAS[0], beta2=ADAM_BETAS[1],
+                        lr=self.train.lr, weight_decay=self.train.weight_decay, eps=ADAM_EPS, maximize=False)
+        else:  # a zero buffer times the momentum plus the gradient is torch's first step (the buffer = the gradient)
+            self.steps[heads] += 1
+            sgd_update(params, grad, self._of(heads, self.state["momentum_buffer"]), foreach=True,
+                       weight_decay=self.train.weight_decay, momentum=SGD_MOMENTUM, lr=self.train.lr, dampening=0.0,
+                       nesterov=False, maximize=False)
 
     def state_dict(self) -> dict[str, Any]:
         return {"steps": self.steps.clone(), **{moment: dict(zip(self.names, tensors))

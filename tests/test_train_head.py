@@ -88,25 +88,6 @@ def crash_after_first_checkpoint(monkeypatch):
     monkeypatch.setattr(Checkpointer, "save", save_then_die)
 
 
-@pytest.mark.parametrize("minutes, where", [(0, "epoch 1"), (1e-9, "epoch 1, step 1")])
-def test_resume_after_a_crash_equals_uninterrupted(tmp_path, monkeypatch, minutes, where):
-    """minutes 0: a checkpoint at each epoch end; 1e-9: one after every step, so the crash comes mid-epoch."""
-    torch.set_num_threads(1)
-    ff = fix_query_gallery(synthetic_features(train_ids=16, test_ids=6, per_id=4))
-    row = RowConfig(jst=True, reconx=True, klz=True, klv=True, beta=1.0)  # no constraint: sigma and HVD sampling
-    train = dataclasses.replace(TRAIN, epochs=2, p=4, k=2, checkpoint_minutes=minutes)
-    train_heads(ff, row, train, [HeadRun(tmp_path / "whole", "r", "synthetic")], torch.device("cpu"))
-    crash_after_first_checkpoint(monkeypatch)
-    with pytest.raises(SystemExit, match=f"killed after {where}$"):
-        train_heads(ff, row, train, [HeadRun(tmp_path / "cut", "r", "synthetic")], torch.device("cpu"))
-    assert (tmp_path / "cut" / "checkpoint.pt").is_file() and not (tmp_path / "cut" / "head.pt").exists()
-    train_heads(ff, row, train, [HeadRun(tmp_path / "cut", "r", "synthetic")], torch.device("cpu"))
-    whole, cut = (torch.load(tmp_path / d / "head.pt", weights_only=True)["state_dict"] for d in ("whole", "cut"))
-    assert all(torch.equal(whole[k], cut[k]) for k in whole)
-    assert (tmp_path / "whole" / "history.csv").read_text() == (tmp_path / "cut" / "history.csv").read_text()
-    assert not (tmp_path / "cut" / "checkpoint.pt").exists()  # a finished head keeps no checkpoint
-
-
 def uneven_features(dim: int, seed: int = 2) -> FeatureFile:
     """10 identities of 2 to 7 images: the P x K plans of different seeds have different lengths in some epochs."""
     rng = np.random.default_rng(seed)
@@ -137,8 +118,8 @@ def max_difference(tmp_path, ff, row, train, seeds):
 
 @pytest.mark.parametrize("name", ["havana", "vnae_jst_hvd", "vnae_jst"])
 def test_seeds_trained_stacked_equal_each_seed_trained_alone(tmp_path, name):
-    """Issue 11 item 4: one job trains the seeds of a row stacked (vmap); each head must be the one its seed gives alone,
-    every parameter to 1e-6: havana (every term, C on: HVD noise), vnae_jst_hvd and vnae_jst (learned sigma). The
+    """Issue 11 item 4: one job trains the seeds of a row stacked (vmap); each head must be the one its seed gives
+    alone, every parameter to 1e-6: havana (every term, C on: HVD noise), vnae_jst_hvd and vnae_jst (learned sigma). The
     identities are uneven, so some epoch's plans differ in length and the shorter plans' heads are masked."""
     torch.set_num_threads(1)
     ff = uneven_features(16)
@@ -176,9 +157,9 @@ def test_stacked_optimizer_equals_torch_optim_on_each_head(optimizer):
     alone = [{name: torch.randn(shape, requires_grad=True) for name, shape in shapes.items()} for _ in range(3)]
     stacked = {name: torch.stack([p[name].detach() for p in alone]).clone() for name in shapes}
     stepper = StackedOptimizer(stacked, train)
-    torch_optimizers = [torch.optim.Adam(p.values(), lr=train.lr, weight_decay=train.weight_decay) if optimizer == "adam"
-                        else torch.optim.SGD(p.values(), lr=train.lr, weight_decay=train.weight_decay, momentum=0.9)
-                        for p in alone]
+    torch_optimizers = [
+        torch.optim.Adam(p.values(), lr=train.lr, weight_decay=train.weight_decay, fused=True) if optimizer == "adam"
+        else torch.optim.SGD(p.values(), lr=train.lr, weight_decay=train.weight_decay, momentum=0.9) for p in alone]
     for step in range(6):
         grads = {name: torch.randn(3, *shape) for name, shape in shapes.items()}
         active = torch.tensor([True, step not in (2, 3), True])
@@ -191,7 +172,32 @@ def test_stacked_optimizer_equals_torch_optim_on_each_head(optimizer):
     for head, params in enumerate(alone):
         for name, p in params.items():
             torch.testing.assert_close(stacked[name][head], p.detach(), atol=1e-6, rtol=0)
-    assert stepper.steps.tolist() == [6.0, 4.0, 6.0]
+    assert stepper.steps[:, 0].tolist() == [6.0, 4.0, 6.0]
+
+
+@pytest.mark.parametrize("minutes, where", [(0, "epoch 1"), (1e-9, "epoch 1, step 1")])
+def test_resume_after_a_crash_equals_uninterrupted(tmp_path, monkeypatch, minutes, where):
+    """minutes 0: a checkpoint at each epoch end; 1e-9: one after every step, so the crash comes mid-epoch. Two seeds
+    stacked on uneven identities (their plans differ in length: masked steps after the resume point)."""
+    torch.set_num_threads(1)
+    ff = uneven_features(16)
+    row = RowConfig(jst=True, reconx=True, klz=True, klv=True, beta=1.0)  # no constraint: sigma and HVD sampling
+    train = dataclasses.replace(TRAIN, epochs=2, p=4, k=2, checkpoint_minutes=minutes)
+    runs = lambda name: [HeadRun(tmp_path / name / f"seed{s}", "r", "synthetic", seed=s) for s in (0, 1)]  # noqa: E731
+    train_heads(ff, row, train, runs("whole"), torch.device("cpu"))
+    crash_after_first_checkpoint(monkeypatch)
+    with pytest.raises(SystemExit, match=f"killed after {where}$"):
+        train_heads(ff, row, train, runs("cut"), torch.device("cpu"))
+    cut = tmp_path / "cut"
+    assert (cut / "seed0" / "checkpoint.pt").is_file() and not list(cut.glob("*/head.pt"))
+    train_heads(ff, row, train, runs("cut"), torch.device("cpu"))
+    for seed in ("seed0", "seed1"):
+        whole, cut = (torch.load(tmp_path / d / seed / "head.pt", weights_only=True)["state_dict"]
+                      for d in ("whole", "cut"))
+        assert all(torch.equal(whole[k], cut[k]) for k in whole)
+        assert ((tmp_path / "whole" / seed / "history.csv").read_text()
+                == (tmp_path / "cut" / seed / "history.csv").read_text())
+    assert not list((tmp_path / "cut").glob("*/checkpoint.pt"))  # finished heads keep no checkpoint
 
 
 def test_nan_features_stop_with_the_epoch_and_term(tmp_path):
@@ -214,7 +220,8 @@ def test_cli_trains_a_config_row(tmp_path, capsys):
                  str(tmp_path / "cfg.yaml"), "--out", str(tmp_path / "out"), "--seed", "0"]) == 0
     assert "trained for 1 epochs" in capsys.readouterr().out and (tmp_path / "out" / "head.pt").is_file()
     assert main(["train-head", "--features", str(tmp_path / "toy.h5"), "--row", "vnae", "--config",
-                 str(tmp_path / "cfg.yaml"), "--out", str(tmp_path / "s1"), str(tmp_path / "s2"), "--seeds", "1", "2"]) == 0
+                 str(tmp_path / "cfg.yaml"), "--out", str(tmp_path / "s1"), str(tmp_path / "s2"),
+                 "--seeds", "1", "2"]) == 0
     assert capsys.readouterr().out.count("trained for 1 epochs") == 2
     assert all((tmp_path / f"s{seed}" / name).is_file() for seed in (1, 2) for name in ("head.pt", "history.csv"))
     assert main(["train-head", "--features", str(tmp_path / "toy.h5"), "--row", "vnae", "--config",
@@ -313,9 +320,10 @@ def test_a_real_process_stopped_by_a_signal_resumes_bit_identically(tmp_path, si
 
 def test_a_2048d_head_writes_at_most_4_5x_its_head_even_when_preempted_once(tmp_path, monkeypatch):
     """Issue 11: a 2048-d head of 4 epochs wrote 13x its head.pt (a 3x checkpoint every epoch) and kept the last one.
-    Bytes written are counted as the engine writes them: every checkpoint's size, then head.pt. Killed right after
-    its epoch-1 checkpoint and rerun with the default 10-minute interval, the head writes that one checkpoint (weights +
-    Adam's two moments: 3x) and head.pt, at most 4.5x; uninterrupted it would write head.pt alone. None is left."""
+    Bytes written are counted as the engine writes them: every checkpoint's size, then the head.pt files. A job of two
+    seeds killed right after its epoch-1 checkpoint and rerun with the default 10-minute interval writes that one
+    checkpoint (both heads' weights + Adam's two moments: 3x per head) and the two head.pt, at most 4.5x per head;
+    uninterrupted it would write the head.pt files alone. None is left."""
     torch.set_num_threads(1)
     rng = np.random.default_rng(0)
     pids = np.repeat(np.arange(4), 4)
@@ -324,11 +332,12 @@ def test_a_2048d_head_writes_at_most_4_5x_its_head_even_when_preempted_once(tmp_
     ff = FeatureFile({"dataset": "synthetic", "extractor": "toy"}, {"train": split})
     row = RowConfig(triplet=True, jst=False, reconx=True, klz=False, beta=1.0)  # f_mu, decoder, classifier
     train = HeadTrainConfig(epochs=4, lr=1e-5, p=4, k=4, device="cpu")  # checkpoint_minutes: the default 10
+    runs = [HeadRun(tmp_path / f"seed{seed}", "r", "synthetic", seed=seed) for seed in (0, 1)]
+    checkpoint = tmp_path / "seed0" / "checkpoint.pt"  # the job's one checkpoint, in its first head's folder
     crash_after_first_checkpoint(monkeypatch)
     with pytest.raises(SystemExit, match="killed after epoch 1$"):
-        train_heads(ff, row, dataclasses.replace(train, checkpoint_minutes=0), [HeadRun(tmp_path, "r", "synthetic")],
-                   torch.device("cpu"))
-    checkpoint_bytes = (tmp_path / "checkpoint.pt").stat().st_size
+        train_heads(ff, row, dataclasses.replace(train, checkpoint_minutes=0), runs, torch.device("cpu"))
+    checkpoint_bytes = checkpoint.stat().st_size
     written: list[int] = []
     save = Checkpointer.save
 
@@ -337,10 +346,11 @@ def test_a_2048d_head_writes_at_most_4_5x_its_head_even_when_preempted_once(tmp_
         written.append(self.path.stat().st_size)
 
     monkeypatch.setattr(Checkpointer, "save", counted)
-    train_heads(ff, row, train, [HeadRun(tmp_path, "r", "synthetic")], torch.device("cpu"))
-    head_bytes = (tmp_path / "head.pt").stat().st_size
+    train_heads(ff, row, train, runs, torch.device("cpu"))
+    head_bytes = sum((run.out_dir / "head.pt").stat().st_size for run in runs)
     total = checkpoint_bytes + sum(written) + head_bytes
-    assert written == [] and not (tmp_path / "checkpoint.pt").exists()  # epochs 2-4: no checkpoint within 10 minutes
+    assert written == [] and not list(tmp_path.glob("*/checkpoint.pt"))  # epochs 2-4: none within 10 minutes
     assert 2.9 < checkpoint_bytes / head_bytes < 3.1 and total <= 4.5 * head_bytes, (checkpoint_bytes, head_bytes)
-    print(f"2048-d head, 4 epochs: head.pt {head_bytes / 1e6:.1f} MB, checkpoint {checkpoint_bytes / 1e6:.1f} MB, "
-          f"written when preempted once {total / head_bytes:.2f}x head.pt (uninterrupted: 1.00x)")
+    print(f"2048-d heads, 2 seeds, 4 epochs: head.pt {head_bytes / 2e6:.1f} MB each, checkpoint "
+          f"{checkpoint_bytes / 1e6:.1f} MB, written when preempted once {total / head_bytes:.2f}x the head.pt files "
+          "(uninterrupted: 1.00x)")
