@@ -100,9 +100,6 @@ class StackedHeads:
 
         self._step = vmap(grad_and_value(one_head, has_aux=True))
 
-    def __len__(self) -> int:
-        return len(self.modules)
-
     def loss_and_grads(self, x: torch.Tensor, labels: torch.Tensor, noise: dict[str, torch.Tensor]
                        ) -> tuple[dict[str, torch.Tensor], torch.Tensor, dict[str, torch.Tensor]]:
         """(gradients, totals [N], {term: [N]}) of the N heads on batches x [N, B, D], labels [N, B] and noise
