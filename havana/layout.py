@@ -90,6 +90,10 @@ class Layout:
         """One of HEAD_FILES (head, history, embeddings) of a head run."""
         return f"{self.head_dir(dataset, extractor, row, seed)}/{HEAD_FILES[kind]}"
 
+    def head_files(self, dataset: str, extractor: str, row: str, seeds: Sequence[int], kind: str) -> list[str]:
+        """One of HEAD_FILES for every seed: the outputs of one train_head job, which trains a row's seeds stacked."""
+        return [self.head_file(dataset, extractor, row, seed, kind) for seed in seeds]
+
     def metrics(self, dataset: str, extractor: str, row: str, seed: int | str) -> str:
         return self._results("metrics", dataset=dataset, extractor=extractor, row=row, seed=seed)
 

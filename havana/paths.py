@@ -31,30 +31,37 @@ def check_io(command: str, reads: Mapping[str, str | os.PathLike | None],
 
     `reads` maps an option (e.g. `--features`) to the path it reads; `writes` maps an option to (path, kind), kind
     being "file" (the path and its `.provenance.yaml`), "folder" (the folder and everything inside it) or "prefix"
-    (the path plus `.md`, `.csv` and `.tex`). Missing options (None) are skipped.
+    (the path plus `.md`, `.csv` and `.tex`); a list of paths is checked path by path. Missing options (None) are
+    skipped.
     """
-    for option, (path, kind) in writes.items():
-        if path is None:
+    for option, (many, kind) in writes.items():
+        for path in many if isinstance(many, (list, tuple)) else [many]:  # an option may name several (train-head)
+            _check_write(command, reads, option, path, kind)
+
+
+def _check_write(command: str, reads: Mapping[str, str | os.PathLike | None], option: str,
+             path: str | os.PathLike | None, kind: str) -> None:
+    if path is None:
+        return
+    path = Path(path)
+    targets = {"file": [path, path.with_name(path.name + ".provenance.yaml")], "folder": [path],
+               "prefix": [path.with_name(path.name + ext) for ext in (".md", ".csv", ".tex")]}[kind]
+    if kind == "folder" and (path.is_file() or (path.is_symlink() and not path.exists())):
+        raise HavanaError(f"{option} {path} is a file, but {command} writes a folder there; "
+                          "pass a folder path (it is created when missing).")
+    for target in targets if kind != "folder" else []:
+        if target.is_dir():
+            raise HavanaError(f"{option} {target} is a folder, but {command} writes a file there; "
+                              "pass a file path such as that folder's name plus a file name.")
+    for read_option, read_path in reads.items():
+        if read_path is None or not os.path.lexists(read_path):
             continue
-        path = Path(path)
-        targets = {"file": [path, path.with_name(path.name + ".provenance.yaml")], "folder": [path],
-                   "prefix": [path.with_name(path.name + ext) for ext in (".md", ".csv", ".tex")]}[kind]
-        if kind == "folder" and (path.is_file() or (path.is_symlink() and not path.exists())):
-            raise HavanaError(f"{option} {path} is a file, but {command} writes a folder there; "
-                              "pass a folder path (it is created when missing).")
-        for target in targets if kind != "folder" else []:
-            if target.is_dir():
-                raise HavanaError(f"{option} {target} is a folder, but {command} writes a file there; "
-                                  "pass a file path such as that folder's name plus a file name.")
-        for read_option, read_path in reads.items():
-            if read_path is None or not os.path.lexists(read_path):
-                continue
-            clash = (within(read_path, path) if kind == "folder"
-                     else any(os.path.realpath(read_path) == os.path.realpath(t) for t in targets))
-            if clash:
-                where = "inside the folder" if kind == "folder" else "the same file as"
-                raise HavanaError(f"{read_option} {read_path} is {where} {option} {path}, so {command} would "
-                                  f"overwrite its own input; write the output somewhere else.")
+        clash = (within(read_path, path) if kind == "folder"
+                 else any(os.path.realpath(read_path) == os.path.realpath(t) for t in targets))
+        if clash:
+            where = "inside the folder" if kind == "folder" else "the same file as"
+            raise HavanaError(f"{read_option} {read_path} is {where} {option} {path}, so {command} would "
+                              f"overwrite its own input; write the output somewhere else.")
 
 
 def command_io(args) -> tuple[dict[str, str | None], dict[str, tuple[str | None, str]]]:

@@ -45,7 +45,6 @@ PATH_BYTES = 80  # an image path's heap entry in the feature file (about 60 char
 VLEN_HANDLE_BYTES = 16  # a variable-length string's reference in its dataset
 TORCH_SAVE_BYTES_PER_TENSOR = 420  # torch.save's zip record and pickle entry per tensor, measured on head.pt files
 HDF5_FIXED_BYTES = 40_000  # superblock, groups, attributes and the fixed-size datasets' first chunks
-HEAD_OUTPUTS = tuple(layout.HEAD_FILES.values())  # what a train_head job leaves (heads.smk's outputs; no embeddings)
 
 
 @dataclass(frozen=True)
@@ -57,6 +56,7 @@ class Job:
     extractor: str = ""
     row: str = ""
     seed: int | None = None
+    seeds: tuple[int, ...] = ()  # train_head: the seeds its heads are trained for, stacked in the one job
 
 
 @dataclass
@@ -126,7 +126,8 @@ def planned_jobs(config: dict[str, Any]) -> dict[str, list[Job]]:
     sources = {(ds, layout.model_source(config, ex)) for ds, ex in extractors}  # an entry with model_from trains nothing
     jobs["train_extractor"] = [Job("train_extractor", ds, ex) for ds, ex in sorted(sources)]
     jobs["extract_features"] = [Job("extract_features", ds, ex) for ds, ex in sorted(extractors)]
-    jobs["train_head"] = [Job("train_head", ds, ex, row, int(seed)) for ds, ex, row, seed in sorted(heads)]
+    seeds = tuple(config["seeds"])  # one job per (dataset, extractor, row) trains every seed (workflow/rules/heads.smk)
+    jobs["train_head"] = [Job("train_head", ds, ex, row, seeds=seeds) for ds, ex, row in sorted({h[:3] for h in heads})]
     jobs["evaluate"] = [Job("evaluate", ds, ex, row, int(seed)) for ds, ex, row, seed in sorted(evaluated)]
     jobs["tables_figures"] = [Job(name) for name in tables] + [Job("reproduction_summary")] + [Job(n) for n in drawn]
     return jobs
@@ -215,6 +216,15 @@ def _hours(work: float, device_kind: str, name: str) -> float:
     return work / rate.value / 3600 if rate.unit == "FLOP/s" else work * rate.value / 3600
 
 
+def stacked_step_seconds(device_kind: str, flops_per_head: float, heads: int) -> float:
+    """Seconds of one training step of `heads` heads stacked in one process (havana.train_head): the heads' work at
+    the device's head rate, or the step's host dispatch where that is longer (a GPU: one vmapped step launches about
+    the kernels of one head, whatever the number of heads)."""
+    rates = costs.RATES[device_kind]
+    work = heads * flops_per_head / rates["head_step"].value
+    return max(work, rates["head_dispatch"].value) if "head_dispatch" in rates else work
+
+
 def make_plan(config: dict[str, Any], device_kinds: Iterable[str] = (costs.H100, costs.CPU)) -> Plan:
     """Per-stage jobs, hours per device kind, and bytes kept and written for `snakemake all` under `config`."""
     kinds = list(device_kinds)
@@ -270,16 +280,15 @@ def make_plan(config: dict[str, Any], device_kinds: Iterable[str] = (costs.H100,
         with torch.device("meta"):
             head = build_head(dims[(job.dataset, job.extractor)], ids, row, train)
         steps = batches_per_epoch(images, ids, train.p, train.k) * train.epochs
-        flops = head_step_flops(head, train.p * train.k) * steps
-        job_hours = {}
+        heads = len(job.seeds)
+        flops = head_step_flops(head, train.p * train.k)
+        job_hours = {kind: steps * stacked_step_seconds(kind, flops, heads) / 3600 for kind in kinds}
         for kind in kinds:
-            rate = costs.rate(kind, "head_step")
-            job_hours[kind] = _hours(flops if rate.unit == "FLOP/s" else steps, kind, "head_step")
             estimates["train_head"].hours[kind] += job_hours[kind]
-        kept = state_bytes(head) + (train.epochs + 1) * HISTORY_ROW_BYTES
+        kept = heads * (state_bytes(head) + (train.epochs + 1) * HISTORY_ROW_BYTES)
         checkpoints = checkpoints_written(3600 * job_hours[kinds[0]], train.checkpoint_minutes, train.epochs)
         estimates["train_head"].kept += kept
-        estimates["train_head"].written += kept + checkpoints * adam_checkpoint_bytes(head)
+        estimates["train_head"].written += kept + checkpoints * heads * adam_checkpoint_bytes(head)  # one per job
 
     for job in jobs["evaluate"]:
         split = sizes[job.dataset]
@@ -335,8 +344,8 @@ def measured_kept(config: dict[str, Any], root: str | os.PathLike = ".") -> dict
     outputs = {
         "train_extractor": [where.model(job.dataset, job.extractor) for job in jobs["train_extractor"]],
         "extract_features": [where.features(job.dataset, job.extractor) for job in jobs["extract_features"]],
-        "train_head": [f"{where.head_dir(job.dataset, job.extractor, job.row, job.seed)}/{name}"
-                       for job in jobs["train_head"] for name in HEAD_OUTPUTS],
+        "train_head": [path for job in jobs["train_head"] for kind in layout.HEAD_FILES
+                       for path in where.head_files(job.dataset, job.extractor, job.row, job.seeds, kind)],
     }
     return {stage: sum(Path(path).stat().st_size for path in paths if Path(path).is_file())
             for stage, paths in outputs.items()}

@@ -84,15 +84,23 @@ def test_demo_runs_end_to_end_and_a_second_run_does_nothing(tmp_path):
             assert run.data.metrics["mAP"] == pytest.approx(written["plain"]["mAP"])
     trained = [extractor for extractor, spec in config["extractors"].items() if "model_from" not in spec]
     assert {run_name("extractor", None, extractor, "synthetic") for extractor in trained} <= set(runs)
-    assert len(runs) == len(cells) * len(config["seeds"]) + len(trained)  # no run per evaluate job
+    heads = {(path.parts[0], path.parts[2], path.parts[3], path.parts[4].removeprefix("seed"))
+             for path in (p.relative_to(results) for p in results.glob("*/heads/*/*/seed*/head.pt"))}
+    baselines = {(path.parts[0], path.parts[2], "baseline", path.stem.removeprefix("seed"))
+                 for path in (p.relative_to(results) for p in results.glob("*/metrics/*/baseline/seed*.json"))}
+    tagged = [tuple(run.data.tags[k] for k in ("dataset", "extractor", "row", "seed"))
+              for run in runs.values() if "row" in run.data.tags]
+    assert sorted(tagged) == sorted(heads | baselines)  # a run per head (figure-only heads too) and per
+    # evaluated baseline, none per evaluate job
+    assert len(runs) == len(tagged) + len(trained)
     assert all(run.info.status == "FINISHED" for run in runs.values())
 
     logs = results / "logs"  # every long job's log shows one plain line per epoch, no carriage return
     head_epochs = config["heads"]["train"]["epochs"]
     for dataset, extractor, head in cells - {(d, e, h) for d, e, h in cells if h == "baseline"}:
+        text = (logs / "train_head" / dataset / extractor / f"{head}.log").read_text()  # one job trains every seed
+        assert "\r" not in text
         for seed in config["seeds"]:
-            text = (logs / "train_head" / dataset / extractor / head / f"seed{seed}.log").read_text()
-            assert "\r" not in text
             assert len(re.findall(rf"train-head {re.escape(head)} seed{seed}: epoch \d+/{head_epochs} ", text)) == head_epochs
     for extractor, spec in config["extractors"].items():
         if "model_from" in spec:  # extracts with another entry's model: no training job

@@ -546,7 +546,7 @@ def test_truncated_training_checkpoint_is_one_sentence(tmp_path, capsys):
     status, _, err = run(capsys, "train-head", "--features", features, "--row", "havana", "--config",
                          config_file(tmp_path / "c.yaml", HEAD_CONFIG), "--out", tmp_path / "head")
     assert_sentence(status, err, "train-head", "training checkpoint", "is truncated or not a torch file",
-                    "delete it to train this head from the start")
+                    "delete it to train these heads from the start")
     assert not (tmp_path / "head" / "head.pt").exists()
 
 
@@ -556,7 +556,7 @@ def test_head_checkpoint_resumes_on_another_device(tmp_path, capsys, monkeypatch
     from havana.checkpointing import Checkpointer
     from havana.features import read_features
     from havana.models.head import HeadTrainConfig, RowConfig
-    from havana.train_head import HeadRun, train_head
+    from havana.train_head import HeadRun, train_heads
 
     features = read_features(feature_file(tmp_path / "f.h5"))
     row = RowConfig(beta=1.0)
@@ -569,12 +569,12 @@ def test_head_checkpoint_resumes_on_another_device(tmp_path, capsys, monkeypatch
 
     monkeypatch.setattr(Checkpointer, "save", save_then_die)
     with pytest.raises(SystemExit):
-        train_head(features, row, HeadTrainConfig(epochs=2, p=3, k=2, lr=1e-3, device="cpu", checkpoint_minutes=0),
-                   run_spec, torch.device("cpu"))
+        train_heads(features, row, HeadTrainConfig(epochs=2, p=3, k=2, lr=1e-3, device="cpu", checkpoint_minutes=0),
+                    [run_spec], torch.device("cpu"))
     monkeypatch.setattr(Checkpointer, "save", save)
     history = (tmp_path / "head" / "history.csv").read_text().splitlines()
-    train_head(features, row, HeadTrainConfig(epochs=2, p=3, k=2, lr=1e-3, device="auto"), run_spec,
-               torch.device("cpu"))  # resumes at epoch 2 instead of refusing "a different configuration"
+    train_heads(features, row, HeadTrainConfig(epochs=2, p=3, k=2, lr=1e-3, device="auto"), [run_spec],
+                torch.device("cpu"))  # resumes at epoch 2 instead of refusing "a different configuration"
     resumed = (tmp_path / "head" / "history.csv").read_text().splitlines()
     assert len(resumed) == 3 and resumed[1] == history[1]  # epoch 1 kept as is
 

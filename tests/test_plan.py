@@ -14,14 +14,14 @@ import pytest
 import torch
 import yaml
 
-from havana import plan
+from havana import costs, plan
 from havana.cli import main
 from havana.data.sampler import PKSampler
 from havana.extractor_config import ExtractorConfig
 from havana.features import FeatureSplit, write_features
 from havana.models.extractor import build_extractor, save_extractor
 from havana.models.head import HeadTrainConfig, RowConfig, build_head, save_head
-from havana.train_head import make_optimizer
+from havana.train_head import StackedHeads, StackedOptimizer
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
@@ -83,22 +83,34 @@ def test_feature_file_estimate_matches_the_real_writer(tmp_path, sizes, views, d
     assert plan.features_bytes(sizes, views, dim) == pytest.approx(path.stat().st_size, rel=0.05)
 
 
-@pytest.mark.parametrize("dim,ids,row", [(512, 40, HAVANA_ROW), (1024, 751, SIGMA_ROW)])
-def test_head_and_checkpoint_estimates_match_the_real_files(tmp_path, dim, ids, row):
+@pytest.mark.parametrize("dim,ids,row,heads", [(512, 40, HAVANA_ROW, 1), (1024, 751, SIGMA_ROW, 3)])
+def test_head_and_checkpoint_estimates_match_the_real_files(tmp_path, dim, ids, row, heads):
+    """head.pt per head; the job's checkpoint (the engine's stacked weights and Adam state of its `heads` seeds) is
+    `heads` x adam_checkpoint_bytes."""
     torch.manual_seed(0)
     train = HeadTrainConfig()
-    head = build_head(dim, ids, row, train)
-    save_head(tmp_path / "head.pt", head)
-    optimizer = make_optimizer(head, train)
-    for parameter in head.parameters():  # one step creates Adam's state, as in a training checkpoint
-        parameter.grad = torch.zeros_like(parameter)
-    optimizer.step()
-    torch.save({"model": head.state_dict(), "optimizer": optimizer.state_dict(), "epoch": 1, "history": [],
-                "fingerprint": "0" * 64}, tmp_path / "checkpoint.pt")
+    stack = StackedHeads([build_head(dim, ids, row, train) for _ in range(heads)], row, train.label_smoothing)
+    save_head(tmp_path / "head.pt", stack.head(0))
+    optimizer = StackedOptimizer(stack.params, train)
+    torch.save({"params": stack.params, "optimizer": optimizer.state_dict(), "epoch": 1, "within": None,
+                "histories": [[] for _ in range(heads)], "fingerprint": "0" * 64}, tmp_path / "checkpoint.pt")
     with torch.device("meta"):
         shaped = build_head(dim, ids, row, train)
     assert plan.state_bytes(shaped) == pytest.approx((tmp_path / "head.pt").stat().st_size, rel=0.05)
-    assert plan.adam_checkpoint_bytes(shaped) == pytest.approx((tmp_path / "checkpoint.pt").stat().st_size, rel=0.05)
+    assert heads * plan.adam_checkpoint_bytes(shaped) == pytest.approx((tmp_path / "checkpoint.pt").stat().st_size,
+                                                                       rel=0.05)
+
+
+def test_a_stacked_step_costs_the_heads_work_or_the_dispatch_where_longer():
+    """CPU: N heads' FLOPs at the measured rate; H100: one head alone is launch-bound (the dispatch time), three
+    stacked seeds take their device work (each head's FLOPs at the device rate)."""
+    flops = 14.6e9
+    cpu = costs.RATES[costs.CPU]["head_step"].value
+    assert plan.stacked_step_seconds(costs.CPU, flops, 3) == pytest.approx(3 * flops / cpu)
+    h100 = costs.RATES[costs.H100]
+    assert plan.stacked_step_seconds(costs.H100, flops, 1) == h100["head_dispatch"].value
+    assert plan.stacked_step_seconds(costs.H100, flops, 3) == pytest.approx(3 * flops / h100["head_step"].value)
+    assert plan.stacked_step_seconds(costs.H100, flops, 3) < 3 * plan.stacked_step_seconds(costs.H100, flops, 1)
 
 
 def test_extractor_model_estimate_matches_the_real_file(tmp_path):

@@ -10,7 +10,7 @@ import re
 import torch
 
 from havana.progress import Progress, format_duration, progress
-from havana.train_head import HeadRun, train_head
+from havana.train_head import HeadRun, train_heads
 from test_train_head import ROW, TRAIN, fix_query_gallery, synthetic_features
 
 LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d (?P<desc>.+?): (?P<unit>\S+) (?P<done>\d+)/(?P<total>\d+) "
@@ -67,8 +67,11 @@ def test_head_training_logs_one_line_per_epoch_without_carriage_returns(tmp_path
     torch.set_num_threads(1)
     features = fix_query_gallery(synthetic_features(train_ids=16, test_ids=6, per_id=4))
     train = dataclasses.replace(TRAIN, epochs=3, p=4, k=2)
-    train_head(features, ROW, train, HeadRun(tmp_path, "havana", "synthetic", seed=1), torch.device("cpu"))
-    epochs = epoch_lines(capfd.readouterr().err, "train-head havana seed1")
-    assert [m["done"] for m in epochs] == ["1", "2", "3"]
-    for term in ("total", "cls", "jst", "reconx", "klz", "reconz", "klv", "lr", "images/s"):
-        assert f"{term} " in epochs[-1]["rest"], term
+    train_heads(features, ROW, train, [HeadRun(tmp_path / f"seed{s}", "havana", "synthetic", seed=s) for s in (1, 2)],
+                torch.device("cpu"))  # two heads stacked in one job: one line per head and epoch
+    err = capfd.readouterr().err
+    for seed in (1, 2):
+        epochs = epoch_lines(err, f"train-head havana seed{seed}")
+        assert [m["done"] for m in epochs] == ["1", "2", "3"]
+        for term in ("total", "cls", "jst", "reconx", "klz", "reconz", "klv", "lr", "images/s"):
+            assert f"{term} " in epochs[-1]["rest"], term

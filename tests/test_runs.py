@@ -14,7 +14,7 @@ import yaml
 
 from havana import cli
 from havana.features import FeatureSplit, write_features
-from havana.report.runs import RunRecord, render_comparison
+from havana.report.runs import RunRecord, render_comparison, view_state
 
 CONFIG = {
     "seeds": [0, 1],
@@ -121,3 +121,40 @@ def test_comparison_of_hand_made_records():
                for seed, value in ((0, 0.5), (1, 0.7))]
     text = render_comparison(records, ["mAP", "R1"])
     assert "cls  " in text and "α=0.2" in text and "60.0 ± 14.1" in text and "n/a" in text
+
+
+def test_havana_runs_saves_a_view_of_the_ui_that_selects_exactly_the_tables_runs(store, capsys):
+    """The saved view's filter, run by MLflow's own search, returns exactly the runs `havana runs` printed; its
+    columns are the row/seed/extractor tags, the row params that differ (the baseline has none: every row.* differs)
+    and the metrics; the printed link names the view."""
+    from mlflow.tracking import MlflowClient
+
+    from havana.report.runs import VIEW_TAG, read_runs
+
+    _, uri = store
+    assert cli.main(["runs", "--tracking-uri", uri, "--experiment", "synthetic", "--table", "table3",
+                     "--metrics", "mAP", "R1"]) == 0
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name("synthetic")
+    state = json.loads(experiment.tags[VIEW_TAG + "havana-table3"])
+    assert f"#/experiments/{experiment.experiment_id}/runs?viewStateShareKey=havana-table3&workflowType=machine_learning" \
+        in capsys.readouterr().err
+    found = client.search_runs([experiment.experiment_id], filter_string=state["searchFilter"])
+    assert sorted(run.info.run_id for run in found) == sorted(r.run_id for r in read_runs(uri, "synthetic", "table3"))
+    assert len(found) == 4
+    columns = state["selectedColumns"]
+    assert columns[:3] == ["tags.`row`", "tags.`seed`", "tags.`extractor`"]
+    assert columns[-2:] == ["metrics.`mAP`", "metrics.`R1`"]
+    assert not [c for c in columns if c.startswith("params.")]  # one head row: no switch differs
+
+
+def test_view_columns_are_the_switches_that_differ_between_head_rows():
+    rows = {"vnae": {"row.jst": "False", "row.cls": "True", "row.gamma": "0.5"},
+            "jst_g0.3": {"row.jst": "True", "row.cls": "True", "row.gamma": "0.3"}}
+    records = [RunRecord(row, "", "ds", "ex", row, "0", "table4:x", params) for row, params in rows.items()]
+    records.append(RunRecord("b", "", "ds", "ex", "baseline", "0", "table4:b", {"extraction.views": "2"}))
+    state = view_state(records, "table4", ["mAP"])
+    assert state["selectedColumns"] == ["tags.`row`", "tags.`seed`", "tags.`extractor`", "params.`row.gamma`",
+                                        "params.`row.jst`", "metrics.`mAP`"]
+    assert state["searchFilter"] == "tags.table_cells LIKE '%table4:%'"
+    assert view_state(records, None, ["mAP"])["searchFilter"] == "tags.row LIKE '%'"

@@ -16,7 +16,8 @@ from havana.evaluation import EvaluationConfig
 from havana.features import FeatureFile, FeatureSplit, write_features
 from havana.models.head import TERMS, HeadTrainConfig, RowConfig, build_head, load_head
 from havana.checkpointing import Checkpointer
-from havana.train_head import HeadRun, epoch_diagnostics, make_optimizer, train_head, train_one_epoch
+from havana.train_head import (HeadRun, StackedHeads, StackedOptimizer, epoch_diagnostics, train_heads,
+                               train_one_epoch)
 
 DIM, VIEWS = 32, 2
 
@@ -57,7 +58,7 @@ def test_short_run_improves_map_over_raw_features(tmp_path):
     ff = fix_query_gallery(synthetic_features())
     q, g = ff["query"], ff["gallery"]
     raw = evaluate(q.features[:, 0], g.features[:, 0], q.pids, g.pids, q.camids, g.camids)["mAP"]
-    last = train_head(ff, ROW, TRAIN, HeadRun(tmp_path, "havana", "synthetic", seed=0), torch.device("cpu"))
+    [last] = train_heads(ff, ROW, TRAIN, [HeadRun(tmp_path, "havana", "synthetic", seed=0)], torch.device("cpu"))
     history = (tmp_path / "history.csv").read_text().splitlines()
     assert history[0] == ("epoch,total,cls,triplet,jst,reconx,klz,reconz,klv,hard_pos,hard_neg,active,grad_cls,"
                           "grad_triplet,grad_jst,grad_reconx,grad_klz,grad_reconz,grad_klv,lr")
@@ -87,30 +88,123 @@ def crash_after_first_checkpoint(monkeypatch):
     monkeypatch.setattr(Checkpointer, "save", save_then_die)
 
 
+def uneven_features(dim: int, seed: int = 2) -> FeatureFile:
+    """10 identities of 2 to 7 images: the P x K plans of different seeds have different lengths in some epochs."""
+    rng = np.random.default_rng(seed)
+    pids = np.repeat(np.arange(10), rng.integers(2, 8, 10))
+    split = FeatureSplit(rng.normal(size=(len(pids), VIEWS, dim)).astype(np.float32), pids,
+                         np.zeros(len(pids), dtype=np.int64), [f"{i}.jpg" for i in range(len(pids))])
+    return FeatureFile({"dataset": "synthetic", "extractor": "toy"}, {"train": split})
+
+
+def max_difference(tmp_path, ff, row, train, seeds):
+    """Train `seeds` stacked in one call and each seed alone; the largest |difference| of any parameter of any head,
+    with the histories checked equal to 1e-6 too."""
+    cpu = torch.device("cpu")
+    train_heads(ff, row, train, [HeadRun(tmp_path / f"stacked{s}", "r", "synthetic", seed=s) for s in seeds], cpu)
+    worst = 0.0
+    for seed in seeds:
+        train_heads(ff, row, train, [HeadRun(tmp_path / f"alone{seed}", "r", "synthetic", seed=seed)], cpu)
+        stacked, alone = (torch.load(tmp_path / f"{kind}{seed}" / "head.pt", weights_only=True)["state_dict"]
+                          for kind in ("stacked", "alone"))
+        assert stacked.keys() == alone.keys()
+        worst = max(worst, *(float((stacked[k] - alone[k]).abs().max()) for k in stacked))
+        histories = [np.loadtxt(tmp_path / f"{kind}{seed}" / "history.csv", delimiter=",", skiprows=1)
+                     for kind in ("stacked", "alone")]
+        np.testing.assert_allclose(*histories, atol=1e-6)
+        assert not (tmp_path / f"stacked{seed}" / "checkpoint.pt").exists()
+    return worst
+
+
+@pytest.mark.parametrize("name", ["havana", "vnae_jst_hvd", "vnae_jst"])
+def test_seeds_trained_stacked_equal_each_seed_trained_alone(tmp_path, name):
+    """Issue 11 item 4: one job trains the seeds of a row stacked (vmap); each head must be the one its seed gives
+    alone, every parameter to 1e-6: havana (every term, C on: HVD noise), vnae_jst_hvd and vnae_jst (learned sigma). The
+    identities are uneven, so some epoch's plans differ in length and the shorter plans' heads are masked."""
+    torch.set_num_threads(1)
+    ff = uneven_features(16)
+    row = from_mapping(RowConfig, PAPER_ROWS[name], name).with_beta(1.0)
+    train = HeadTrainConfig(epochs=3, lr=1e-3, p=4, k=2, device="cpu", checkpoint_minutes=0)
+    plans = []
+    for epoch in range(train.epochs):
+        samplers = [PKSampler(ff["train"].pids.tolist(), p=4, k=2, seed=seed) for seed in (0, 1, 2)]
+        for sampler in samplers:
+            sampler.set_epoch(epoch)
+        plans.append([len(sampler) for sampler in samplers])
+    assert any(len(set(epoch)) > 1 for epoch in plans), plans  # masked steps happen
+    worst = max_difference(tmp_path, ff, row, train, [0, 1, 2])
+    print(f"{name}: max |stacked - alone| over every parameter of seeds 0, 1, 2: {worst:.1e}")
+    assert worst <= 1e-6
+
+
+def test_seeds_stacked_equal_alone_at_paper_width(tmp_path):
+    """The same at 2048-d (paper width), every term on, two epochs of one step."""
+    torch.set_num_threads(1)
+    ff = uneven_features(2048)
+    train = HeadTrainConfig(epochs=2, lr=1e-5, p=8, k=2, device="cpu")
+    worst = max_difference(tmp_path, ff, ROW, train, [0, 1, 2])
+    print(f"2048-d havana: max |stacked - alone| over every parameter of seeds 0, 1, 2: {worst:.1e}")
+    assert worst <= 1e-6
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_stacked_optimizer_equals_torch_optim_on_each_head(optimizer):
+    """StackedOptimizer on 3 stacked parameter sets = torch.optim.Adam / SGD(momentum 0.9) on each alone, with head 1
+    masked on steps 2 and 3 (it then equals a torch optimizer that skipped those steps)."""
+    torch.manual_seed(0)
+    train = HeadTrainConfig(lr=1e-2, weight_decay=5e-4, optimizer=optimizer)
+    shapes = {"w": (5, 3), "b": (5,)}
+    alone = [{name: torch.randn(shape, requires_grad=True) for name, shape in shapes.items()} for _ in range(3)]
+    stacked = {name: torch.stack([p[name].detach() for p in alone]).clone() for name in shapes}
+    stepper = StackedOptimizer(stacked, train)
+    torch_optimizers = [
+        torch.optim.Adam(p.values(), lr=train.lr, weight_decay=train.weight_decay, fused=True) if optimizer == "adam"
+        else torch.optim.SGD(p.values(), lr=train.lr, weight_decay=train.weight_decay, momentum=0.9) for p in alone]
+    for step in range(6):
+        grads = {name: torch.randn(3, *shape) for name, shape in shapes.items()}
+        active = torch.tensor([True, step not in (2, 3), True])
+        stepper.step(grads, active)
+        for head, (params, torch_optimizer) in enumerate(zip(alone, torch_optimizers)):
+            if active[head]:
+                for name, p in params.items():
+                    p.grad = grads[name][head].clone()
+                torch_optimizer.step()
+    for head, params in enumerate(alone):
+        for name, p in params.items():
+            torch.testing.assert_close(stacked[name][head], p.detach(), atol=1e-6, rtol=0)
+    assert stepper.steps[:, 0].tolist() == [6.0, 4.0, 6.0]
+
+
 @pytest.mark.parametrize("minutes, where", [(0, "epoch 1"), (1e-9, "epoch 1, step 1")])
 def test_resume_after_a_crash_equals_uninterrupted(tmp_path, monkeypatch, minutes, where):
-    """minutes 0: a checkpoint at each epoch end; 1e-9: one after every step, so the crash comes mid-epoch."""
+    """minutes 0: a checkpoint at each epoch end; 1e-9: one after every step, so the crash comes mid-epoch. Two seeds
+    stacked on uneven identities (their plans differ in length: masked steps after the resume point)."""
     torch.set_num_threads(1)
-    ff = fix_query_gallery(synthetic_features(train_ids=16, test_ids=6, per_id=4))
+    ff = uneven_features(16)
     row = RowConfig(jst=True, reconx=True, klz=True, klv=True, beta=1.0)  # no constraint: sigma and HVD sampling
     train = dataclasses.replace(TRAIN, epochs=2, p=4, k=2, checkpoint_minutes=minutes)
-    train_head(ff, row, train, HeadRun(tmp_path / "whole", "r", "synthetic"), torch.device("cpu"))
+    runs = lambda name: [HeadRun(tmp_path / name / f"seed{s}", "r", "synthetic", seed=s) for s in (0, 1)]  # noqa: E731
+    train_heads(ff, row, train, runs("whole"), torch.device("cpu"))
     crash_after_first_checkpoint(monkeypatch)
     with pytest.raises(SystemExit, match=f"killed after {where}$"):
-        train_head(ff, row, train, HeadRun(tmp_path / "cut", "r", "synthetic"), torch.device("cpu"))
-    assert (tmp_path / "cut" / "checkpoint.pt").is_file() and not (tmp_path / "cut" / "head.pt").exists()
-    train_head(ff, row, train, HeadRun(tmp_path / "cut", "r", "synthetic"), torch.device("cpu"))
-    whole, cut = (torch.load(tmp_path / d / "head.pt", weights_only=True)["state_dict"] for d in ("whole", "cut"))
-    assert all(torch.equal(whole[k], cut[k]) for k in whole)
-    assert (tmp_path / "whole" / "history.csv").read_text() == (tmp_path / "cut" / "history.csv").read_text()
-    assert not (tmp_path / "cut" / "checkpoint.pt").exists()  # a finished head keeps no checkpoint
+        train_heads(ff, row, train, runs("cut"), torch.device("cpu"))
+    cut = tmp_path / "cut"
+    assert (cut / "seed0" / "checkpoint.pt").is_file() and not list(cut.glob("*/head.pt"))
+    train_heads(ff, row, train, runs("cut"), torch.device("cpu"))
+    for seed in ("seed0", "seed1"):
+        whole, cut = (torch.load(tmp_path / d / seed / "head.pt", weights_only=True)["state_dict"]
+                      for d in ("whole", "cut"))
+        assert all(torch.equal(whole[k], cut[k]) for k in whole)
+        assert ((tmp_path / "whole" / seed / "history.csv").read_text()
+                == (tmp_path / "cut" / seed / "history.csv").read_text())
+    assert not list((tmp_path / "cut").glob("*/checkpoint.pt"))  # finished heads keep no checkpoint
 
 
 def test_nan_features_stop_with_the_epoch_and_term(tmp_path):
     ff = synthetic_features(train_ids=8, test_ids=4, per_id=4)
     ff["train"].features[3, :, 0] = np.nan
     with pytest.raises(HavanaError, match=r"'total' is nan in epoch 0"):
-        train_head(ff, ROW, dataclasses.replace(TRAIN, epochs=1, p=4, k=2), HeadRun(tmp_path, "havana", "synthetic"),
+        train_heads(ff, ROW, dataclasses.replace(TRAIN, epochs=1, p=4, k=2), [HeadRun(tmp_path, "havana", "synthetic")],
                    torch.device("cpu"))
     assert not (tmp_path / "head.pt").exists() and not (tmp_path / "checkpoint.pt").exists()
 
@@ -125,6 +219,14 @@ def test_cli_trains_a_config_row(tmp_path, capsys):
     assert main(["train-head", "--features", str(tmp_path / "toy.h5"), "--row", "vnae", "--config",
                  str(tmp_path / "cfg.yaml"), "--out", str(tmp_path / "out"), "--seed", "0"]) == 0
     assert "trained for 1 epochs" in capsys.readouterr().out and (tmp_path / "out" / "head.pt").is_file()
+    assert main(["train-head", "--features", str(tmp_path / "toy.h5"), "--row", "vnae", "--config",
+                 str(tmp_path / "cfg.yaml"), "--out", str(tmp_path / "s1"), str(tmp_path / "s2"),
+                 "--seeds", "1", "2"]) == 0
+    assert capsys.readouterr().out.count("trained for 1 epochs") == 2
+    assert all((tmp_path / f"s{seed}" / name).is_file() for seed in (1, 2) for name in ("head.pt", "history.csv"))
+    assert main(["train-head", "--features", str(tmp_path / "toy.h5"), "--row", "vnae", "--config",
+                 str(tmp_path / "cfg.yaml"), "--out", str(tmp_path / "s3"), "--seeds", "1", "2"]) == 2
+    assert "one --out folder (and one --run-name, if any) per seed: 2 seeds, 1 --out" in capsys.readouterr().err
     assert main(["train-head", "--features", str(tmp_path / "toy.h5"), "--row", "nope", "--config",
                  str(tmp_path / "cfg.yaml"), "--out", str(tmp_path / "out2")]) == 2
     assert "no 'nope'" in capsys.readouterr().err
@@ -147,10 +249,10 @@ def test_every_paper_row_trains_each_term_it_switches_on_at_2048_d(name):
     features = centres[labels] + torch.randn(16, 2048, generator=g) * 0.4
     features = features.unsqueeze(1)  # [N, V = 1, D]
     torch.manual_seed(0)
-    model = build_head(2048, 4, row, train)
+    stack = StackedHeads([build_head(2048, 4, row, train)], row, train.label_smoothing)
     sampler = PKSampler(labels.tolist(), p=4, k=4, seed=0)
-    means = train_one_epoch(model, make_optimizer(model, train), features, labels, sampler, row, train, 0, 0)
-    diagnostics = epoch_diagnostics(model, features, labels, sampler, row, train, 0, 0)
+    [means] = train_one_epoch(stack, StackedOptimizer(stack.params, train), features, labels, [sampler], row, 0, [0])
+    diagnostics = epoch_diagnostics(stack.head(0), features, labels, sampler, row, train, 0, 0)
     shares = {term: diagnostics[f"grad_{term}"] for term in TERMS}
     print(name, {term: f"{share:.2e}" for term, share in shares.items() if share})
     for term in TERMS:
@@ -218,9 +320,10 @@ def test_a_real_process_stopped_by_a_signal_resumes_bit_identically(tmp_path, si
 
 def test_a_2048d_head_writes_at_most_4_5x_its_head_even_when_preempted_once(tmp_path, monkeypatch):
     """Issue 11: a 2048-d head of 4 epochs wrote 13x its head.pt (a 3x checkpoint every epoch) and kept the last one.
-    Bytes written are counted as the engine writes them: every checkpoint's size, then head.pt. Killed right after
-    its epoch-1 checkpoint and rerun with the default 10-minute interval, the head writes that one checkpoint (weights +
-    Adam's two moments: 3x) and head.pt, at most 4.5x; uninterrupted it would write head.pt alone. None is left."""
+    Bytes written are counted as the engine writes them: every checkpoint's size, then the head.pt files. A job of two
+    seeds killed right after its epoch-1 checkpoint and rerun with the default 10-minute interval writes that one
+    checkpoint (both heads' weights + Adam's two moments: 3x per head) and the two head.pt, at most 4.5x per head;
+    uninterrupted it would write the head.pt files alone. None is left."""
     torch.set_num_threads(1)
     rng = np.random.default_rng(0)
     pids = np.repeat(np.arange(4), 4)
@@ -229,11 +332,12 @@ def test_a_2048d_head_writes_at_most_4_5x_its_head_even_when_preempted_once(tmp_
     ff = FeatureFile({"dataset": "synthetic", "extractor": "toy"}, {"train": split})
     row = RowConfig(triplet=True, jst=False, reconx=True, klz=False, beta=1.0)  # f_mu, decoder, classifier
     train = HeadTrainConfig(epochs=4, lr=1e-5, p=4, k=4, device="cpu")  # checkpoint_minutes: the default 10
+    runs = [HeadRun(tmp_path / f"seed{seed}", "r", "synthetic", seed=seed) for seed in (0, 1)]
+    checkpoint = tmp_path / "seed0" / "checkpoint.pt"  # the job's one checkpoint, in its first head's folder
     crash_after_first_checkpoint(monkeypatch)
     with pytest.raises(SystemExit, match="killed after epoch 1$"):
-        train_head(ff, row, dataclasses.replace(train, checkpoint_minutes=0), HeadRun(tmp_path, "r", "synthetic"),
-                   torch.device("cpu"))
-    checkpoint_bytes = (tmp_path / "checkpoint.pt").stat().st_size
+        train_heads(ff, row, dataclasses.replace(train, checkpoint_minutes=0), runs, torch.device("cpu"))
+    checkpoint_bytes = checkpoint.stat().st_size
     written: list[int] = []
     save = Checkpointer.save
 
@@ -242,10 +346,11 @@ def test_a_2048d_head_writes_at_most_4_5x_its_head_even_when_preempted_once(tmp_
         written.append(self.path.stat().st_size)
 
     monkeypatch.setattr(Checkpointer, "save", counted)
-    train_head(ff, row, train, HeadRun(tmp_path, "r", "synthetic"), torch.device("cpu"))
-    head_bytes = (tmp_path / "head.pt").stat().st_size
+    train_heads(ff, row, train, runs, torch.device("cpu"))
+    head_bytes = sum((run.out_dir / "head.pt").stat().st_size for run in runs)
     total = checkpoint_bytes + sum(written) + head_bytes
-    assert written == [] and not (tmp_path / "checkpoint.pt").exists()  # epochs 2-4: no checkpoint within 10 minutes
+    assert written == [] and not list(tmp_path.glob("*/checkpoint.pt"))  # epochs 2-4: none within 10 minutes
     assert 2.9 < checkpoint_bytes / head_bytes < 3.1 and total <= 4.5 * head_bytes, (checkpoint_bytes, head_bytes)
-    print(f"2048-d head, 4 epochs: head.pt {head_bytes / 1e6:.1f} MB, checkpoint {checkpoint_bytes / 1e6:.1f} MB, "
-          f"written when preempted once {total / head_bytes:.2f}x head.pt (uninterrupted: 1.00x)")
+    print(f"2048-d heads, 2 seeds, 4 epochs: head.pt {head_bytes / 2e6:.1f} MB each, checkpoint "
+          f"{checkpoint_bytes / 1e6:.1f} MB, written when preempted once {total / head_bytes:.2f}x the head.pt files "
+          "(uninterrupted: 1.00x)")

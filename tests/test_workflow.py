@@ -73,6 +73,8 @@ def test_paper_dry_run_plans_every_table_cell_and_figure(tmp_path):
     assert all(counts.get(name) == 1 for name in ("table2", "table3", "table4", "table5", "table6", "fig5", "fig9"))
     paper = yaml.safe_load(PAPER.read_text())
     assert expected_metrics(paper) <= planned_outputs(log)
+    heads = [path for path in planned_outputs(log) if path.endswith("/head.pt")]  # one job per row trains every seed
+    assert len(heads) == counts["train_head"] * len(paper["seeds"])
 
 
 def test_demo_dry_run_plans_every_stage_and_never_touches_paper_datasets(tmp_path):

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from havana.errors import HavanaError
-
-DEFAULT_METRICS = ("mAP", "R1", "mINP", "flip_mAP", "flip_R1")  # havana.report.runs.DEFAULT_METRICS
+from havana.report.runs import DEFAULT_METRICS  # standard library only: help stays fast
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -15,7 +15,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "runs", help="print the ablation runs of a table from the MLflow store (rows × seeds, switches, metrics)",
         description="Read the head runs and baseline evaluation runs of EXPERIMENT (a dataset) from the MLflow store "
                     "and print one line per run (row, seed, extractor, loss terms on, weights, metrics in percent) "
-                    "and a mean ± std line per row: the comparison the MLflow UI shows, for a terminal.")
+                    "and a mean ± std line per row: the comparison the MLflow UI shows, for a terminal. It also saves "
+                    "that comparison as a view of the UI's runs table (filter, columns) and prints its link.")
     parser.add_argument("--tracking-uri", required=True, help="the store, e.g. sqlite:///results/mlflow.db")
     parser.add_argument("--experiment", required=True, help="the experiment: a dataset name, e.g. market1501")
     parser.add_argument("--table", help="only the runs feeding this table's cells, e.g. table3 (tag table_cells)")
@@ -26,7 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Read the runs and print the comparison."""
-    from havana.report.runs import read_runs, render_comparison
+    from havana.report.runs import read_runs, render_comparison, save_view
 
     records = read_runs(args.tracking_uri, args.experiment, args.table)
     if not records:
@@ -34,4 +35,8 @@ def run(args: argparse.Namespace) -> int:
         raise HavanaError(f"experiment '{args.experiment}' in {args.tracking_uri} has no head or baseline runs{which}; "
                           "run the pipeline (or that table's target) first.")
     print(render_comparison(records, args.metrics), end="")
+    sys.stdout.flush()
+    page = save_view(args.tracking_uri, args.experiment, args.table, records, args.metrics)
+    print(f"The same runs in the MLflow UI (`mlflow ui --backend-store-uri {args.tracking_uri}`), as a saved view "
+          f"with these columns: http://127.0.0.1:5000/{page}", file=sys.stderr)  # stdout stays the table
     return 0

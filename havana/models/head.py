@@ -158,9 +158,17 @@ class HavanaHead(nn.Module):
         return z_mu, torch.zeros_like(z_mu) if self.f_sigma is None else bound_logvar(self.f_sigma(x))
 
 
-def _reparameterize(mu: torch.Tensor, logvar: torch.Tensor | None) -> torch.Tensor:
-    noise = torch.randn_like(mu)
+def _reparameterize(mu: torch.Tensor, logvar: torch.Tensor | None, noise: torch.Tensor | None) -> torch.Tensor:
+    noise = torch.randn_like(mu) if noise is None else noise
     return mu + noise if logvar is None else mu + torch.exp(0.5 * logvar) * noise
+
+
+def noise_widths(row: RowConfig, config: HeadConfig) -> dict[str, int]:
+    """The standard-normal draws one sample of a batch takes in the row's loss, in the order _loss_terms takes them:
+    z (reconx or HVD) then v (HVD). A training engine passes them to head_loss as `noise`, drawn from its own
+    generators, so several heads trained together (vmap) draw what each would draw alone."""
+    widths = {"z": config.latent_dim} if row.reconx or row.uses_hvd else {}
+    return widths | ({"v": config.variation_dim} if row.uses_hvd else {})
 
 
 def term_weights(row: RowConfig) -> dict[str, float]:
@@ -170,9 +178,12 @@ def term_weights(row: RowConfig) -> dict[str, float]:
     return {name: weights[name] for name in TERMS if getattr(row, name)}
 
 
-def _loss_terms(model: HavanaHead, x: torch.Tensor, labels: torch.Tensor, row: RowConfig, label_smoothing: float
+def _loss_terms(model: HavanaHead, x: torch.Tensor, labels: torch.Tensor, row: RowConfig, label_smoothing: float,
+                noise: dict[str, torch.Tensor] | None = None
                 ) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """(z_mu, {term: value}, triplet mining info) of one batch; only the row's terms are computed."""
+    """(z_mu, {term: value}, triplet mining info) of one batch; only the row's terms are computed. `noise` holds the
+    reparameterisation draws named by noise_widths ([batch, width] each); None: drawn here from torch's global RNG."""
+    noise = noise or {}
     if row.beta is None:
         raise HavanaError("the row's beta is unresolved; call row.with_beta(dataset default) first.")
     if row.uses_hvd and model.q_v is None:
@@ -188,14 +199,14 @@ def _loss_terms(model: HavanaHead, x: torch.Tensor, labels: torch.Tensor, row: R
     if row.jst:
         terms["jst"], info = losses.js_triplet_loss(z_mu, z_logvar, labels, row.gamma, row.js_divergence)
     needs_sample = row.reconx or row.uses_hvd
-    z_sample = _reparameterize(z_mu, z_logvar) if needs_sample else None
+    z_sample = _reparameterize(z_mu, z_logvar, noise.get("z")) if needs_sample else None
     if row.reconx:
         terms["reconx"] = F.mse_loss(model.decoder(z_sample), x)
     z_tilde_mu = z_tilde_logvar = None
     if row.uses_hvd:
         v_mu, v_logvar = model.q_v(z_sample, labels).chunk(2, dim=1)
         v_logvar = bound_logvar(v_logvar)
-        decoded = model.p_z(_reparameterize(v_mu, v_logvar), labels)
+        decoded = model.p_z(_reparameterize(v_mu, v_logvar, noise.get("v")), labels)
         if row.constraint:
             z_tilde_mu = decoded
         else:
@@ -216,13 +227,14 @@ def _loss_terms(model: HavanaHead, x: torch.Tensor, labels: torch.Tensor, row: R
     return z_mu, terms, info
 
 
-def head_loss(model: HavanaHead, x: torch.Tensor, labels: torch.Tensor, row: RowConfig, label_smoothing: float = 0.1
-              ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def head_loss(model: HavanaHead, x: torch.Tensor, labels: torch.Tensor, row: RowConfig, label_smoothing: float = 0.1,
+              noise: dict[str, torch.Tensor] | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Algorithm 1 for one batch: (total, {term: value}) with only the row's terms computed (off terms: no graph).
 
     total = cls + lam (triplet | jst) + alpha (reconx + beta (klz + klv [+ reconz under C])).
+    `noise`: the reparameterisation draws (see noise_widths); None draws them from torch's global RNG.
     """
-    _, terms, _ = _loss_terms(model, x, labels, row, label_smoothing)
+    _, terms, _ = _loss_terms(model, x, labels, row, label_smoothing, noise)
     weights = term_weights(row)
     return sum(weights[name] * value for name, value in terms.items()), terms
 

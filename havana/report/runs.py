@@ -3,10 +3,16 @@
 Every head run (and every baseline evaluation run) carries the tags dataset, extractor, row, seed and table_cells,
 its row's switches as `row.*` params and its evaluation metrics; `read_runs` takes them from the store and
 `render_comparison` prints one line per run and a mean ± std line per row: what `havana runs` shows.
+
+The MLflow UI (3.x) shows no metric or parameter column until a user picks them, so `save_view` also stores the same
+comparison as a saved view of the runs table - MLflow's own shared-view experiment tag, opened by the URL's
+`viewStateShareKey` - filtered to the table's runs, with the row, seed and extractor tags, the row params that differ
+between those runs and the metrics as columns.
 """
 
 from __future__ import annotations
 
+import json
 import statistics
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
@@ -14,6 +20,8 @@ from typing import Mapping, Sequence
 from havana.errors import HavanaError
 
 DEFAULT_METRICS = ("mAP", "R1", "mINP", "flip_mAP", "flip_R1")
+VIEW_TAG = "mlflow.sharedViewState."  # + the key: the experiment tag the UI reads a shared view from
+RUNS_PAGE = "#/experiments/{id}/runs?viewStateShareKey={key}&workflowType=machine_learning"
 WEIGHTS = (("alpha", "α"), ("beta", "β"), ("gamma", "γ"), ("lam", "λ"))
 
 
@@ -77,6 +85,34 @@ def read_runs(tracking_uri: str, experiment: str, table: str | None = None) -> l
     if table is not None:
         records = [r for r in records if any(cell.split(":", 1)[0] == table for cell in r.table_cells.split("; "))]
     return sorted(records, key=lambda r: (r.dataset, r.extractor, r.row != "baseline", r.row, _seed_key(r.seed)))
+
+
+def view_state(records: Sequence[RunRecord], table: str | None, metrics: Sequence[str]) -> dict[str, object]:
+    """The runs-table state that shows `records` as `render_comparison` does: a filter selecting exactly the runs of
+    `table` (all tagged runs without one), sorted by row, and as columns the tags row, seed and extractor, the row
+    params whose values differ between the head runs, and `metrics`."""
+    varying = sorted({key for record in records for key in record.params if key.startswith("row.")
+                      and len({r.params[key] for r in records if key in r.params}) > 1})
+    return {"searchFilter": f"tags.table_cells LIKE '%{table}:%'" if table else "tags.row LIKE '%'",
+            "orderByKey": "tags.`row`", "orderByAsc": True,
+            "selectedColumns": [*(f"tags.`{tag}`" for tag in ("row", "seed", "extractor")),
+                                *(f"params.`{key}`" for key in varying), *(f"metrics.`{m}`" for m in metrics)]}
+
+
+def save_view(tracking_uri: str, experiment: str, table: str | None, records: Sequence[RunRecord],
+              metrics: Sequence[str]) -> str:
+    """Store `view_state` as the experiment's saved view 'havana-<table>' (or 'havana-all') and return the part of
+    the UI's URL after the host that opens it."""
+    from mlflow.tracking import MlflowClient
+
+    from havana.tracking import with_retries
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    experiment_id = with_retries(lambda: client.get_experiment_by_name(experiment)).experiment_id
+    key = f"havana-{table or 'all'}"
+    state = json.dumps(view_state(records, table, metrics))
+    with_retries(lambda: client.set_experiment_tag(experiment_id, VIEW_TAG + key, state))
+    return RUNS_PAGE.format(id=experiment_id, key=key)
 
 
 def _seed_key(seed: str) -> tuple[int, str]:

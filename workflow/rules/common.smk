@@ -58,11 +58,11 @@ def job_config(job):
     return lambda wildcards: declared(layout.write_job_config, config, job, **wildcards)
 
 
-def tracking_args(run_name):
-    """The CLI's MLflow arguments for one job (none when tracking_uri is null)."""
+def tracking_args(*run_names):
+    """The CLI's MLflow arguments for one job: its run name, or one per head it trains (none when tracking_uri is null)."""
     if TRACKING_URI is None:
         return ""
-    return f"--tracking-uri {shlex.quote(TRACKING_URI)} --run-name {shlex.quote(run_name)}"
+    return f"--tracking-uri {shlex.quote(TRACKING_URI)} --run-name {' '.join(map(shlex.quote, run_names))}"
 
 
 def table_targets():
