@@ -5,11 +5,11 @@ import math
 import pytest
 import torch
 
-from havana.checkpointing import Checkpointer
 from havana.errors import HavanaError
 from havana.extractor_config import ExtractorConfig, ExtractorTrainConfig, TransformConfig
 from havana.models.extractor import ExtractorOutput, load_extractor
 from havana.train_extractor import extractor_loss, train_extractor, warmup_multistep_factor
+from checkpoint_crash import crash_after_first_checkpoint
 from image_folder import make_image_folder
 from test_progress import epoch_lines
 
@@ -51,18 +51,6 @@ def test_loss_on_a_hand_built_batch():
 
 def _weights(path):
     return torch.load(path, weights_only=True)["state_dict"]
-
-
-def crash_after_first_checkpoint(monkeypatch):
-    """Make the first checkpoint write succeed and the process 'die' right after it (as kill -9 would)."""
-    save = Checkpointer.save
-
-    def save_then_die(self, state, where):
-        save(self, state, where)
-        monkeypatch.setattr(Checkpointer, "save", save)
-        raise SystemExit(f"killed after {where}")
-
-    monkeypatch.setattr(Checkpointer, "save", save_then_die)
 
 
 @pytest.mark.parametrize("workers, minutes, where", [(0, 0, "epoch 1"), (1, 1e-9, "epoch 1, step 1")])

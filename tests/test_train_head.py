@@ -18,6 +18,7 @@ from havana.models.head import TERMS, HeadTrainConfig, RowConfig, build_head, lo
 from havana.checkpointing import Checkpointer
 from havana.train_head import (HeadRun, StackedHeads, StackedOptimizer, epoch_diagnostics, train_heads,
                                train_one_epoch)
+from checkpoint_crash import crash_after_first_checkpoint
 
 DIM, VIEWS = 32, 2
 
@@ -74,18 +75,6 @@ def test_short_run_improves_map_over_raw_features(tmp_path):
     z_mu, _ = head.encode(torch.from_numpy(q.features[:, 1]))
     np.testing.assert_allclose(encoded.mu[:, 1], z_mu.detach().numpy(), atol=1e-5)
     assert not encoded.logvar.any()  # constraint: z_sigma = I
-
-
-def crash_after_first_checkpoint(monkeypatch):
-    """Make the first checkpoint write succeed and the process 'die' right after it (as kill -9 would)."""
-    save = Checkpointer.save
-
-    def save_then_die(self, state, where):
-        save(self, state, where)
-        monkeypatch.setattr(Checkpointer, "save", save)
-        raise SystemExit(f"killed after {where}")
-
-    monkeypatch.setattr(Checkpointer, "save", save_then_die)
 
 
 def uneven_features(dim: int, seed: int = 2) -> FeatureFile:
