@@ -172,11 +172,12 @@ def _check_inputs(qf: torch.Tensor, gf: torch.Tensor, q_pids: torch.Tensor, g_pi
 def evaluate(query_features: Any, gallery_features: Any, query_pids: Any, gallery_pids: Any, query_camids: Any,
              gallery_camids: Any, *, metric: str = "euclidean", max_rank: int = 50, rerank: RerankConfig | None = None,
              chunk_size: int | None = None, device: str | torch.device | None = None,
-             progress: bool = False) -> dict[str, Any]:
+             progress: str | None = None) -> dict[str, Any]:
     """CMC, mAP and mINP of a query/gallery split under the Market-1501 protocol (module docstring).
 
     Inputs are numpy arrays or torch tensors (features [N, D], cast to float32); the work runs on `device` (default:
-    where the query features are) in chunks of `chunk_size` queries. `rerank` applies k-reciprocal re-ranking first,
+    where the query features are) in chunks of `chunk_size` queries; `progress`, if given, labels a
+    progress line per chunk (havana.progress) in the job's log. `rerank` applies k-reciprocal re-ranking first,
     on the gallery without its junk (pid -1), as torchreid and fast-reid do.
     Returns {"mAP", "mINP" (fractions), "cmc" (list, cmc[k-1] = Rank-k fraction, length max_rank), "num_valid_queries"}.
     """
@@ -197,9 +198,10 @@ def evaluate(query_features: Any, gallery_features: Any, query_pids: Any, galler
     if rerank is None:
         chunks = _plain_chunks(qf, ranked, metric, rows)
     else:  # junk leaves before the neighbour graph is built, as in torchreid and fast-reid
-        chunks = rerank_distance_chunks(qf, ranked, rerank, metric=metric, chunk_size=rows, progress=progress)
+        chunks = rerank_distance_chunks(qf, ranked, rerank, metric=metric, chunk_size=rows,
+                                        progress=progress is not None)
     results = []
-    for start, block in (shown_progress(chunks, "evaluate", -(-len(qf) // rows), unit="chunk") if progress else chunks):
+    for start, block in (shown_progress(chunks, progress, -(-len(qf) // rows), unit="chunk") if progress else chunks):
         stop = start + len(block)
         results.append(_score_chunk(block, q_pids[start:stop], q_camids[start:stop], gallery))
 

@@ -106,10 +106,11 @@ def score(data: FeatureFile, embedded: dict[str, Encoded], settings: EvaluationC
     query, gallery = data["query"], data["gallery"]
     ids = (query.pids, gallery.pids, query.camids, gallery.camids)
     options = dict(metric=settings.metric, max_rank=settings.max_rank,
-                   rerank=RerankConfig() if settings.rerank else None, device=device, progress=progress)
+                   rerank=RerankConfig() if settings.rerank else None, device=device)
+    label = lambda view: f"evaluate {view}" if progress else None  # the log says which ranking a line is about
     q, g = embedded["query"].mu, embedded["gallery"].mu
-    return {"plain": metrics_entry(evaluate(q[:, 0], g[:, 0], *ids, **options)),
-            "flip": metrics_entry(evaluate(merge_flip(q), merge_flip(g), *ids, **options))}
+    return {"plain": metrics_entry(evaluate(q[:, 0], g[:, 0], *ids, progress=label("plain"), **options)),
+            "flip": metrics_entry(evaluate(merge_flip(q), merge_flip(g), *ids, progress=label("flip"), **options))}
 
 
 @dataclass

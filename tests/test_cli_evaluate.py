@@ -59,7 +59,11 @@ def test_writes_plain_and_flip_metrics_with_provenance(tmp_path, feature_file, c
     assert record["config"]["features"]["attrs"]["extractor"] == "bot_r18"
     beside = yaml.safe_load(out.with_name("seed0.json.provenance.yaml").read_text())
     assert beside["config"]["features"]["sha256"] == record["config"]["features"]["sha256"]
-    assert "havana evaluate: wrote" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "havana evaluate: wrote" in captured.out
+    lines = [line for line in captured.err.splitlines() if ": chunk " in line]  # progress: one line per ranking
+    assert [line.split(" | ")[0].split(" ", 2)[2] for line in lines] == ["evaluate plain: chunk 1/1 (100%)",
+                                                                         "evaluate flip: chunk 1/1 (100%)"]
 
 
 def test_config_section_and_overrides(tmp_path, feature_file):
