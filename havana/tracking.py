@@ -24,6 +24,7 @@ from havana import __version__, atomic, provenance
 from havana.errors import HavanaError
 
 RUN_ID_FILE = "mlflow_run_id"
+CELL_SEPARATOR = "; "  # between the table cells of the table_cells tag (havana.report.runs splits on it)
 EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")  # the UI opens the runs table, not GenAI traces
 RETRY_ATTEMPTS = 12  # bounded: about a minute of backoff in total before giving up
 RETRY_FIRST_DELAY_S = 0.05
@@ -170,7 +171,7 @@ def cell_tags(dataset: str, extractor: str, row: str | None = None, seed: int | 
     if seed is not None:
         tags["seed"] = str(seed)
     if table_cells:
-        tags["table_cells"] = "; ".join(table_cells)
+        tags["table_cells"] = CELL_SEPARATOR.join(table_cells)
     return tags
 
 

@@ -58,7 +58,7 @@ def read_runs(tracking_uri: str, experiment: str, table: str | None = None) -> l
     """The runs of `experiment` tagged with a table row (heads and baselines), those feeding `table` if given."""
     from mlflow.tracking import MlflowClient
 
-    from havana.tracking import _sqlite_file, with_retries
+    from havana.tracking import CELL_SEPARATOR, _sqlite_file, with_retries
 
     database = _sqlite_file(tracking_uri)
     if database is not None and not database.is_file():
@@ -83,7 +83,8 @@ def read_runs(tracking_uri: str, experiment: str, table: str | None = None) -> l
                          params=dict(run.data.params), metrics=dict(run.data.metrics))
                for run in runs if run.info.lifecycle_stage == "active" and "row" in run.data.tags]
     if table is not None:
-        records = [r for r in records if any(cell.split(":", 1)[0] == table for cell in r.table_cells.split("; "))]
+        records = [r for r in records
+                   if any(cell.split(":", 1)[0] == table for cell in r.table_cells.split(CELL_SEPARATOR))]
     return sorted(records, key=lambda r: (r.dataset, r.extractor, r.row != "baseline", r.row, _seed_key(r.seed)))
 
 
