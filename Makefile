@@ -32,7 +32,12 @@ demo: $(STAMP)
 results/demo/report.html: $(wildcard results/demo/tables/*.md results/demo/figures/*.png) config/demo.yaml
 	$(DEMO_SNAKEMAKE) --report $@
 
-test: $(STAMP)
+# The linter and the formatter check first (rules in pyproject.toml [tool.ruff]), then the fast suite.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: lint
 	$(BIN)/python -m pytest
 
 # The demo DAG end to end (minutes); CI runs it after `make test`.

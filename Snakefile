@@ -16,12 +16,20 @@ from pathlib import Path
 
 from snakemake.utils import min_version, validate
 
+from havana.config import with_defaults
+
 min_version("9.0")
 
 
 if not workflow.overwrite_configfiles:
 
     configfile: str(Path(workflow.basedir) / "config" / "config.yaml")
+
+
+# A config's `defaults:` (e.g. config/rows.yaml, the ablation rows) merged under it, as `havana` commands load it.
+CONFIG_FOLDER = Path((workflow.overwrite_configfiles or [Path(workflow.basedir) / "config" / "config.yaml"])[-1]).parent
+config.update(with_defaults(dict(config), CONFIG_FOLDER))
+config.pop("defaults", None)
 
 
 validate(config, "workflow/schemas/config.schema.yaml")

@@ -145,7 +145,9 @@ from pathlib import Path
 
 import yaml
 
-config = yaml.safe_load(Path(sys.argv[1]).read_text())
+from havana.config import load_yaml
+
+config = load_yaml(sys.argv[1])  # with its defaults (config/rows.yaml) merged in: the slice is a complete config
 config["seeds"] = [0]
 config["extractors"]["bot_r18"]["train"].update(epochs=2, warmup_epochs=1, milestones=[1])
 config["heads"]["train"]["epochs"] = 3

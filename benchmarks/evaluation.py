@@ -23,9 +23,9 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from havana.distance import DistanceFunction, chunk_rows
-from havana.evaluation import evaluate
-from havana.reranking import RerankConfig
+from havana.evaluation.distance import DistanceFunction, chunk_rows
+from havana.evaluation.rank import evaluate
+from havana.evaluation.reranking import RerankConfig
 
 
 @dataclass(frozen=True)
@@ -50,18 +50,25 @@ NOISE = 2.5  # per-dimension noise around an identity's centre: gives BoT-like m
 CAMERA_SHIFT = 0.5  # per-camera offset shared by all identities (same-camera images look alike)
 
 
-def _fill(features: torch.Tensor, pids: torch.Tensor, cams: torch.Tensor, centres: torch.Tensor,
-          cam_offsets: torch.Tensor, generator: torch.Generator, rows: int = 4096) -> None:
+def _fill(
+    features: torch.Tensor,
+    pids: torch.Tensor,
+    cams: torch.Tensor,
+    centres: torch.Tensor,
+    cam_offsets: torch.Tensor,
+    generator: torch.Generator,
+    rows: int = 4096,
+) -> None:
     """features[i] = centre of pids[i] (a fresh random one for pid <= 0) + camera offset + noise, chunk by chunk."""
     for start in range(0, len(features), rows):
-        block = features[start:start + rows]
+        block = features[start : start + rows]
         torch.randn(block.shape, generator=generator, out=block)
         block.mul_(NOISE)
-        ids = pids[start:start + rows]
+        ids = pids[start : start + rows]
         known = ids > 0
         block[known] += centres[ids[known] - 1]
         block[~known] += torch.randn((int((~known).sum()), block.shape[1]), generator=generator)
-        block += cam_offsets[cams[start:start + rows]]
+        block += cam_offsets[cams[start : start + rows]]
 
 
 def build_problem(scale: Scale, seed: int = 0) -> tuple[torch.Tensor, ...]:
@@ -73,10 +80,15 @@ def build_problem(scale: Scale, seed: int = 0) -> tuple[torch.Tensor, ...]:
     q_pids = torch.arange(scale.num_query) % scale.num_ids + 1
     q_cams = torch.randint(0, scale.num_cams, (scale.num_query,), generator=generator)
     identities = scale.num_gallery - scale.distractors - scale.junk
-    g_pids = torch.cat([torch.arange(identities) % scale.num_ids + 1, torch.zeros(scale.distractors, dtype=torch.int64),
-                        -torch.ones(scale.junk, dtype=torch.int64)])
+    g_pids = torch.cat(
+        [
+            torch.arange(identities) % scale.num_ids + 1,
+            torch.zeros(scale.distractors, dtype=torch.int64),
+            -torch.ones(scale.junk, dtype=torch.int64),
+        ]
+    )
     g_cams = torch.randint(0, scale.num_cams, (scale.num_gallery,), generator=generator)
-    g_cams[:scale.num_ids] = (q_cams[:scale.num_ids] + 1) % scale.num_cams  # a true match for every identity
+    g_cams[: scale.num_ids] = (q_cams[: scale.num_ids] + 1) % scale.num_cams  # a true match for every identity
     junk = g_pids == -1
     g_pids_for_features = g_pids.clone()
     g_pids_for_features[junk] = torch.randint(1, scale.num_ids + 1, (int(junk.sum()),), generator=generator)
@@ -101,10 +113,11 @@ def _call(what: str, problem: tuple[torch.Tensor, ...]) -> dict:
         distance = DistanceFunction(gallery)
         rows = chunk_rows(len(gallery))
         for start in range(0, len(qf), rows):
-            distance(qf[start:start + rows])
+            distance(qf[start : start + rows])
         return {}
-    result = evaluate(qf, gf, q_pids, g_pids, q_cams, g_cams,
-                      rerank=RerankConfig() if what == "evaluate_rerank" else None)
+    result = evaluate(
+        qf, gf, q_pids, g_pids, q_cams, g_cams, rerank=RerankConfig() if what == "evaluate_rerank" else None
+    )
     return {"mAP": result["mAP"], "mINP": result["mINP"], "R1": result["cmc"][0]}
 
 
@@ -133,8 +146,9 @@ def _cpu_seconds() -> float:
 def _in_subprocess(scale: str, what: str, repeats: int, dim: int | None = None) -> dict:
     """Run measure() in a fresh interpreter so that ru_maxrss is this measurement's alone."""
     command = [sys.executable, __file__, "--measure", what, "--scale", scale, "--repeats", str(repeats)]
-    out = subprocess.run(command + (["--dim", str(dim)] if dim else []), check=True, capture_output=True,
-                         text=True).stdout
+    out = subprocess.run(
+        command + (["--dim", str(dim)] if dim else []), check=True, capture_output=True, text=True
+    ).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
@@ -142,24 +156,33 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--skip-msmt17", action="store_true", help="only the Market-1501-scale problem")
     parser.add_argument("--rerank", action="store_true", help="also time evaluate() with k-reciprocal re-ranking")
-    parser.add_argument("--rerank-dim", type=int, help="feature dimension of the re-ranking measurement (a small one "
-                        "checks re-ranking's memory at MSMT17 scale on a CPU, where 2048-d takes about an hour)")
+    parser.add_argument(
+        "--rerank-dim",
+        type=int,
+        help="feature dimension of the re-ranking measurement (a small one "
+        "checks re-ranking's memory at MSMT17 scale on a CPU, where 2048-d takes about an hour)",
+    )
     parser.add_argument("--repeats", type=int, default=2, help="calls per measurement; the fastest is reported")
     parser.add_argument("--dim", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--measure", choices=["distance", "distance_kept", "evaluate", "evaluate_rerank"],
-                        help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--measure", choices=["distance", "distance_kept", "evaluate", "evaluate_rerank"], help=argparse.SUPPRESS
+    )
     parser.add_argument("--scale", choices=sorted(SCALES), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure:
         print(json.dumps(measure(args.scale, args.measure, args.repeats, args.dim)))
         return
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU; best of {args.repeats} calls; "
-          "peak = ru_maxrss of a fresh process per measurement")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU; best of {args.repeats} calls; "
+        "peak = ru_maxrss of a fresh process per measurement"
+    )
     scales = ["market1501"] if args.skip_msmt17 else ["market1501", "msmt17"]
     for name in scales:
         s = SCALES[name]
-        print(f"\n{name} scale: {s.num_query} x {s.num_gallery}, {s.dim}-d, {s.num_ids} ids, {s.num_cams} cameras, "
-              f"{s.distractors} distractors, {s.junk} junk")
+        print(
+            f"\n{name} scale: {s.num_query} x {s.num_gallery}, {s.dim}-d, {s.num_ids} ids, {s.num_cams} cameras, "
+            f"{s.distractors} distractors, {s.junk} junk"
+        )
         dist = _in_subprocess(name, "distance", args.repeats)
         print(f"  {'distance only (chunked matmul, full gallery)':<46}: {_line(dist)}")
         kept = None
@@ -171,19 +194,25 @@ def main() -> None:
             result = _in_subprocess(name, mode, args.repeats, dim)
             label = f"{mode}(){f' on {dim}-d features' if dim else ''}"
             print(f"  {label:<46}: {_line(result)}")
-            print(f"  {'':<46}  features {result['rss_before_mb']:.0f} MiB RSS before the call, "
-                  f"+{result['peak_rss_mb'] - result['rss_before_mb']:.0f} MiB during it")
+            print(
+                f"  {'':<46}  features {result['rss_before_mb']:.0f} MiB RSS before the call, "
+                f"+{result['peak_rss_mb'] - result['rss_before_mb']:.0f} MiB during it"
+            )
             for label, floor in (("distance-only", dist), ("distance-only without junk", kept)):
                 if floor is not None and mode == "evaluate":
-                    print(f"  {'':<46}  ratio to {label}: wall {result['seconds'] / floor['seconds']:.2f}x, "
-                          f"CPU {result['cpu_seconds'] / floor['cpu_seconds']:.2f}x")
+                    print(
+                        f"  {'':<46}  ratio to {label}: wall {result['seconds'] / floor['seconds']:.2f}x, "
+                        f"CPU {result['cpu_seconds'] / floor['cpu_seconds']:.2f}x"
+                    )
             print(f"  {'':<46}  mAP {result['mAP']:.4f}  mINP {result['mINP']:.4f}  R1 {result['R1']:.4f}")
 
 
 def _line(result: dict) -> str:
     """Wall time, CPU time and peak memory of one measurement."""
-    return (f"wall {result['seconds']:8.2f} s   CPU {result['cpu_seconds']:8.2f} s   "
-            f"peak {result['peak_rss_mb']:6.0f} MiB")
+    return (
+        f"wall {result['seconds']:8.2f} s   CPU {result['cpu_seconds']:8.2f} s   peak {result['peak_rss_mb']:6.0f} MiB"
+    )
+
 
 if __name__ == "__main__":
     main()

@@ -18,15 +18,16 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from havana.device import select_device
-from havana.extraction import embed, extract_features
-from havana.extractor_config import ExtractionConfig, ExtractorConfig, ExtractorTrainConfig
+from havana.engine.extraction import embed, extract_features
+from havana.engine.train_extractor import train_extractor
 from havana.models.extractor import build_extractor, save_extractor
-from havana.train_extractor import train_extractor
+from havana.models.extractor_config import ExtractionConfig, ExtractorConfig, ExtractorTrainConfig
+from havana.utils.device import select_device
 
 
 def fabricate(root: Path, images: int, size: tuple[int, int], ids: int) -> Path:
-    """Random JPEGs at roughly Market-1501's source size (the loader resizes them), a quarter train, the rest gallery."""
+    """Random JPEGs at roughly Market-1501's source size (the loader resizes them), a quarter train, the rest
+    gallery."""
     rng = np.random.default_rng(0)
     rows = []
     for i in range(images):
@@ -40,8 +41,9 @@ def fabricate(root: Path, images: int, size: tuple[int, int], ids: int) -> Path:
     return manifest
 
 
-def forward_images_per_s(model: torch.nn.Module, batch: int, size: tuple[int, int], device: torch.device,
-                         fast: bool, repeats: int) -> float:
+def forward_images_per_s(
+    model: torch.nn.Module, batch: int, size: tuple[int, int], device: torch.device, fast: bool, repeats: int
+) -> float:
     """Forward-only throughput on a resident random batch (no data pipeline)."""
     images = torch.randn(batch, 3, *size)
     with torch.inference_mode():
@@ -69,10 +71,13 @@ def main() -> None:
     size = tuple(args.size)
     device = select_device(args.device)
     fast = device.type == "cuda"
-    config = ExtractorConfig(arch=args.arch, pretrained=False, image_size=size,
-                             train=ExtractorTrainConfig(epochs=1, num_workers=args.workers, device=str(device)),
-                             extraction=ExtractionConfig(views=1, batch_size=args.batch_size,
-                                                         num_workers=args.workers, device=str(device)))
+    config = ExtractorConfig(
+        arch=args.arch,
+        pretrained=False,
+        image_size=size,
+        train=ExtractorTrainConfig(epochs=1, num_workers=args.workers, device=str(device)),
+        extraction=ExtractionConfig(views=1, batch_size=args.batch_size, num_workers=args.workers, device=str(device)),
+    )
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         manifest = fabricate(root / "data", args.images, (2 * size[0], 2 * size[1]), ids=max(16, args.images // 32))
@@ -86,15 +91,20 @@ def main() -> None:
         summary = extract_features(manifest, root / "model.pt", root / "features.h5")
         forward_images = summary.rows["train"] * summary.views + 2 * (summary.rows["query"] + summary.rows["gallery"])
         end_to_end = forward_images / (time.perf_counter() - started)
-        forward_only = forward_images_per_s(model, args.batch_size, size, device, fast,
-                                            repeats=max(3, forward_images // args.batch_size))
+        forward_only = forward_images_per_s(
+            model, args.batch_size, size, device, fast, repeats=max(3, forward_images // args.batch_size)
+        )
         training = train_extractor(manifest, config, root / "train", seed=0).last_metrics["images_per_s"]
 
-    # extraction on CPU reads images in-process between forwards (havana/extraction.py); training uses the workers
+    # extraction on CPU reads images in-process between forwards (havana/engine/extraction.py); training uses
+    # the workers
     reading = f"{args.workers} workers" if fast else f"extraction reads in-process, training {args.workers} workers"
-    print(f"device {device} ({torch.cuda.get_device_name(device) if fast else 'cpu, %d threads' % torch.get_num_threads()}), "
-          f"{args.arch} at {size[0]}x{size[1]}, batch {args.batch_size}, {reading}, "
-          f"{forward_images} forward images")
+    name = torch.cuda.get_device_name(device) if fast else f"cpu, {torch.get_num_threads()} threads"
+    print(
+        f"device {device} ({name}), "
+        f"{args.arch} at {size[0]}x{size[1]}, batch {args.batch_size}, {reading}, "
+        f"{forward_images} forward images"
+    )
     print(f"extraction end to end : {end_to_end:9.1f} images/s")
     print(f"forward only          : {forward_only:9.1f} images/s")
     print(f"ratio                 : {end_to_end / forward_only:9.3f}   (goal >= 0.9)")

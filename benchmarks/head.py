@@ -1,6 +1,7 @@
 """Benchmark: paper-size HAVANA head training steps (2048-d, all terms on, 751 ids, P16 x K4, 12,936 x V features).
 
-1. N heads stacked (havana.train_head's engine: one vmapped step and one foreach Adam for all N) against the same N
+1. N heads stacked (havana.engine.train_head's engine: one vmapped step and one foreach Adam for all N) against the
+same N
    heads one at a time (the engine with one head, N times), in heads x samples/s, and their ratio; the same at a small
    width (--small-dim), where the step is bound by per-kernel overhead as the paper head is on a GPU (issue 11).
 2. One head in plain eager PyTorch (module, backward, fused torch.optim.Adam): samples/s and the Linear layers'
@@ -19,8 +20,8 @@ import torch
 import torch.nn as nn
 
 from havana.data.sampler import PKSampler
+from havana.engine.train_head import StackedHeads, StackedOptimizer
 from havana.models.head import HeadTrainConfig, RowConfig, build_head, head_loss
-from havana.train_head import StackedHeads, StackedOptimizer
 
 
 def _sync(device: torch.device) -> None:
@@ -63,12 +64,15 @@ def time_mm(calls, device: torch.device, repeats: int) -> float:
     return (time.perf_counter() - start) / repeats
 
 
-def stacked_seconds(heads: int, dim: int, ids: int, row: RowConfig, train: HeadTrainConfig, steps: int,
-                    device: torch.device) -> float:
+def stacked_seconds(
+    heads: int, dim: int, ids: int, row: RowConfig, train: HeadTrainConfig, steps: int, device: torch.device
+) -> float:
     """Seconds per step of `heads` heads stacked in the training engine (batch gather, per-head noise draws, one
     vmapped loss-and-gradient call, one stacked Adam step), after two warm-up steps."""
     torch.manual_seed(0)
-    stack = StackedHeads([build_head(dim, ids, row, train).to(device) for _ in range(heads)], row, train.label_smoothing)
+    stack = StackedHeads(
+        [build_head(dim, ids, row, train).to(device) for _ in range(heads)], row, train.label_smoothing
+    )
     optimizer = StackedOptimizer(stack.params, train)
     batch = train.p * train.k
     features = torch.randn(ids * train.k, 2, dim, device=device)
@@ -79,8 +83,10 @@ def stacked_seconds(heads: int, dim: int, ids: int, row: RowConfig, train: HeadT
     def step() -> None:
         index = torch.randint(len(labels), (heads, batch), device=device)
         views = torch.randint(2, (heads, batch), device=device)
-        noise = {name: torch.stack([torch.randn(batch, width, generator=g, device=device) for g in generators])
-                 for name, width in stack.noise_widths.items()}
+        noise = {
+            name: torch.stack([torch.randn(batch, width, generator=g, device=device) for g in generators])
+            for name, width in stack.noise_widths.items()
+        }
         grads, _, _ = stack.loss_and_grads(features[index, views], labels[index], noise)
         optimizer.step(grads, active)
 
@@ -93,16 +99,19 @@ def stacked_seconds(heads: int, dim: int, ids: int, row: RowConfig, train: HeadT
     return (time.perf_counter() - start) / steps
 
 
-def compare_stacked(heads: int, dim: int, ids: int, row: RowConfig, train: HeadTrainConfig, steps: int,
-                    device: torch.device) -> float:
+def compare_stacked(
+    heads: int, dim: int, ids: int, row: RowConfig, train: HeadTrainConfig, steps: int, device: torch.device
+) -> float:
     """Print heads x samples/s of `heads` stacked vs one at a time at width `dim`; return the ratio."""
     batch = train.p * train.k
     alone = stacked_seconds(1, dim, ids, row, train, steps, device) * heads  # N heads, one after another
     stacked = stacked_seconds(heads, dim, ids, row, train, steps, device)
-    print(f"{dim}-d, {ids} ids, P{train.p}xK{train.k}: {heads} heads one at a time {heads * batch / alone:.0f} "
-          f"heads*samples/s ({alone / heads * 1e3:.1f} ms per head step); {heads} stacked {heads * batch / stacked:.0f} "
-          f"heads*samples/s ({stacked * 1e3:.1f} ms per stacked step); ratio stacked / one at a time "
-          f"{alone / stacked:.2f}")
+    print(
+        f"{dim}-d, {ids} ids, P{train.p}xK{train.k}: {heads} heads one at a time {heads * batch / alone:.0f} "
+        f"heads*samples/s ({alone / heads * 1e3:.1f} ms per head step); {heads} stacked {heads * batch / stacked:.0f} "
+        f"heads*samples/s ({stacked * 1e3:.1f} ms per stacked step); ratio stacked / one at a time "
+        f"{alone / stacked:.2f}"
+    )
     return alone / stacked
 
 
@@ -153,10 +162,14 @@ def main() -> None:
     flops = sum(2 * a[0] * a[1] * b[1] for a, b in calls)
     mm_s = time_mm(calls, device, repeats=max(3, args.steps // 2))
     achieved, peak = flops / step_s, flops / mm_s
-    print(f"one head in eager PyTorch: batch {batch}, {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters")
+    print(
+        f"one head in eager PyTorch: batch {batch}, {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters"
+    )
     print(f"step {step_s * 1e3:.1f} ms, {batch / step_s:.0f} samples/s, Linear FLOPs/step {flops / 1e9:.2f} G")
-    print(f"achieved {achieved / 1e9:.1f} GFLOP/s vs torch.mm {peak / 1e9:.1f} GFLOP/s on the same shapes: "
-          f"fraction {achieved / peak:.2f} (goal >= 0.5)")
+    print(
+        f"achieved {achieved / 1e9:.1f} GFLOP/s vs torch.mm {peak / 1e9:.1f} GFLOP/s on the same shapes: "
+        f"fraction {achieved / peak:.2f} (goal >= 0.5)"
+    )
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """`havana` command line: one subcommand per pipeline stage; each calls the library and never reads Snakemake's config.
 
 Every subcommand lives in `havana/commands/<name>.py` and exposes `register(subparsers)`, which adds its parser and
-sets `func(args) -> int`. Before a command runs, its inputs and outputs are checked against each other (no command
-writes over its own input). A HavanaError becomes one sentence on stderr and exit status 2, an OSError (disk full,
+sets `func(args) -> int` and, for a command that writes files, `io(args) -> (reads, writes)` declared next to its
+arguments. Before a command runs, its inputs and outputs are checked against each other (no command writes over its
+own input). A HavanaError becomes one sentence on stderr and exit status 2, an OSError (disk full,
 permission denied, read-only file system ...) one sentence naming the path and exit status 1; `--debug` (or
 HAVANA_DEBUG=1) shows the traceback instead.
 """
@@ -15,8 +16,8 @@ import os
 import sys
 
 from havana import __version__
-from havana import paths
 from havana.errors import HavanaError, describe_os_error
+from havana.utils import pathsafety
 
 COMMAND_MODULES = (
     "prepare",
@@ -37,17 +38,15 @@ def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with every subcommand registered."""
     parser = argparse.ArgumentParser(prog="havana", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"havana {__version__}")
-    parser.add_argument("--debug", action="store_true", default=os.environ.get("HAVANA_DEBUG", "") not in ("", "0"),
-                        help="show the full traceback of an error (also HAVANA_DEBUG=1)")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        default=os.environ.get("HAVANA_DEBUG", "") not in ("", "0"),
+        help="show the full traceback of an error (also HAVANA_DEBUG=1)",
+    )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"havana.commands.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"havana.commands.{name}":
-                continue  # a stage not built yet is simply not offered
-            raise
-        module.register(subparsers)
+        importlib.import_module(f"havana.commands.{name}").register(subparsers)
     return parser
 
 
@@ -56,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        paths.check_io(args.command, *paths.command_io(args))
+        if hasattr(args, "io"):
+            pathsafety.check_io(args.command, *args.io(args))
         return int(args.func(args) or 0)
     except HavanaError as exc:
         if args.debug:

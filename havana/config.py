@@ -76,12 +76,39 @@ def check_limits(obj: T, where: str = "config") -> T:
 
 def override(obj: T, overrides: dict[str, Any], where: str = "config") -> T:
     """`obj` with command-line `overrides` applied (None values ignored), range-checked like the config itself."""
-    return check_limits(dataclasses.replace(obj, **{k: v for k, v in overrides.items() if v is not None}),
-                        f"{where} (with command-line overrides)")
+    return check_limits(
+        dataclasses.replace(obj, **{k: v for k, v in overrides.items() if v is not None}),
+        f"{where} (with command-line overrides)",
+    )
+
+
+def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """`base` with `over` merged in, key by key: mappings recursively, anything else replaced by `over`'s value."""
+    merged = dict(base)
+    for key, value in over.items():
+        both = isinstance(value, dict) and isinstance(merged.get(key), dict)
+        merged[key] = merge(merged[key], value) if both else value
+    return merged
+
+
+def with_defaults(config: dict[str, Any], folder: str | os.PathLike) -> dict[str, Any]:
+    """`config` merged over the files its top-level `defaults:` lists (paths relative to `folder`, each loaded with
+    its own defaults, later files over earlier ones), without the `defaults` key: how config.yaml and demo.yaml share
+    config/rows.yaml. A config without `defaults` is returned as it is."""
+    if "defaults" not in config:
+        return config
+    files = config["defaults"]
+    if not isinstance(files, list) or not all(isinstance(name, str) for name in files):
+        raise HavanaError(f"config 'defaults' must be a list of YAML file names, not {files!r}.")
+    merged: dict[str, Any] = {}
+    for name in files:
+        merged = merge(merged, load_yaml(Path(folder) / name))
+    return merge(merged, {key: value for key, value in config.items() if key != "defaults"})
 
 
 def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
-    """Load a YAML mapping from `path`, or raise HavanaError saying why it cannot be read."""
+    """Load a YAML mapping from `path` with its `defaults:` merged in (with_defaults), or raise HavanaError saying why
+    it cannot be read."""
     path = Path(path)
     if not path.is_file():
         raise HavanaError(f"config file {path} does not exist; pass an existing YAML file (e.g. config/config.yaml).")
@@ -93,7 +120,7 @@ def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         raise HavanaError(f"config file {path} must hold a mapping at the top level, not a {type(data).__name__}.")
-    return data
+    return with_defaults(data, path.parent)
 
 
 def section(config: dict[str, Any], *keys: str) -> Any:
@@ -155,7 +182,9 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
         return value
     if annotation is str and isinstance(value, str):
         return value
-    raise HavanaError(f"config value {where}={value!r} has the wrong type; expected {getattr(annotation, '__name__', annotation)}.")
+    raise HavanaError(
+        f"config value {where}={value!r} has the wrong type; expected {getattr(annotation, '__name__', annotation)}."
+    )
 
 
 def from_mapping(cls: type[T], mapping: dict[str, Any], where: str = "config") -> T:
@@ -163,13 +192,17 @@ def from_mapping(cls: type[T], mapping: dict[str, Any], where: str = "config") -
     if mapping is None:
         raise HavanaError(f"config {where} is empty (null); give it its keys, or {{}} for every default.")
     if not isinstance(mapping, dict):
-        raise HavanaError(f"config {where} must be a mapping of keys to values, not the {type(mapping).__name__} "
-                          f"{mapping!r}; indent its keys under it.")
+        raise HavanaError(
+            f"config {where} must be a mapping of keys to values, not the {type(mapping).__name__} "
+            f"{mapping!r}; indent its keys under it."
+        )
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(mapping) - set(fields))
     if unknown:
-        raise HavanaError(f"config {where} has unknown key(s) {', '.join(unknown)}; valid keys are {', '.join(fields)}.")
+        raise HavanaError(
+            f"config {where} has unknown key(s) {', '.join(unknown)}; valid keys are {', '.join(fields)}."
+        )
     values = {name: _coerce(value, hints[name], f"{where}.{name}") for name, value in mapping.items()}
     try:
         built = cls(**values)

@@ -1,6 +1,6 @@
 """Test helper shared by the engines' resume tests: a process that dies right after its first checkpoint."""
 
-from havana.checkpointing import Checkpointer
+from havana.utils.checkpointing import Checkpointer
 
 
 def crash_after_first_checkpoint(monkeypatch):

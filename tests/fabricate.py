@@ -1,4 +1,5 @@
-"""Test helpers: fabricate tiny Market-1501, DukeMTMC-reID and MSMT17 folders in their real layouts, and archives of them.
+"""Test helpers: fabricate tiny Market-1501, DukeMTMC-reID and MSMT17 folders in their real layouts, and archives of
+them.
 
 Every image is a real (tiny) JPEG whose colour depends on its pid, so the folders can also feed loaders and models.
 The `*_FILES` constants list what each fabricated dataset holds; tests state their expected manifests explicitly.
@@ -48,12 +49,16 @@ DUKE_FILES = (
 MSMT17_V1_TOP = "MSMT17_V1"
 MSMT17_V2_TOP = "MSMT17_V2"
 MSMT17_LISTS = {  # list file -> (image folder: "train" or "test", lines "relative/path pid")
-    "list_train.txt": ("train", ("0000/0000_000_01_0303morning_0015_0.jpg 0",
-                                 "0001/0001_001_15_0303noon_0020_1.jpg 1")),
+    "list_train.txt": (
+        "train",
+        ("0000/0000_000_01_0303morning_0015_0.jpg 0", "0001/0001_001_15_0303noon_0020_1.jpg 1"),
+    ),
     "list_val.txt": ("train", ("0002/0002_000_05_0303afternoon_0030_0.jpg 2",)),
     "list_query.txt": ("test", ("0000/0000_000_03_0303afternoon_0100_0.jpg 0",)),
-    "list_gallery.txt": ("test", ("0000/0000_001_07_0113morning_0200_1.jpg 0",
-                                  "0001/0001_000_12_0113noon_0300_0.jpg 1")),
+    "list_gallery.txt": (
+        "test",
+        ("0000/0000_001_07_0113morning_0200_1.jpg 0", "0001/0001_000_12_0113noon_0300_0.jpg 1"),
+    ),
 }
 
 
@@ -92,7 +97,9 @@ def fabricate_dukemtmc(base: Path, top: str = DUKE_TOP) -> Path:
 def fabricate_msmt17(base: Path, version: str = "V1") -> Path:
     """Write `base/MSMT17_V1/` (train/, test/) or `base/MSMT17_V2/` (mask_train_v2/, mask_test_v2/) with list files."""
     top = base / (MSMT17_V1_TOP if version == "V1" else MSMT17_V2_TOP)
-    folders = {"train": "train", "test": "test"} if version == "V1" else {"train": "mask_train_v2", "test": "mask_test_v2"}
+    folders = (
+        {"train": "train", "test": "test"} if version == "V1" else {"train": "mask_train_v2", "test": "mask_test_v2"}
+    )
     top.mkdir(parents=True, exist_ok=True)
     for list_name, (kind, lines) in MSMT17_LISTS.items():
         (top / list_name).write_text("".join(line + "\n" for line in lines))
@@ -101,8 +108,9 @@ def fabricate_msmt17(base: Path, version: str = "V1") -> Path:
     return top
 
 
-def make_zip(folder: Path, archive: Path, *, extra: dict[str, bytes] | None = None,
-             symlinks: dict[str, str] | None = None) -> Path:
+def make_zip(
+    folder: Path, archive: Path, *, extra: dict[str, bytes] | None = None, symlinks: dict[str, str] | None = None
+) -> Path:
     """Zip everything under `folder` (names relative to it), then `extra` members (name -> bytes) and `symlinks`."""
     with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as out:
         for path in sorted(folder.rglob("*")):
@@ -116,8 +124,14 @@ def make_zip(folder: Path, archive: Path, *, extra: dict[str, bytes] | None = No
     return archive
 
 
-def make_tar(folder: Path, archive: Path, *, extra: dict[str, bytes] | None = None,
-             symlinks: dict[str, str] | None = None, hardlinks: dict[str, str] | None = None) -> Path:
+def make_tar(
+    folder: Path,
+    archive: Path,
+    *,
+    extra: dict[str, bytes] | None = None,
+    symlinks: dict[str, str] | None = None,
+    hardlinks: dict[str, str] | None = None,
+) -> Path:
     """Tar everything under `folder` (gzip when the name ends .gz/.tgz), then `symlinks`, `hardlinks` and `extra`."""
     mode = "w:gz" if archive.name.endswith((".gz", ".tgz")) else "w"
     with tarfile.open(archive, mode) as out:

@@ -9,8 +9,15 @@ import pandas as pd
 from PIL import Image
 
 
-def make_image_folder(root: Path, *, train_ids: int = 6, per_id: int = 3, test_ids: int = 3,
-                      size: tuple[int, int] = (32, 16), seed: int = 0) -> Path:
+def make_image_folder(
+    root: Path,
+    *,
+    train_ids: int = 6,
+    per_id: int = 3,
+    test_ids: int = 3,
+    size: tuple[int, int] = (32, 16),
+    seed: int = 0,
+) -> Path:
     """Write JPEGs and `root/manifest.csv`; train ids 1..train_ids, test ids after them (1 query + 2 gallery each)."""
     rng = np.random.default_rng(seed)
     rows = []

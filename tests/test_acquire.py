@@ -1,4 +1,5 @@
-"""Safe acquisition: extraction of zip/tar/folder sources, refusal of unsafe members, checksum, download, idempotency."""
+"""Safe acquisition: extraction of zip/tar/folder sources, refusal of unsafe members, checksum, download,
+idempotency."""
 
 from __future__ import annotations
 
@@ -7,11 +8,11 @@ import os
 import tarfile
 from pathlib import Path
 
+import fabricate
 import pytest
 
 from havana.data import acquire, datasets
 from havana.errors import HavanaError
-from tests import fabricate
 
 
 def files_outside(base: Path, inside: Path) -> set[str]:
@@ -39,8 +40,12 @@ def test_every_source_kind_extracts_the_same_tree(market_source, tmp_path, archi
     assert top == root / "market1501" / fabricate.MARKET_TOP
     extracted = sorted(p.relative_to(top).as_posix() for p in top.rglob("*") if p.is_file())
     assert extracted == sorted(fabricate.MARKET_FILES)
-    assert (top / fabricate.MARKET_FILES[0]).read_bytes() == (src / fabricate.MARKET_TOP / fabricate.MARKET_FILES[0]).read_bytes()
-    assert sorted(p.name for p in (root / "market1501").iterdir()) == sorted([acquire.STAMP_NAME, acquire.TREE_NAME, fabricate.MARKET_TOP])
+    assert (top / fabricate.MARKET_FILES[0]).read_bytes() == (
+        src / fabricate.MARKET_TOP / fabricate.MARKET_FILES[0]
+    ).read_bytes()
+    assert sorted(p.name for p in (root / "market1501").iterdir()) == sorted(
+        [acquire.STAMP_NAME, acquire.TREE_NAME, fabricate.MARKET_TOP]
+    )
 
 
 def test_archive_without_wrapper_folder_is_placed_under_the_official_name(tmp_path):
@@ -71,12 +76,15 @@ def test_folder_already_inside_the_dataset_dir_is_used_in_place(tmp_path):
     assert not (root / "market1501" / acquire.STAMP_NAME).exists()
 
 
-@pytest.mark.parametrize("kind,member,why", [
-    ("zip", "../../x", "a path with '..'"),
-    ("zip", "/tmp/abs-evil", "an absolute path"),
-    ("tar", "Market-1501-v15.09.15/../../x", "a path with '..'"),
-    ("tar", "/abs-evil", "an absolute path"),
-])
+@pytest.mark.parametrize(
+    "kind,member,why",
+    [
+        ("zip", "../../x", "a path with '..'"),
+        ("zip", "/tmp/abs-evil", "an absolute path"),
+        ("tar", "Market-1501-v15.09.15/../../x", "a path with '..'"),
+        ("tar", "/abs-evil", "an absolute path"),
+    ],
+)
 def test_unsafe_member_paths_are_refused(market_source, tmp_path, kind, member, why):
     src, root = market_source
     make = fabricate.make_zip if kind == "zip" else fabricate.make_tar
@@ -95,8 +103,9 @@ def test_symlink_leaving_the_folder_is_refused_and_nothing_written_through_it(ma
     outside.mkdir()
     link = f"{fabricate.MARKET_TOP}/evil"
     make = fabricate.make_zip if kind == "zip" else fabricate.make_tar
-    archive = make(src, tmp_path / f"evil.{kind}", symlinks={link: "../../../outside"},
-                   extra={f"{link}/pwned.txt": b"owned"})
+    archive = make(
+        src, tmp_path / f"evil.{kind}", symlinks={link: "../../../outside"}, extra={f"{link}/pwned.txt": b"owned"}
+    )
     with pytest.raises(HavanaError, match="a link to ../../../outside, which leaves the folder"):
         acquire.acquire(datasets.Market1501(), root, archive=archive)
     assert list(outside.iterdir()) == []
@@ -106,16 +115,24 @@ def test_symlink_leaving_the_folder_is_refused_and_nothing_written_through_it(ma
 def test_symlink_inside_and_hardlink_inside_are_extracted(market_source, tmp_path):
     src, root = market_source
     first = f"{fabricate.MARKET_TOP}/{fabricate.MARKET_FILES[0]}"
-    archive = fabricate.make_tar(src, tmp_path / "ok.tar", symlinks={f"{fabricate.MARKET_TOP}/alias.jpg": fabricate.MARKET_FILES[0]},
-                                 hardlinks={f"{fabricate.MARKET_TOP}/copy.jpg": first})
+    archive = fabricate.make_tar(
+        src,
+        tmp_path / "ok.tar",
+        symlinks={f"{fabricate.MARKET_TOP}/alias.jpg": fabricate.MARKET_FILES[0]},
+        hardlinks={f"{fabricate.MARKET_TOP}/copy.jpg": first},
+    )
     top = acquire.acquire(datasets.Market1501(), root, archive=archive)
-    assert (top / "alias.jpg").is_symlink() and (top / "alias.jpg").read_bytes() == (top / fabricate.MARKET_FILES[0]).read_bytes()
+    assert (top / "alias.jpg").is_symlink() and (top / "alias.jpg").read_bytes() == (
+        top / fabricate.MARKET_FILES[0]
+    ).read_bytes()
     assert (top / "copy.jpg").read_bytes() == (top / fabricate.MARKET_FILES[0]).read_bytes()
 
 
 def test_hardlink_to_a_path_outside_is_refused(market_source, tmp_path):
     src, root = market_source
-    archive = fabricate.make_tar(src, tmp_path / "evil.tar", hardlinks={f"{fabricate.MARKET_TOP}/h": "../../etc/passwd"})
+    archive = fabricate.make_tar(
+        src, tmp_path / "evil.tar", hardlinks={f"{fabricate.MARKET_TOP}/h": "../../etc/passwd"}
+    )
     with pytest.raises(HavanaError, match="unsafe member '../../etc/passwd' \\(a path with '..'\\)"):
         acquire.acquire(datasets.Market1501(), root, archive=archive)
 
@@ -157,7 +174,9 @@ def test_checksum_verified_and_mismatch_refused(market_source, tmp_path):
 def test_download_from_url_then_reuse(market_source, tmp_path):
     src, root = market_source
     archive = fabricate.make_tar(src, tmp_path / "Market-1501-v15.09.15.tar.gz")
-    top = acquire.acquire(datasets.Market1501(), root, url=archive.as_uri(), sha256=hashlib.sha256(archive.read_bytes()).hexdigest())
+    top = acquire.acquire(
+        datasets.Market1501(), root, url=archive.as_uri(), sha256=hashlib.sha256(archive.read_bytes()).hexdigest()
+    )
     downloaded = root / "archives" / archive.name
     assert downloaded.read_bytes() == archive.read_bytes()
     assert sorted(p.name for p in downloaded.parent.iterdir()) == [archive.name]  # no temporary file left

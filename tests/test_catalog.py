@@ -19,7 +19,7 @@ def test_config_readme_describes_every_section_of_the_schema():
     schema = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
     headings = re.findall(r"^### (.+)$", (REPO / "config" / "README.md").read_text(), flags=re.MULTILINE)
     described = {key for heading in headings for key in re.findall(r"`([a-z_]+)`", heading)}
-    assert described == set(schema["properties"]), (described ^ set(schema["properties"]))
+    assert described == set(schema["properties"]), described ^ set(schema["properties"])
 
 
 def test_catalog_file_says_how_to_run_the_workflow():
@@ -35,7 +35,10 @@ def test_license_is_mit():
 
 def test_rules_are_snakefmt_clean():
     files = [REPO / "Snakefile", *sorted((REPO / "workflow" / "rules").glob("*.smk"))]
-    result = subprocess.run([str(SNAKEFMT), "--check", "--diff", *map(str, files)], cwd=REPO, capture_output=True,
-                            text=True, timeout=120)
-    assert result.returncode == 0, "run `snakefmt Snakefile workflow/rules` (settings in pyproject.toml):\n" + (
-        result.stdout + result.stderr)[-4000:]
+    result = subprocess.run(
+        [str(SNAKEFMT), "--check", "--diff", *map(str, files)], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, (
+        "run `snakefmt Snakefile workflow/rules` (settings in pyproject.toml):\n"
+        + (result.stdout + result.stderr)[-4000:]
+    )

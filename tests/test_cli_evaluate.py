@@ -13,8 +13,8 @@ import yaml
 
 from havana import cli
 from havana.commands.evaluate import resolve_settings
-from havana.evaluation import evaluate
-from havana.features import FeatureSplit, read_features, write_features
+from havana.data.features import FeatureSplit, read_features, write_features
+from havana.evaluation.rank import evaluate
 from havana.models.head import HavanaHead, HeadConfig, save_head
 
 
@@ -22,14 +22,20 @@ def make_split(rng: np.random.Generator, n: int, num_ids: int, dim: int = 6, vie
     pids = rng.integers(0, num_ids, n)
     centres = np.random.default_rng(0).normal(size=(num_ids, dim))
     features = centres[pids][:, None, :] + 0.7 * rng.normal(size=(n, views, dim))
-    return FeatureSplit(features=features, pids=pids, camids=rng.integers(0, 3, n), paths=[f"img{i}.jpg" for i in range(n)])
+    return FeatureSplit(
+        features=features, pids=pids, camids=rng.integers(0, 3, n), paths=[f"img{i}.jpg" for i in range(n)]
+    )
 
 
 @pytest.fixture
 def feature_file(tmp_path: Path) -> Path:
     rng = np.random.default_rng(1)
     path = tmp_path / "features.h5"
-    splits = {"train": make_split(rng, 8, 4, views=3), "query": make_split(rng, 15, 5), "gallery": make_split(rng, 60, 5)}
+    splits = {
+        "train": make_split(rng, 8, 4, views=3),
+        "query": make_split(rng, 15, 5),
+        "gallery": make_split(rng, 60, 5),
+    }
     write_features(path, splits, {"dataset": "synthetic", "extractor": "bot_r18"})
     return path
 
@@ -62,21 +68,48 @@ def test_writes_plain_and_flip_metrics_with_provenance(tmp_path, feature_file, c
     captured = capsys.readouterr()
     assert "havana evaluate: wrote" in captured.out
     lines = [line for line in captured.err.splitlines() if ": chunk " in line]  # progress: one line per ranking
-    assert [line.split(" | ")[0].split(" ", 2)[2] for line in lines] == ["evaluate plain: chunk 1/1 (100%)",
-                                                                         "evaluate flip: chunk 1/1 (100%)"]
+    assert [line.split(" | ")[0].split(" ", 2)[2] for line in lines] == [
+        "evaluate plain: chunk 1/1 (100%)",
+        "evaluate flip: chunk 1/1 (100%)",
+    ]
 
 
 def test_config_section_and_overrides(tmp_path, feature_file):
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump({"evaluation": {"metric": "cosine", "max_rank": 20, "rerank": False}}))
     out = tmp_path / "m.json"
-    assert cli.main(["evaluate", "--features", str(feature_file), "--out", str(out), "--config", str(config),
-                     "--device", "cpu"]) == 0
+    assert (
+        cli.main(
+            ["evaluate", "--features", str(feature_file), "--out", str(out), "--config", str(config), "--device", "cpu"]
+        )
+        == 0
+    )
     assert read_json(out)["provenance"]["config"]["evaluation"]["metric"] == "cosine"
     assert len(read_json(out)["plain"]["cmc"]) == 20
-    assert cli.main(["evaluate", "--features", str(feature_file), "--out", str(out), "--config", str(config),
-                     "--metric", "euclidean", "--rerank", "--device", "cpu"]) == 0
-    assert read_json(out)["provenance"]["config"]["evaluation"] == {"metric": "euclidean", "max_rank": 20, "rerank": True}
+    assert (
+        cli.main(
+            [
+                "evaluate",
+                "--features",
+                str(feature_file),
+                "--out",
+                str(out),
+                "--config",
+                str(config),
+                "--metric",
+                "euclidean",
+                "--rerank",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
+    assert read_json(out)["provenance"]["config"]["evaluation"] == {
+        "metric": "euclidean",
+        "max_rank": 20,
+        "rerank": True,
+    }
     assert read_json(out)["provenance"]["config"]["rerank"] == {"k1": 20, "k2": 6, "lambda_value": 0.3}
 
 
@@ -110,15 +143,33 @@ def test_incomplete_file_is_rejected(tmp_path, feature_file, capsys):
 def test_bad_config_value_is_rejected(tmp_path, feature_file, capsys):
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump({"evaluation": {"metric": "manhattan"}}))
-    assert cli.main(["evaluate", "--features", str(feature_file), "--out", str(tmp_path / "m.json"),
-                     "--config", str(config)]) == 2
+    assert (
+        cli.main(
+            ["evaluate", "--features", str(feature_file), "--out", str(tmp_path / "m.json"), "--config", str(config)]
+        )
+        == 2
+    )
     assert "manhattan" in capsys.readouterr().err
 
 
 def test_missing_head_is_rejected(tmp_path, feature_file, capsys):
     out = tmp_path / "m.json"
-    assert cli.main(["evaluate", "--features", str(feature_file), "--head", str(tmp_path / "head.pt"),
-                     "--out", str(out), "--device", "cpu"]) == 2
+    assert (
+        cli.main(
+            [
+                "evaluate",
+                "--features",
+                str(feature_file),
+                "--head",
+                str(tmp_path / "head.pt"),
+                "--out",
+                str(out),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 2
+    )
     assert "head checkpoint" in capsys.readouterr().err and not out.exists()
 
 
@@ -135,16 +186,34 @@ def test_head_embeddings_are_evaluated(tmp_path, feature_file):
     head = HavanaHead(HeadConfig(feature_dim=6, num_classes=4, latent_dim=5))
     save_head(tmp_path / "head.pt", head)
     out = tmp_path / "m.json"
-    assert cli.main(["evaluate", "--features", str(feature_file), "--head", str(tmp_path / "head.pt"),
-                     "--out", str(out), "--device", "cpu"]) == 0
+    assert (
+        cli.main(
+            [
+                "evaluate",
+                "--features",
+                str(feature_file),
+                "--head",
+                str(tmp_path / "head.pt"),
+                "--out",
+                str(out),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     metrics = read_json(out)
     data = read_features(feature_file, splits=("query", "gallery"))
     q, g = data["query"], data["gallery"]
     with torch.no_grad():
         zq, zg = (head.eval().encode(torch.as_tensor(s.features))[0].numpy() for s in (q, g))  # [N, 2, 5]
     ids = (q.pids, g.pids, q.camids, g.camids)
-    assert metrics["plain"]["mAP"] == pytest.approx(evaluate(zq[:, 0], zg[:, 0], *ids, metric="cosine")["mAP"], abs=1e-6)
-    assert metrics["flip"]["mAP"] == pytest.approx(evaluate(zq.mean(1), zg.mean(1), *ids, metric="cosine")["mAP"], abs=1e-6)
+    assert metrics["plain"]["mAP"] == pytest.approx(
+        evaluate(zq[:, 0], zg[:, 0], *ids, metric="cosine")["mAP"], abs=1e-6
+    )
+    assert metrics["flip"]["mAP"] == pytest.approx(
+        evaluate(zq.mean(1), zg.mean(1), *ids, metric="cosine")["mAP"], abs=1e-6
+    )
     assert metrics["provenance"]["config"]["embedding_dim"] == 5
     assert metrics["provenance"]["config"]["head"]["path"] == str(tmp_path / "head.pt")
 
@@ -152,8 +221,22 @@ def test_head_embeddings_are_evaluated(tmp_path, feature_file):
 def test_head_of_another_feature_size_is_rejected(tmp_path, feature_file, capsys):
     save_head(tmp_path / "head.pt", HavanaHead(HeadConfig(feature_dim=8, num_classes=4)))
     out = tmp_path / "m.json"
-    assert cli.main(["evaluate", "--features", str(feature_file), "--head", str(tmp_path / "head.pt"),
-                     "--out", str(out), "--device", "cpu"]) == 2
+    assert (
+        cli.main(
+            [
+                "evaluate",
+                "--features",
+                str(feature_file),
+                "--head",
+                str(tmp_path / "head.pt"),
+                "--out",
+                str(out),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "takes 8-d inputs" in err and "6-d features" in err and not out.exists()
 
@@ -163,14 +246,27 @@ def test_tracked_evaluation_logs_the_json_metrics_and_a_rerun_resumes_its_run(tm
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     out = tmp_path / "metrics" / "seed0.json"
-    argv = ["evaluate", "--features", str(feature_file), "--out", str(out), "--device", "cpu",
-            "--tracking-uri", uri, "--run-name", "evaluate/synthetic/bot_r18/baseline/seed0"]
+    argv = [
+        "evaluate",
+        "--features",
+        str(feature_file),
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+        "--tracking-uri",
+        uri,
+        "--run-name",
+        "evaluate/synthetic/bot_r18/baseline/seed0",
+    ]
     assert cli.main(argv) == 0 and cli.main(argv) == 0
     client = MlflowClient(tracking_uri=uri)
     runs = client.search_runs([client.get_experiment_by_name("synthetic").experiment_id])
     assert len(runs) == 1  # the second call resumed the first call's run
     logged, written = runs[0].data.metrics, read_json(out)
-    assert logged["mAP"] == pytest.approx(written["plain"]["mAP"]) and logged["flip_R1"] == pytest.approx(written["flip"]["R1"])
+    assert logged["mAP"] == pytest.approx(written["plain"]["mAP"]) and logged["flip_R1"] == pytest.approx(
+        written["flip"]["R1"]
+    )
     assert (out.parent / "seed0.mlflow" / "mlflow_run_id").read_text().strip() == runs[0].info.run_id
 
 
@@ -181,17 +277,32 @@ def test_evaluate_never_waits_on_a_gpu_lock_it_was_not_granted(tmp_path, feature
     import subprocess
     import sys
 
-    holder = ("import sys\nfrom havana.device import claim_gpu\n"
-              "print(claim_gpu(['0', '1'], lock_dir=sys.argv[1], wait_s=0), flush=True)\nsys.stdin.read()\n")
+    holder = (
+        "import sys\nfrom havana.utils.device import claim_gpu\n"
+        "print(claim_gpu(['0', '1'], lock_dir=sys.argv[1], wait_s=0), flush=True)\nsys.stdin.read()\n"
+    )
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "0,1", "HAVANA_GPU_LOCK_DIR": str(tmp_path / "locks")}
     env.pop("HAVANA_GPU_WAIT_S", None)  # the default: wait for a lock without limit
-    holders = [subprocess.Popen([sys.executable, "-c", holder, str(tmp_path / "locks")], stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE, text=True, env=env) for _ in range(2)]
+    holders = [
+        subprocess.Popen(
+            [sys.executable, "-c", holder, str(tmp_path / "locks")],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for _ in range(2)
+    ]
     try:
         assert sorted(h.stdout.readline().strip() for h in holders) == ["0", "1"]  # both fake GPUs are taken
         out = tmp_path / "m.json"
-        done = subprocess.run([sys.executable, "-m", "havana", "evaluate", "--features", str(feature_file),
-                               "--out", str(out)], env=env, capture_output=True, text=True, timeout=60)
+        done = subprocess.run(
+            [sys.executable, "-m", "havana", "evaluate", "--features", str(feature_file), "--out", str(out)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert done.returncode == 0, done.stderr
         assert "waiting" not in done.stderr and read_json(out)["provenance"]["config"]["device"] == "cpu"
     finally:

@@ -7,10 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import fabricate
 import pytest
 
 from havana.cli import main
-from tests import fabricate
 
 MARKET_MANIFEST = """path,pid,camid,split
 Market-1501-v15.09.15/bounding_box_train/0002_c1s1_000451_03.jpg,2,0,train
@@ -60,11 +60,14 @@ def assert_one_sentence_error(status: int, err: str, *fragments: str) -> None:
         assert fragment in last
 
 
-@pytest.mark.parametrize("dataset,fabricate_top,archive_name,expected", [
-    ("market1501", fabricate.fabricate_market1501, "Market-1501-v15.09.15.zip", MARKET_MANIFEST),
-    ("dukemtmc", fabricate.fabricate_dukemtmc, "DukeMTMC-reID.zip", DUKE_MANIFEST),
-    ("msmt17", fabricate.fabricate_msmt17, "MSMT17_V1.tar.gz", MSMT17_MANIFEST),
-])
+@pytest.mark.parametrize(
+    "dataset,fabricate_top,archive_name,expected",
+    [
+        ("market1501", fabricate.fabricate_market1501, "Market-1501-v15.09.15.zip", MARKET_MANIFEST),
+        ("dukemtmc", fabricate.fabricate_dukemtmc, "DukeMTMC-reID.zip", DUKE_MANIFEST),
+        ("msmt17", fabricate.fabricate_msmt17, "MSMT17_V1.tar.gz", MSMT17_MANIFEST),
+    ],
+)
 def test_prepare_writes_exactly_the_expected_manifest(tmp_path, capsys, dataset, fabricate_top, archive_name, expected):
     fabricate_top(tmp_path / "src")
     make = fabricate.make_zip if archive_name.endswith(".zip") else fabricate.make_tar
@@ -91,7 +94,9 @@ def test_prepare_msmt17_include_val_adds_list_val(tmp_path, capsys):
     lines = (tmp_path / "R/msmt17/manifest.csv").read_text().splitlines()
     assert "MSMT17_V1/train/0002/0002_000_05_0303afternoon_0030_0.jpg,2,4,train" in lines and len(lines) == 7
     assert "32621" in out
-    status, _, err = prepare(capsys, "market1501", "--root", tmp_path / "R", "--archive", archive, "--msmt17-include-val")
+    status, _, err = prepare(
+        capsys, "market1501", "--root", tmp_path / "R", "--archive", archive, "--msmt17-include-val"
+    )
     assert_one_sentence_error(status, err, "--msmt17-include-val applies to msmt17 only")
 
 
@@ -104,8 +109,12 @@ def _bad_archive(tmp_path: Path, case: str) -> tuple[Path, list[str], str]:
     if case == "absolute":
         return fabricate.make_tar(src, tmp_path / "a.tar.gz", extra={"/tmp/x": b"owned"}), [], "an absolute path"
     if case == "symlink":
-        archive = fabricate.make_tar(src, tmp_path / "a.tar", symlinks={"Market-1501-v15.09.15/l": "../../.."},
-                                     extra={"Market-1501-v15.09.15/l/x": b"owned"})
+        archive = fabricate.make_tar(
+            src,
+            tmp_path / "a.tar",
+            symlinks={"Market-1501-v15.09.15/l": "../../.."},
+            extra={"Market-1501-v15.09.15/l/x": b"owned"},
+        )
         return archive, [], "which leaves the folder"
     if case == "truncated":
         return fabricate.truncate(fabricate.make_tar(src, tmp_path / "a.tar.gz")), [], "truncated or corrupt"
@@ -136,14 +145,30 @@ def test_bad_archives_fail_cleanly(tmp_path, capsys, case):
 
 def test_unknown_dataset_is_one_sentence(tmp_path, capsys):
     status, _, err = prepare(capsys, "cuhk03", "--root", tmp_path, "--archive", tmp_path)
-    assert_one_sentence_error(status, err, "unknown dataset 'cuhk03'; choose one of market1501, dukemtmc, msmt17, synthetic")
+    assert_one_sentence_error(
+        status, err, "unknown dataset 'cuhk03'; choose one of market1501, dukemtmc, msmt17, synthetic"
+    )
 
 
 def test_real_subprocess_prints_no_traceback(tmp_path):
     fabricate.fabricate_market1501(tmp_path / "src")
     archive = fabricate.make_zip(tmp_path / "src", tmp_path / "a.zip", extra={"../../x": b"owned"})
-    done = subprocess.run([sys.executable, "-m", "havana", "prepare", "market1501", "--root", str(tmp_path / "R"),
-                           "--archive", str(archive)], capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "havana",
+            "prepare",
+            "market1501",
+            "--root",
+            str(tmp_path / "R"),
+            "--archive",
+            str(archive),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 2
     assert "Traceback" not in done.stderr
     assert done.stderr.strip().splitlines()[-1].startswith("havana prepare: error: archive ")
@@ -158,4 +183,8 @@ def test_extracted_folder_inside_root_is_used_in_place_with_relative_or_absolute
     assert status == 0, err
     expected = MARKET_MANIFEST.replace("Market-1501-v15.09.15/", "unpacked/Market-1501-v15.09.15/")
     assert (tmp_path / "R/market1501/manifest.csv").read_text() == expected
-    assert sorted(p.name for p in (tmp_path / "R/market1501").iterdir()) == ["manifest.csv", "manifest.csv.provenance.yaml", "unpacked"]
+    assert sorted(p.name for p in (tmp_path / "R/market1501").iterdir()) == [
+        "manifest.csv",
+        "manifest.csv.provenance.yaml",
+        "unpacked",
+    ]

@@ -19,11 +19,23 @@ def imported_modules(*argv: str) -> set[str]:
     return {name.split(".")[0] for name in names}
 
 
-@pytest.mark.parametrize("argv", [("--help",), ("table", "--help"), ("summary", "--help"), ("figure", "--help"),
-                                  ("prepare", "--help"),
-                                  ("train-head", "--help"), ("evaluate", "--help"), ("extract", "--help"),
-                                  ("train-extractor", "--help"), ("synth", "--help"), ("runs", "--help"),
-                                  ("plan", "--help")])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("--help",),
+        ("table", "--help"),
+        ("summary", "--help"),
+        ("figure", "--help"),
+        ("prepare", "--help"),
+        ("train-head", "--help"),
+        ("evaluate", "--help"),
+        ("extract", "--help"),
+        ("train-extractor", "--help"),
+        ("synth", "--help"),
+        ("runs", "--help"),
+        ("plan", "--help"),
+    ],
+)
 def test_help_imports_no_heavy_library(argv):
     modules = imported_modules(*argv)
     assert "havana" in modules and "argparse" in modules  # the oracle sees the imports it should
@@ -31,10 +43,12 @@ def test_help_imports_no_heavy_library(argv):
 
 
 def test_the_table_job_and_its_renderers_do_not_import_torch_or_matplotlib():
-    code = ("import sys; import havana.commands.table, havana.commands.summary, havana.report.tables, "
-            "havana.report.summary, havana.layout, "
-            "havana.commands.prepare; print(sorted(m for m in sys.modules if m.split('.')[0] in "
-            f"{HEAVY!r}))")
+    code = (
+        "import sys; import havana.commands.table, havana.commands.summary, havana.report.tables, "
+        "havana.report.summary, havana.layout, "
+        "havana.commands.prepare; print(sorted(m for m in sys.modules if m.split('.')[0] in "
+        f"{HEAVY!r}))"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
 

@@ -1,6 +1,7 @@
 """Every snakemake command the project documents works as typed: each one in the README (code blocks and inline
 code), in the comments of the Snakefile, environment.yml, the configs and the profiles, and the Makefile's demo command
-is run with `-n` from a copy of the workflow, and must plan its jobs with the right profile applied. snakemake's parser reads a target
+is run with `-n` from a copy of the workflow, and must plan its jobs with the right profile applied. snakemake's
+parser reads a target
 typed after --resources/--config/--configfile/--set-resources as one more value; a test shows that failure mode so
 the documented forms (target first) stay the ones that work."""
 
@@ -39,8 +40,12 @@ def documented_commands() -> list[tuple[str, str]]:
             add("README.md", line)
         for span in re.findall(r"`(snakemake [^`]+)`", line):
             add("README.md", span)
-    commented = [REPO / "Snakefile", REPO / "environment.yml", *sorted((REPO / "config").glob("*.yaml")),
-                 *sorted((REPO / "profiles").glob("*/config.yaml"))]
+    commented = [
+        REPO / "Snakefile",
+        REPO / "environment.yml",
+        *sorted((REPO / "config").glob("*.yaml")),
+        *sorted((REPO / "profiles").glob("*/config.yaml")),
+    ]
     for path in commented:
         for line in path.read_text().splitlines():
             match = re.match(r"\s*#\s+(snakemake .*)", line)
@@ -71,9 +76,8 @@ def dry_run(checkout: Path, command: str) -> subprocess.CompletedProcess:
     argv = shlex.split(command)
     if "--report" in argv:  # a report reads finished results: dry-run the targets it would report on instead
         index = argv.index("--report")
-        del argv[index:index + 2]
-    return subprocess.run([str(SNAKEMAKE), *argv[1:], "-n"], cwd=checkout, capture_output=True, text=True,
-                          timeout=300)
+        del argv[index : index + 2]
+    return subprocess.run([str(SNAKEMAKE), *argv[1:], "-n"], cwd=checkout, capture_output=True, text=True, timeout=300)
 
 
 def test_the_documentation_names_the_commands_users_type():
@@ -81,8 +85,13 @@ def test_the_documentation_names_the_commands_users_type():
     assert PAPER in commands
     assert "snakemake all --cores 2 --configfile config/demo.yaml" in commands
     assert "snakemake all --workflow-profile profiles/slurm" in commands
-    assert {w for where, _ in COMMANDS for w in where.split(", ")} >= {"README.md", "Snakefile", "config/demo.yaml", "config/config.yaml",
-                                                "Makefile"}
+    assert {w for where, _ in COMMANDS for w in where.split(", ")} >= {
+        "README.md",
+        "Snakefile",
+        "config/demo.yaml",
+        "config/config.yaml",
+        "Makefile",
+    }
 
 
 @pytest.mark.parametrize("where, command", COMMANDS, ids=[f"{w}: {c}" for w, c in COMMANDS])

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import fabricate
 import pandas as pd
 import pytest
 
 from havana.data import datasets
 from havana.errors import HavanaError
-from tests import fabricate
 
 
 def rows(manifest: pd.DataFrame) -> list[tuple]:
@@ -17,19 +17,24 @@ def rows(manifest: pd.DataFrame) -> list[tuple]:
 def test_registry_names_and_unknown_name():
     assert list(datasets.DATASETS) == ["market1501", "dukemtmc", "msmt17", "synthetic"]
     assert datasets.get_dataset("msmt17") is datasets.MSMT17
-    with pytest.raises(HavanaError, match="unknown dataset 'market'; choose one of market1501, dukemtmc, msmt17, synthetic"):
+    with pytest.raises(
+        HavanaError, match="unknown dataset 'market'; choose one of market1501, dukemtmc, msmt17, synthetic"
+    ):
         datasets.get_dataset("market")
 
 
-@pytest.mark.parametrize("name,stats", [
-    ("market1501", {"train": (751, 12936), "query": (750, 3368), "gallery": (751, 15913)}),
-    ("dukemtmc", {"train": (702, 16522), "query": (702, 2228), "gallery": (1110, 17661)}),
-    ("msmt17", {"train": (1041, 30248), "query": (3060, 11659), "gallery": (3060, 82161)}),
-])
+@pytest.mark.parametrize(
+    "name,stats",
+    [
+        ("market1501", {"train": (751, 12936), "query": (750, 3368), "gallery": (751, 15913)}),
+        ("dukemtmc", {"train": (702, 16522), "query": (702, 2228), "gallery": (1110, 17661)}),
+        ("msmt17", {"train": (1041, 30248), "query": (3060, 11659), "gallery": (3060, 82161)}),
+    ],
+)
 def test_official_statistics_are_table_1(name, stats):
     dataset = datasets.get_dataset(name)
     assert dataset.official == stats
-    for split, (ids, images) in stats.items():
+    for ids, images in stats.values():
         assert f"{ids} / {images}" in dataset.__doc__  # the docstring states the same numbers
 
 
@@ -96,7 +101,9 @@ def test_msmt17_parser_list_files_fifteen_cameras_pid_zero_real(tmp_path, versio
 def test_msmt17_missing_listed_image_is_a_clear_error(tmp_path):
     top = fabricate.fabricate_msmt17(tmp_path)
     (top / "test/0001/0001_000_12_0113noon_0300_0.jpg").unlink()
-    with pytest.raises(HavanaError, match="list_gallery.txt line 2 lists test/0001/0001_000_12_0113noon_0300_0.jpg, which is missing"):
+    with pytest.raises(
+        HavanaError, match="list_gallery.txt line 2 lists test/0001/0001_000_12_0113noon_0300_0.jpg, which is missing"
+    ):
         datasets.MSMT17().parse(top)
 
 
@@ -104,7 +111,10 @@ def test_manifest_round_trip_and_validation(tmp_path):
     manifest = datasets.Market1501().parse(fabricate.fabricate_market1501(tmp_path))
     path = tmp_path / "out" / "manifest.csv"
     datasets.write_manifest(path, manifest)
-    assert path.read_text().splitlines()[:2] == ["path,pid,camid,split", "bounding_box_train/0002_c1s1_000451_03.jpg,2,0,train"]
+    assert path.read_text().splitlines()[:2] == [
+        "path,pid,camid,split",
+        "bounding_box_train/0002_c1s1_000451_03.jpg,2,0,train",
+    ]
     back = datasets.read_manifest(path)
     pd.testing.assert_frame_equal(back, manifest)
     assert list(path.parent.iterdir()) == [path]  # no temporary file left beside it

@@ -11,10 +11,10 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
+from havana.config import load_yaml
 from havana.layout import Layout
-from havana.tracking import run_name
+from havana.utils.tracking import run_name
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
@@ -22,28 +22,47 @@ DEMO = REPO / "config" / "demo.yaml"
 
 
 def run_demo(workdir: Path, *extra: str) -> subprocess.CompletedProcess:
-    command = [str(SNAKEMAKE), "all", "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
-               "--cores", "2", "--resources", "gpu=2", *extra, "--configfile", str(DEMO)]  # profiles/default applies
+    command = [
+        str(SNAKEMAKE),
+        "all",
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--cores",
+        "2",
+        "--resources",
+        "gpu=2",
+        *extra,
+        "--configfile",
+        str(DEMO),
+    ]  # profiles/default applies
     return subprocess.run(command, capture_output=True, text=True, timeout=3600)
 
 
 def report_html_pages(report: str) -> list[str]:
     """The HTML files embedded in a snakemake report (base64 data URIs), decoded."""
-    return [base64.b64decode(data).decode("utf-8")
-            for data in re.findall(r"data:text/html[^,\"']*?;base64,([A-Za-z0-9+/=]+)", report)]
+    return [
+        base64.b64decode(data).decode("utf-8")
+        for data in re.findall(r"data:text/html[^,\"']*?;base64,([A-Za-z0-9+/=]+)", report)
+    ]
 
 
 @pytest.mark.slow
 def test_demo_runs_end_to_end_and_a_second_run_does_nothing(tmp_path):
     first = run_demo(tmp_path)
     assert first.returncode == 0, (first.stdout + first.stderr)[-5000:]
-    config = yaml.safe_load(DEMO.read_text())
+    config = load_yaml(DEMO)
     results = tmp_path / config["results_dir"]
     layout = Layout(str(results), str(tmp_path / config["resources_dir"]))
 
-    cells = {(column.get("dataset") or row.get("dataset"), row["extractor"], row["row"])
-             for name, spec in config["tables"].items() if re.fullmatch(r"table\d+", name)
-             for row in spec["rows"] for column in spec["columns"]}
+    cells = {
+        (column.get("dataset") or row.get("dataset"), row["extractor"], row["row"])
+        for name, spec in config["tables"].items()
+        if re.fullmatch(r"table\d+", name)
+        for row in spec["rows"]
+        for column in spec["columns"]
+    }
     for dataset, extractor, head in cells:
         for seed in config["seeds"]:
             metrics = json.loads(Path(layout.metrics(dataset, extractor, head, seed)).read_text())
@@ -52,8 +71,10 @@ def test_demo_runs_end_to_end_and_a_second_run_does_nothing(tmp_path):
 
     # Table 4's margins train different heads (issue 10): no two rows share a metric at full precision
     table4 = [(row["dataset"], row["extractor"], row["row"]) for row in config["tables"]["table4"]["rows"]]
-    values = [tuple(json.loads(Path(layout.metrics(*cell, seed)).read_text())["plain"]["mAP"]
-                    for seed in config["seeds"]) for cell in table4]
+    values = [
+        tuple(json.loads(Path(layout.metrics(*cell, seed)).read_text())["plain"]["mAP"] for seed in config["seeds"])
+        for cell in table4
+    ]
     assert len(set(values)) == len(table4), dict(zip([cell[2] for cell in table4], values))
 
     for name in [n for n in config["tables"] if re.fullmatch(r"table\d+", n)] + ["summary"]:
@@ -61,7 +82,7 @@ def test_demo_runs_end_to_end_and_a_second_run_does_nothing(tmp_path):
             assert Path(layout.table(name, ext)).stat().st_size > 0
     assert all(Path(layout.figure(name)).stat().st_size > 0 for name in config["figures"])
 
-    from havana import plan  # `havana plan`'s disk estimate against the files the demo really left
+    from havana.dag import plan  # `havana plan`'s disk estimate against the files the demo really left
 
     estimate = {stage.stage: stage.kept for stage in plan.make_plan(config).stages}
     for stage, real in plan.measured_kept(config, tmp_path).items():
@@ -77,19 +98,31 @@ def test_demo_runs_end_to_end_and_a_second_run_does_nothing(tmp_path):
         for seed in config["seeds"]:
             run = runs[run_name(head, seed, extractor, dataset)]
             tags = run.data.tags
-            assert (tags["dataset"], tags["extractor"], tags["row"], tags["seed"]) == (dataset, extractor, head, str(seed))
+            assert (tags["dataset"], tags["extractor"], tags["row"], tags["seed"]) == (
+                dataset,
+                extractor,
+                head,
+                str(seed),
+            )
             assert tags["table_cells"] and tags["mlflow.source.git.commit"] and tags["mlflow.project.entryPoint"]
             assert {"mAP", "R1", "mINP", "flip_mAP", "flip_R1"} <= set(run.data.metrics), run.info.run_name
             written = json.loads(Path(layout.metrics(dataset, extractor, head, seed)).read_text())
             assert run.data.metrics["mAP"] == pytest.approx(written["plain"]["mAP"])
     trained = [extractor for extractor, spec in config["extractors"].items() if "model_from" not in spec]
     assert {run_name("extractor", None, extractor, "synthetic") for extractor in trained} <= set(runs)
-    heads = {(path.parts[0], path.parts[2], path.parts[3], path.parts[4].removeprefix("seed"))
-             for path in (p.relative_to(results) for p in results.glob("*/heads/*/*/seed*/head.pt"))}
-    baselines = {(path.parts[0], path.parts[2], "baseline", path.stem.removeprefix("seed"))
-                 for path in (p.relative_to(results) for p in results.glob("*/metrics/*/baseline/seed*.json"))}
-    tagged = [tuple(run.data.tags[k] for k in ("dataset", "extractor", "row", "seed"))
-              for run in runs.values() if "row" in run.data.tags]
+    heads = {
+        (path.parts[0], path.parts[2], path.parts[3], path.parts[4].removeprefix("seed"))
+        for path in (p.relative_to(results) for p in results.glob("*/heads/*/*/seed*/head.pt"))
+    }
+    baselines = {
+        (path.parts[0], path.parts[2], "baseline", path.stem.removeprefix("seed"))
+        for path in (p.relative_to(results) for p in results.glob("*/metrics/*/baseline/seed*.json"))
+    }
+    tagged = [
+        tuple(run.data.tags[k] for k in ("dataset", "extractor", "row", "seed"))
+        for run in runs.values()
+        if "row" in run.data.tags
+    ]
     assert sorted(tagged) == sorted(heads | baselines)  # a run per head (figure-only heads too) and per
     # evaluated baseline, none per evaluate job
     assert len(runs) == len(tagged) + len(trained)
@@ -101,13 +134,18 @@ def test_demo_runs_end_to_end_and_a_second_run_does_nothing(tmp_path):
         text = (logs / "train_head" / dataset / extractor / f"{head}.log").read_text()  # one job trains every seed
         assert "\r" not in text
         for seed in config["seeds"]:
-            assert len(re.findall(rf"train-head {re.escape(head)} seed{seed}: epoch \d+/{head_epochs} ", text)) == head_epochs
+            assert (
+                len(re.findall(rf"train-head {re.escape(head)} seed{seed}: epoch \d+/{head_epochs} ", text))
+                == head_epochs
+            )
     for extractor, spec in config["extractors"].items():
         if "model_from" in spec:  # extracts with another entry's model: no training job
             continue
         text = (logs / "train_extractor" / "synthetic" / f"{extractor}.log").read_text()
         epochs = spec["train"]["epochs"]
-        assert "\r" not in text and len(re.findall(rf"train-extractor {extractor}: epoch \d+/{epochs} ", text)) == epochs
+        assert (
+            "\r" not in text and len(re.findall(rf"train-extractor {extractor}: epoch \d+/{epochs} ", text)) == epochs
+        )
 
     report = run_demo(tmp_path, "--report", str(results / "report.html"))
     assert report.returncode == 0, report.stderr[-3000:]

@@ -10,20 +10,25 @@ import textwrap
 import pytest
 import torch
 
-from havana import device
 from havana.errors import HavanaError
+from havana.utils import device
 
 CLAIMER = textwrap.dedent("""
     import sys
-    from havana.device import claim_gpu
+    from havana.utils.device import claim_gpu
     print(claim_gpu(sys.argv[2].split(","), lock_dir=sys.argv[1], wait_s=0), flush=True)
     sys.stdin.read()  # hold the lock until the parent closes stdin or kills us
 """)
 
 
 def _start_claimer(lock_dir, candidates):
-    proc = subprocess.Popen([sys.executable, "-c", CLAIMER, str(lock_dir), ",".join(candidates)],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CLAIMER, str(lock_dir), ",".join(candidates)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     line = proc.stdout.readline().strip()
     return proc, line
 
@@ -33,8 +38,9 @@ def test_two_processes_claim_different_devices_and_a_dead_holder_frees_its_devic
     second, second_id = _start_claimer(tmp_path, ["0", "1"])
     try:
         assert {first_id, second_id} == {"0", "1"}
-        third = subprocess.run([sys.executable, "-c", CLAIMER, str(tmp_path), "0,1"], input="",
-                               capture_output=True, text=True, timeout=60)
+        third = subprocess.run(
+            [sys.executable, "-c", CLAIMER, str(tmp_path), "0,1"], input="", capture_output=True, text=True, timeout=60
+        )
         assert third.returncode != 0 and "held by other jobs" in third.stderr
         first.kill()  # a crash: the OS releases the flock
         first.wait(timeout=30)
@@ -61,8 +67,9 @@ def test_claim_with_no_candidates_is_a_clear_error(tmp_path):
         device.claim_gpu([], lock_dir=tmp_path, wait_s=0)
 
 
-@pytest.mark.parametrize("visible, expected", [("2,3", ["2", "3"]), ("", []), ("-1", []),
-                                               ("GPU-ab12, GPU-cd34", ["GPU-ab12", "GPU-cd34"])])
+@pytest.mark.parametrize(
+    "visible, expected", [("2,3", ["2", "3"]), ("", []), ("-1", []), ("GPU-ab12, GPU-cd34", ["GPU-ab12", "GPU-cd34"])]
+)
 def test_visible_gpus_respects_cuda_visible_devices(monkeypatch, visible, expected):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
     assert device.visible_gpus() == expected
@@ -88,9 +95,17 @@ def test_auto_on_a_gpu_box_returns_a_cuda_device():
 
 def test_a_claim_waits_for_a_device_to_be_released(tmp_path):
     holder, held = _start_claimer(tmp_path, ["0"])
-    waiter = subprocess.Popen([sys.executable, "-c", "import sys\nfrom havana.device import claim_gpu\n"
-                               f"print(claim_gpu(['0'], lock_dir={str(tmp_path)!r}, wait_s=60, poll_s=0.1))"],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    waiter = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys\nfrom havana.utils.device import claim_gpu\n"
+            f"print(claim_gpu(['0'], lock_dir={str(tmp_path)!r}, wait_s=60, poll_s=0.1))",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         first_line = waiter.stderr.readline()
         assert "waiting for one to free up" in first_line and waiter.poll() is None

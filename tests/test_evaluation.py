@@ -5,17 +5,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from reid_reference import reference_evaluate
 from scipy.spatial.distance import cdist
 
-from havana import evaluation
-from havana.distance import row_groups
 from havana.errors import HavanaError
-from havana.evaluation import evaluate, merge_flip, pairwise_distance, topk_indices
-from reid_reference import reference_evaluate
+from havana.evaluation import rank
+from havana.evaluation.distance import row_groups
+from havana.evaluation.rank import evaluate, merge_flip, pairwise_distance, topk_indices
 
 
-def random_problem(seed: int, num_query: int = 40, num_gallery: int = 300, dim: int = 4, num_ids: int = 25,
-                   num_cams: int = 14):
+def random_problem(
+    seed: int, num_query: int = 40, num_gallery: int = 300, dim: int = 4, num_ids: int = 25, num_cams: int = 14
+):
     """Small-integer features (exact distances, many ties) with junk (-1), distractors (0), pid 0 also as a query
     identity, > 10 cameras, query ids absent from the gallery and ids whose only gallery images share the camera."""
     rng = np.random.default_rng(seed)
@@ -72,8 +73,9 @@ def test_cosine_matches_reference_on_its_own_distances(seed):
 def test_pairwise_distance_agrees_with_scipy():
     rng = np.random.default_rng(3)
     qf, gf = rng.normal(size=(7, 16)), rng.normal(size=(11, 16))
-    np.testing.assert_allclose(pairwise_distance(qf, gf, "euclidean", chunk_size=3).numpy(),
-                               cdist(qf, gf, "sqeuclidean"), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        pairwise_distance(qf, gf, "euclidean", chunk_size=3).numpy(), cdist(qf, gf, "sqeuclidean"), rtol=1e-5, atol=1e-5
+    )
     np.testing.assert_allclose(pairwise_distance(qf, gf, "cosine").numpy(), cdist(qf, gf, "cosine"), atol=1e-6)
     assert (pairwise_distance(qf, qf).numpy() >= 0).all()  # the diagonal's rounding is clamped at 0
 
@@ -84,8 +86,10 @@ def test_cosine_and_euclidean_rank_normalised_features_alike():
     qf, gf = rng.normal(size=(len(q_pids), 32)), rng.normal(size=(len(g_pids), 32))
     qf /= np.linalg.norm(qf, axis=1, keepdims=True)
     gf /= np.linalg.norm(gf, axis=1, keepdims=True)
-    assert_same_metrics(evaluate(qf, gf, q_pids, g_pids, q_camids, g_camids, metric="cosine"),
-                        evaluate(qf, gf, q_pids, g_pids, q_camids, g_camids, metric="euclidean"))
+    assert_same_metrics(
+        evaluate(qf, gf, q_pids, g_pids, q_camids, g_camids, metric="cosine"),
+        evaluate(qf, gf, q_pids, g_pids, q_camids, g_camids, metric="euclidean"),
+    )
 
 
 def test_numpy_torch_and_float64_inputs_agree():
@@ -105,7 +109,7 @@ def test_chunk_size_does_not_change_results(chunk_size):
 def test_candidates_processed_in_small_groups_give_the_same_results(monkeypatch):
     problem = random_problem(9)
     want = evaluate(*problem)
-    monkeypatch.setattr(evaluation, "SURVIVORS_PER_STEP", 5)  # forces many row groups per chunk
+    monkeypatch.setattr(rank, "SURVIVORS_PER_STEP", 5)  # forces many row groups per chunk
     assert_same_metrics(evaluate(*problem), want)
     assert row_groups([3, 1, 3, 10, 1], 5) == [(0, 2), (2, 3), (3, 4), (4, 5)]
     assert row_groups([3, 1], 5) == [(0, 2)]
@@ -156,16 +160,25 @@ def test_no_valid_query_is_a_clear_error():
         evaluate(np.zeros((2, 3)), np.ones((4, 3)), [1, 2], [1, 2, -1, 3], [0, 0], [0, 0, 1, 1])
 
 
-@pytest.mark.parametrize("bad", [
-    dict(gallery_features=np.ones((4, 2))),  # dimension mismatch
-    dict(query_pids=[1]),  # too few pids
-    dict(query_features=np.full((2, 3), np.nan)),
-    dict(metric="manhattan"),
-    dict(max_rank=0),
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(gallery_features=np.ones((4, 2))),  # dimension mismatch
+        dict(query_pids=[1]),  # too few pids
+        dict(query_features=np.full((2, 3), np.nan)),
+        dict(metric="manhattan"),
+        dict(max_rank=0),
+    ],
+)
 def test_bad_inputs_are_clear_errors(bad):
-    args = dict(query_features=np.zeros((2, 3)), gallery_features=np.ones((4, 3)), query_pids=[1, 2],
-                gallery_pids=[1, 2, 1, 2], query_camids=[0, 0], gallery_camids=[1, 1, 1, 1])
+    args = dict(
+        query_features=np.zeros((2, 3)),
+        gallery_features=np.ones((4, 3)),
+        query_pids=[1, 2],
+        gallery_pids=[1, 2, 1, 2],
+        query_camids=[0, 0],
+        gallery_camids=[1, 1, 1, 1],
+    )
     args.update(bad)
     with pytest.raises(HavanaError):
         evaluate(**args)

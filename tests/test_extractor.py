@@ -1,18 +1,21 @@
-"""Extractors: feature sizes per backbone, last stride 1, BNNeck wiring, MGN's 8 × 256 feature, weights and checkpoints."""
+"""Extractors: feature sizes per backbone, last stride 1, BNNeck wiring, MGN's 8 × 256 feature, weights and
+checkpoints."""
 
 import pytest
 import torch
 
 from havana.errors import HavanaError
-from havana.extractor_config import ExtractorConfig
 from havana.models.extractor import build_extractor, imagenet_resnet, load_extractor, save_extractor
+from havana.models.extractor_config import ExtractorConfig
 
 torch.set_num_threads(2)
 SMALL = (2, 3, 64, 32)
 
 
-@pytest.mark.parametrize("arch,dim", [("resnet18", 512), ("resnet34", 512), ("resnet50", 2048),
-                                      ("resnet101", 2048), ("resnet152", 2048), ("mgn", 2048)])
+@pytest.mark.parametrize(
+    "arch,dim",
+    [("resnet18", 512), ("resnet34", 512), ("resnet50", 2048), ("resnet101", 2048), ("resnet152", 2048), ("mgn", 2048)],
+)
 def test_test_feature_and_training_outputs_have_the_backbone_sizes(arch, dim):
     torch.manual_seed(0)
     model = build_extractor(ExtractorConfig(arch=arch, pretrained=False), num_classes=7)
@@ -62,7 +65,7 @@ def test_mgn_concatenates_eight_bn_features_from_three_branches():
         stripes = torch.tensor_split(model.branches[2](shared), 3, dim=2)
         last = model.heads[7](stripes[2])[1]
     assert shapes == [(2, 1), (4, 2), (4, 2)]  # global branch keeps stride 2, part branches stride 1
-    torch.testing.assert_close(feature[:, 7 * 256:], last)  # the last 256 dims: bottom stripe of the 3-part branch
+    torch.testing.assert_close(feature[:, 7 * 256 :], last)  # the last 256 dims: bottom stripe of the 3-part branch
 
 
 def test_checkpoint_round_trip_rebuilds_the_same_model(tmp_path):

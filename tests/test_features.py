@@ -4,17 +4,28 @@ import h5py
 import numpy as np
 import pytest
 
+from havana.data.features import FeatureSplit, FeatureWriter, read_attrs, read_features, write_features
 from havana.errors import HavanaError
-from havana.features import FeatureSplit, FeatureWriter, read_attrs, read_features, write_features
 
-ATTRS = {"dataset": "synthetic", "extractor": "bot_r18", "checkpoint_sha256": "ab" * 32, "manifest_sha256": "cd" * 32,
-         "config_hash": "ef" * 32, "image_size": [32, 16], "views": 3, "created_by": "havana 0.1.0"}
+ATTRS = {
+    "dataset": "synthetic",
+    "extractor": "bot_r18",
+    "checkpoint_sha256": "ab" * 32,
+    "manifest_sha256": "cd" * 32,
+    "config_hash": "ef" * 32,
+    "image_size": [32, 16],
+    "views": 3,
+    "created_by": "havana 0.1.0",
+}
 
 
 def _split(rng, n, views, dim=5, prefix="img"):
-    return FeatureSplit(features=rng.normal(size=(n, views, dim)).astype(np.float32),
-                        pids=rng.integers(0, 9, size=n), camids=rng.integers(0, 3, size=n),
-                        paths=[f"{prefix}/ü_{i:03d}.jpg" for i in range(n)])
+    return FeatureSplit(
+        features=rng.normal(size=(n, views, dim)).astype(np.float32),
+        pids=rng.integers(0, 9, size=n),
+        camids=rng.integers(0, 3, size=n),
+        paths=[f"{prefix}/ü_{i:03d}.jpg" for i in range(n)],
+    )
 
 
 def _assert_same(a: FeatureSplit, b: FeatureSplit):
@@ -43,8 +54,10 @@ def test_streamed_batches_equal_one_write(tmp_path):
     whole = _split(rng, 10, 2)
     with FeatureWriter(tmp_path / "s.h5", ATTRS) as writer:
         for lo, hi in [(0, 3), (3, 4), (4, 10)]:
-            writer.append("gallery", FeatureSplit(whole.features[lo:hi], whole.pids[lo:hi], whole.camids[lo:hi],
-                                                  whole.paths[lo:hi]))
+            writer.append(
+                "gallery",
+                FeatureSplit(whole.features[lo:hi], whole.pids[lo:hi], whole.camids[lo:hi], whole.paths[lo:hi]),
+            )
     _assert_same(read_features(tmp_path / "s.h5", splits=("gallery",))["gallery"], whole)
 
 

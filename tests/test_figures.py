@@ -1,4 +1,5 @@
-"""Figures 5–9 drawn from fabricated runs (tiny HDF5 files, JPEGs, history.csv, metrics JSONs): PNG size and plot data."""
+"""Figures 5–9 drawn from fabricated runs (tiny HDF5 files, JPEGs, history.csv, metrics JSONs): PNG size and plot
+data."""
 
 from __future__ import annotations
 
@@ -15,10 +16,10 @@ import yaml
 from PIL import Image
 
 from havana.cli import main
+from havana.data.features import FeatureSplit, write_features
 from havana.errors import HavanaError
-from havana.features import FeatureSplit, write_features
 from havana.layout import Layout
-from havana.models.head import HavanaHead, HeadConfig, save_head
+from havana.models.head import HavanaHead, HeadConfig, resolve_row, save_head
 from havana.report import figures
 
 DS = "synthetic"
@@ -32,20 +33,37 @@ def make_config() -> dict:
         "active_datasets": [DS],
         "extractors": {"bot_r18": {"arch": "resnet18"}, "bot_r34": {"arch": "resnet34"}},
         "heads": {
-            "beta_by_dataset": {DS: 2.0},
-            "rows": {"havana": {}, "vnae_jst_hvd": {}, "ab_a0.1_b1.0": {"alpha": 0.1, "beta": 1.0},
-                     "ab_a0.1_b2.0": {"alpha": 0.1, "beta": None}, "ab_a0.2_b1.0": {"alpha": 0.2, "beta": 1.0},
-                     "ab_a0.2_b2.0": {"alpha": 0.2, "beta": 2.0}},
+            "beta_by_dataset": {DS: 2.0, "msmt17": 2.0},
+            "rows": {
+                "havana": {},
+                "vnae_jst_hvd": {},
+                "ab_a0.1_b1.0": {"alpha": 0.1, "beta": 1.0},
+                "ab_a0.1_b2.0": {"alpha": 0.1, "beta": None},
+                "ab_a0.2_b1.0": {"alpha": 0.2, "beta": 1.0},
+                "ab_a0.2_b2.0": {"alpha": 0.2, "beta": 2.0},
+            },
         },
         "figures": {
             "fig5": {"dataset": DS, "extractor": "bot_r18", "row": "havana", "num_queries": 2, "top_k": 4},
-            "fig6": {"dataset": DS, "extractor": "bot_r18", "row_mu": "havana", "row_sigma": "vnae_jst_hvd",
-                     "num_ids": 4},
+            "fig6": {
+                "dataset": DS,
+                "extractor": "bot_r18",
+                "row_mu": "havana",
+                "row_sigma": "vnae_jst_hvd",
+                "num_ids": 4,
+            },
             "fig7": {"dataset": DS, "extractor": "bot_r18", "with_c": "havana", "without_c": "vnae_jst_hvd"},
-            "fig8": {"datasets": [DS, "msmt17"], "extractor": "bot_r18",
-                     "rows": ["ab_a0.1_b1.0", "ab_a0.1_b2.0", "ab_a0.2_b1.0", "ab_a0.2_b2.0"]},
-            "fig9": {"datasets": [DS], "extractors": ["bot_r18", "bot_r34"], "row": "havana",
-                     "sota": {"label": "ABD-Net", "params_m": 30.0, "values": {DS: 90.0}}},
+            "fig8": {
+                "datasets": [DS, "msmt17"],
+                "extractor": "bot_r18",
+                "rows": ["ab_a0.1_b1.0", "ab_a0.1_b2.0", "ab_a0.2_b1.0", "ab_a0.2_b2.0"],
+            },
+            "fig9": {
+                "datasets": [DS],
+                "extractors": ["bot_r18", "bot_r34"],
+                "row": "havana",
+                "sota": {"label": "ABD-Net", "params_m": 30.0, "values": {DS: 90.0}},
+            },
         },
     }
 
@@ -62,8 +80,10 @@ def write_test_file(path: Path, seed: int, noise: float) -> None:
     rng = np.random.default_rng(seed)
     q_pids = list(range(NUM_IDS))
     g_pids = [pid for pid in range(NUM_IDS) for _ in range(4)]
-    splits = {"query": split(rng, q_pids, [0] * NUM_IDS, "query", noise),
-              "gallery": split(rng, g_pids, [1] * len(g_pids), "gallery", noise)}
+    splits = {
+        "query": split(rng, q_pids, [0] * NUM_IDS, "query", noise),
+        "gallery": split(rng, g_pids, [1] * len(g_pids), "gallery", noise),
+    }
     write_features(path, splits, {"dataset": DS})
 
 
@@ -150,7 +170,8 @@ def test_fig8_grid_reads_alpha_beta_and_dataset_default_beta(run_dirs) -> None:
     layout = Layout(*map(str, run_dirs))
     config = make_config()
     settings = figures.Fig8Config(**config["figures"]["fig8"])
-    assert figures.row_alpha_beta(config, "ab_a0.1_b2.0", DS) == (0.1, 2.0)  # beta null -> beta_by_dataset
+    resolved = resolve_row(config, "ab_a0.1_b2.0", DS)
+    assert (resolved.alpha, resolved.beta) == (0.1, 2.0)  # beta null -> beta_by_dataset
     alphas, betas, grid = figures.fig8_grid(config, layout, settings, DS)
     # mean over seeds: (50 + 52) / 2 = 51, (52 + 54) / 2 = 53, (54 + 56) / 2 = 55, (56 + 58) / 2 = 57.
     np.testing.assert_allclose(grid, [[51.0, 53.0], [55.0, 57.0]])
@@ -165,12 +186,21 @@ def test_parameter_counts_and_fig9_points() -> None:
     assert figures.extractor_test_parameters(config, "bot_r34") == (21_285_696, 512)
     assert figures.head_test_parameters(2048) == 2049 * 2048 * 2
     params = {"bot_r18": (11_000_000, 512), "bot_r34": (21_000_000, 512)}
-    points = figures.fig9_points(["bot_r18", "bot_r34"], params, {"bot_r18": 78.1, "bot_r34": 80.0},
-                                 {"bot_r18": 80.0, "bot_r34": None}, ("ABD-Net", 69.0, 88.3))
+    points = figures.fig9_points(
+        ["bot_r18", "bot_r34"],
+        params,
+        {"bot_r18": 78.1, "bot_r34": 80.0},
+        {"bot_r18": 80.0, "bot_r34": None},
+        ("ABD-Net", 69.0, 88.3),
+    )
     head_m = 513 * 512 * 2 / 1e6  # 0.525312
     got = [(p.series, p.label, round(p.delta_params_m, 6), round(p.gain, 6)) for p in points]
-    assert got == [("baseline", "bot_r18", 0.0, 0.0), ("havana", "bot_r18", round(head_m, 6), 1.9),
-                   ("baseline", "bot_r34", 10.0, 1.9), ("sota", "ABD-Net", 58.0, 10.2)]
+    assert got == [
+        ("baseline", "bot_r18", 0.0, 0.0),
+        ("havana", "bot_r18", round(head_m, 6), 1.9),
+        ("baseline", "bot_r34", 10.0, 1.9),
+        ("sota", "ABD-Net", 58.0, 10.2),
+    ]
     assert figures.fig9_points(["bot_r18"], params, {"bot_r18": None}, {}) == []
 
 
@@ -193,15 +223,20 @@ def test_identity_choice_and_tsne_helpers() -> None:
     assert len(rows) == 2 and set(rows) <= {2, 3, 4}
     assert figures.tsne_perplexity(31) == 10.0 and figures.tsne_perplexity(1000) == 30.0
     xy = figures.tsne_2d(np.random.default_rng(0).standard_normal((12, 5)), seed=0)
-    assert xy.shape == (12, 2) and np.array_equal(xy, figures.tsne_2d(np.random.default_rng(0).standard_normal((12, 5)), 0))
+    assert xy.shape == (12, 2) and np.array_equal(
+        xy, figures.tsne_2d(np.random.default_rng(0).standard_normal((12, 5)), 0)
+    )
 
 
-@pytest.mark.parametrize(("name", "size"), [
-    ("fig6", figures.fig6_size()),
-    ("fig7", figures.fig7_size()),
-    ("fig8", figures.fig8_size(1)),  # msmt17 is not an active dataset: no panel
-    ("fig9", figures.fig9_size(1)),
-])
+@pytest.mark.parametrize(
+    ("name", "size"),
+    [
+        ("fig6", figures.fig6_size()),
+        ("fig7", figures.fig7_size()),
+        ("fig8", figures.fig8_size(1)),  # msmt17 is not an active dataset: no panel
+        ("fig9", figures.fig9_size(1)),
+    ],
+)
 def test_figures_render_at_their_size(tmp_path: Path, run_dirs, name: str, size) -> None:
     out = tmp_path / "figures" / f"{name}.png"
     figures.write_figure(make_config(), name, out, Layout(*map(str, run_dirs)))
@@ -210,7 +245,7 @@ def test_figures_render_at_their_size(tmp_path: Path, run_dirs, name: str, size)
 
 
 def test_fig5_retrieval_grid(tmp_path: Path, run_dirs) -> None:
-    pytest.importorskip("havana.evaluation")
+    pytest.importorskip("havana.evaluation.rank")
     out = tmp_path / "fig5.png"
     figures.write_figure(make_config(), "fig5", out, Layout(*map(str, run_dirs)))
     assert png_size(out) == inches_to_pixels(figures.fig5_size(2, 4))
@@ -237,7 +272,17 @@ def test_cli_figure(tmp_path: Path, run_dirs, capsys) -> None:
     config_path = tmp_path / "config.yaml"
     config_path.write_text(yaml.safe_dump(make_config()))
     out = tmp_path / "out" / "fig9_params.png"
-    args = ["figure", "--config", str(config_path), "--figure", "fig9", "--resources-dir", str(resources), "--out", str(out)]
+    args = [
+        "figure",
+        "--config",
+        str(config_path),
+        "--figure",
+        "fig9",
+        "--resources-dir",
+        str(resources),
+        "--out",
+        str(out),
+    ]
     assert main(args[:5] + ["--results-dir", str(results)] + args[5:]) == 0
     assert out.is_file() and (out.parent / "fig9_params.png.provenance.yaml").is_file()
     assert main(args[:5] + ["--results-dir", str(tmp_path / "none")] + args[5:]) == 2
@@ -254,11 +299,16 @@ def text_outside_canvas(fig) -> list[str]:
     width, height = fig.bbox.width, fig.bbox.height
     boxes = [(f"axes {ax.get_title()!r}", ax.get_tightbbox(renderer)) for ax in fig.axes if ax.get_visible()]
     in_axes = {id(text) for ax in fig.axes for text in ax.findobj(Text)}  # tick labels included, in view or not
-    boxes += [(repr(text.get_text()), text.get_window_extent(renderer)) for text in fig.findobj(Text)
-              if id(text) not in in_axes and text.get_visible() and text.get_text().strip()]
-    return [f"{what} at {tuple(round(v) for v in box.bounds)} on a {width:.0f}x{height:.0f} canvas"
-            for what, box in boxes
-            if box.x0 < -0.5 or box.y0 < -0.5 or box.x1 > width + 0.5 or box.y1 > height + 0.5]
+    boxes += [
+        (repr(text.get_text()), text.get_window_extent(renderer))
+        for text in fig.findobj(Text)
+        if id(text) not in in_axes and text.get_visible() and text.get_text().strip()
+    ]
+    return [
+        f"{what} at {tuple(round(v) for v in box.bounds)} on a {width:.0f}x{height:.0f} canvas"
+        for what, box in boxes
+        if box.x0 < -0.5 or box.y0 < -0.5 or box.x1 > width + 0.5 or box.y1 > height + 0.5
+    ]
 
 
 def points_under_legends(fig) -> list[tuple[float, float]]:
@@ -279,7 +329,9 @@ def points_under_legends(fig) -> list[tuple[float, float]]:
 
 
 @pytest.mark.parametrize("name", ["fig5", "fig6", "fig7", "fig8", "fig9", "fig9 without SOTA parameters"])
-def test_every_text_lies_inside_the_canvas_and_no_legend_hides_data(tmp_path: Path, run_dirs, monkeypatch, name) -> None:
+def test_every_text_lies_inside_the_canvas_and_no_legend_hides_data(
+    tmp_path: Path, run_dirs, monkeypatch, name
+) -> None:
     config = make_config()
     if name.endswith("without SOTA parameters"):  # the demo's case: a long note in the title, the SOTA point absent
         config["figures"]["fig9"]["sota"]["params_m"] = None
@@ -288,8 +340,13 @@ def test_every_text_lies_inside_the_canvas_and_no_legend_hides_data(tmp_path: Pa
     save = figures.save_png
 
     def check_then_save(fig, out):
-        checked.append((text_outside_canvas(fig), points_under_legends(fig), [t.get_text() for ax in fig.axes
-                                                                              for t in (ax.title,)]))
+        checked.append(
+            (
+                text_outside_canvas(fig),
+                points_under_legends(fig),
+                [t.get_text() for ax in fig.axes for t in (ax.title,)],
+            )
+        )
         return save(fig, out)
 
     monkeypatch.setattr(figures, "save_png", check_then_save)
@@ -303,8 +360,9 @@ def test_every_text_lies_inside_the_canvas_and_no_legend_hides_data(tmp_path: Pa
 def test_fig8_heatmap_writes_every_cells_value(tmp_path: Path, run_dirs, monkeypatch) -> None:
     texts = []
     save = figures.save_png
-    monkeypatch.setattr(figures, "save_png", lambda fig, out: (texts.extend(t.get_text() for t in fig.axes[0].texts),
-                                                               save(fig, out))[1])
+    monkeypatch.setattr(
+        figures, "save_png", lambda fig, out: (texts.extend(t.get_text() for t in fig.axes[0].texts), save(fig, out))[1]
+    )
     figures.write_figure(make_config(), "fig8", tmp_path / "fig8.png", Layout(*map(str, run_dirs)))
     assert sorted(texts) == ["51.0", "53.0", "55.0", "57.0"]  # the grid of test_fig8_grid, by hand
 

@@ -5,10 +5,20 @@ import dataclasses
 import pytest
 import torch
 
-from havana import losses
 from havana.errors import HavanaError
-from havana.models.head import (TERMS, HavanaHead, HeadConfig, HeadTrainConfig, RowConfig, bound_logvar, build_head,
-                                head_loss, load_head, save_head)
+from havana.models import losses
+from havana.models.head import (
+    TERMS,
+    HavanaHead,
+    HeadConfig,
+    HeadTrainConfig,
+    RowConfig,
+    bound_logvar,
+    build_head,
+    head_loss,
+    load_head,
+    save_head,
+)
 
 ROWS = {  # the agreed rows (config/config.yaml heads.rows), beta resolved
     "reconx": RowConfig(triplet=True, jst=False, reconx=True, klz=False, beta=1.0),
@@ -42,12 +52,22 @@ def test_row_computes_exactly_its_terms_and_off_terms_add_no_gradient(name):
     model = build_head(6, 4, row, HeadTrainConfig()).double()
     total, terms, full = grads(model, x, labels, row)
     assert set(terms) == {t for t in TERMS if getattr(row, t)}
-    expected = (terms.get("cls", 0) + row.lam * (terms.get("triplet", 0) + terms.get("jst", 0))
-                + row.alpha * (terms.get("reconx", 0) + row.beta * (terms.get("klz", 0) + terms.get("klv", 0)
-                                                                     + terms.get("reconz", 0))))
+    expected = (
+        terms.get("cls", 0)
+        + row.lam * (terms.get("triplet", 0) + terms.get("jst", 0))
+        + row.alpha
+        * (terms.get("reconx", 0) + row.beta * (terms.get("klz", 0) + terms.get("klv", 0) + terms.get("reconz", 0)))
+    )
     torch.testing.assert_close(total, expected)
-    weights = {"cls": 1.0, "triplet": row.lam, "jst": row.lam, "reconx": row.alpha, "klz": row.alpha * row.beta,
-               "klv": row.alpha * row.beta, "reconz": row.alpha * row.beta}
+    weights = {
+        "cls": 1.0,
+        "triplet": row.lam,
+        "jst": row.lam,
+        "reconx": row.alpha,
+        "klz": row.alpha * row.beta,
+        "klv": row.alpha * row.beta,
+        "reconz": row.alpha * row.beta,
+    }
     for term in terms:
         # switching one term off removes exactly weight * d(term)/d(params) from the gradient (same noise)
         off = dataclasses.replace(row, **{term: False})
@@ -119,7 +139,9 @@ def test_klz_targets_hvd_prior_without_constraint():
     zt_mu, zt_logvar = model.p_z(v, labels).chunk(2, 1)
     zt_logvar = bound_logvar(zt_logvar)
     torch.testing.assert_close(terms["klz"], losses.gaussian_kl(z_mu, z_logvar, zt_mu, zt_logvar).mean() / 6)
-    torch.testing.assert_close(terms["klv"], losses.gaussian_kl(v_mu, v_logvar, torch.zeros_like(v_mu), None).mean() / 6)
+    torch.testing.assert_close(
+        terms["klv"], losses.gaussian_kl(v_mu, v_logvar, torch.zeros_like(v_mu), None).mean() / 6
+    )
 
 
 def test_save_and_load_head_round_trip(tmp_path):
@@ -139,6 +161,7 @@ def test_every_config_row_builds_and_resolves_beta(config_file):
     from pathlib import Path
 
     from havana.config import from_mapping, load_yaml
+
     config = load_yaml(Path(__file__).resolve().parents[1] / config_file)
     heads = config["heads"]
     from_mapping(HeadTrainConfig, heads.get("train") or {}, "heads.train")
@@ -150,6 +173,7 @@ def test_every_config_row_builds_and_resolves_beta(config_file):
 
 def test_log_variances_are_soft_bounded_so_exp_cannot_overflow():
     from havana.models.head import LOGVAR_BOUND
+
     small = torch.linspace(-0.5, 0.5, 11, dtype=torch.float64)
     assert (bound_logvar(small) - small).abs().max() < 1e-3  # the identity near 0
     assert bound_logvar(torch.tensor([1e30, -1e30])).abs().max() <= LOGVAR_BOUND
@@ -173,8 +197,9 @@ def separable_2048d_batch(ids=4, per_id=4, dim=2048, seed=0):
     separate: centres 0.8 apart per dimension, images 0.3 around them."""
     g = torch.Generator().manual_seed(seed)
     centres = torch.randn(ids, dim, generator=g) * 0.8
-    return centres.repeat_interleave(per_id, 0) + torch.randn(ids * per_id, dim, generator=g) * 0.3, \
-        torch.arange(ids).repeat_interleave(per_id)
+    return centres.repeat_interleave(per_id, 0) + torch.randn(ids * per_id, dim, generator=g) * 0.3, torch.arange(
+        ids
+    ).repeat_interleave(per_id)
 
 
 def test_table4_margins_train_different_heads_at_paper_width():
@@ -201,13 +226,21 @@ def test_table4_margins_train_different_heads_at_paper_width():
             optimizer.zero_grad(set_to_none=True)
             total.backward()
             optimizer.step()
-            steps.append({"active": info["active"].item(), "gap": (info["dist_an"] - info["dist_ap"]).item(),
-                          "total": total.item(), "weights": model.f_mu[2].weight.detach().clone()})
+            steps.append(
+                {
+                    "active": info["active"].item(),
+                    "gap": (info["dist_an"] - info["dist_ap"]).item(),
+                    "total": total.item(),
+                    "weights": model.f_mu[2].weight.detach().clone(),
+                }
+            )
         runs[gamma] = steps
     torch.set_num_threads(threads)
     for step, (low, high) in enumerate(zip(runs[0.3], runs[0.7])):
-        print(f"step {step + 1}: active {low['active']:.3f} / {high['active']:.3f}, "
-              f"gap {low['gap']:.3f} / {high['gap']:.3f} bits (gamma 0.3 / 0.7)")
+        print(
+            f"step {step + 1}: active {low['active']:.3f} / {high['active']:.3f}, "
+            f"gap {low['gap']:.3f} / {high['gap']:.3f} bits (gamma 0.3 / 0.7)"
+        )
     first_inactive = next(i for i, s in enumerate(runs[0.3]) if s["active"] < 1.0)
     assert first_inactive > 0  # the untrained head's hinges are all active: the margin acts only after training
     for low, high in zip(runs[0.3][:first_inactive], runs[0.7][:first_inactive]):

@@ -15,18 +15,16 @@ import os
 import stat
 import subprocess
 import sys
-import tarfile
 from pathlib import Path
 
+import fabricate
 import numpy as np
 import pytest
 import yaml
 
-from havana import atomic, device
 from havana.cli import main
-from havana.data import acquire
-from havana.features import FeatureSplit, write_features
-from tests import fabricate
+from havana.data.features import FeatureSplit, write_features
+from havana.utils import atomic, device
 
 TOP = fabricate.MARKET_TOP
 DIM = 8
@@ -68,8 +66,9 @@ def tmpfs(where: Path, size: str = "1m", options: str = ""):
     where.mkdir(parents=True, exist_ok=True)
     if os.geteuid() != 0:
         pytest.skip("mounting a small tmpfs needs root")
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}{options}", "tmpfs", str(where)],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}{options}", "tmpfs", str(where)], capture_output=True, text=True
+    )
     if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
     try:
@@ -93,16 +92,28 @@ def feature_file(path: Path, *, train_ids: int = 6, dim: int = DIM) -> Path:
 
     def split(ids, per, first):
         pids = np.repeat(np.arange(first, first + ids), per)
-        return FeatureSplit(rng.normal(size=(len(pids), 2, dim)), pids, np.arange(len(pids)) % 2,
-                            [f"{first}-{i}.jpg" for i in range(len(pids))])
+        return FeatureSplit(
+            rng.normal(size=(len(pids), 2, dim)),
+            pids,
+            np.arange(len(pids)) % 2,
+            [f"{first}-{i}.jpg" for i in range(len(pids))],
+        )
 
-    write_features(path, {"train": split(train_ids, 4, 1), "query": split(3, 1, 100), "gallery": split(3, 3, 100)},
-                   {"dataset": "synthetic", "extractor": "toy"})
+    write_features(
+        path,
+        {"train": split(train_ids, 4, 1), "query": split(3, 1, 100), "gallery": split(3, 3, 100)},
+        {"dataset": "synthetic", "extractor": "toy"},
+    )
     return path
 
 
-HEAD_CONFIG = {"heads": {"train": {"epochs": 1, "p": 3, "k": 2, "lr": 1e-3, "device": "cpu"},
-                         "beta_by_dataset": {"synthetic": 1.0}, "rows": {"havana": {}}}}
+HEAD_CONFIG = {
+    "heads": {
+        "train": {"epochs": 1, "p": 3, "k": 2, "lr": 1e-3, "device": "cpu"},
+        "beta_by_dataset": {"synthetic": 1.0},
+        "rows": {"havana": {}},
+    }
+}
 
 
 def config_file(path: Path, config: dict) -> Path:
@@ -114,10 +125,10 @@ def config_file(path: Path, config: dict) -> Path:
 def extractor_files(tmp_path_factory):
     """A manifest of tiny images and an untrained resnet18 model.pt (built, not trained: seconds)."""
     import torch
-
-    from havana.extractor_config import ExtractorConfig
-    from havana.models.extractor import build_extractor, save_extractor
     from image_folder import make_image_folder
+
+    from havana.models.extractor import build_extractor, save_extractor
+    from havana.models.extractor_config import ExtractorConfig
 
     root = tmp_path_factory.mktemp("extractor")
     manifest = make_image_folder(root / "synthetic", train_ids=2, per_id=2, test_ids=2)
@@ -136,7 +147,9 @@ def test_link_created_before_the_link_it_passes_through_is_refused(tmp_path, cap
     secret.write_bytes(fabricate.tiny_jpeg(1))
     fabricate.fabricate_market1501(tmp_path / "src")
     # the extraction folder is R/market1501/.extract-*/, so ../../../ is tmp_path
-    links = fabricate.link_ordering_trick(f"{TOP}/bounding_box_train/0099_c1s1_000001_01.jpg", "../../../outside/secret.jpg")
+    links = fabricate.link_ordering_trick(
+        f"{TOP}/bounding_box_train/0099_c1s1_000001_01.jpg", "../../../outside/secret.jpg"
+    )
     archive = fabricate.make_tar(tmp_path / "src", tmp_path / "evil.tar", symlinks=links)
     status, _, err = run(capsys, "prepare", "market1501", "--root", tmp_path / "R", "--archive", archive)
     assert_sentence(status, err, "prepare", "0099_c1s1_000001_01.jpg", f"resolves to {secret}", "nothing was extracted")
@@ -236,8 +249,9 @@ def test_extract_refuses_to_write_over_its_model(extractor_files, tmp_path, caps
 def test_train_head_refuses_features_inside_its_output_folder(tmp_path, capsys):
     features = feature_file(tmp_path / "run" / "f.h5")
     config = config_file(tmp_path / "c.yaml", HEAD_CONFIG)
-    status, _, err = run(capsys, "train-head", "--features", features, "--row", "havana", "--config", config,
-                         "--out", tmp_path / "run")
+    status, _, err = run(
+        capsys, "train-head", "--features", features, "--row", "havana", "--config", config, "--out", tmp_path / "run"
+    )
     assert_sentence(status, err, "train-head", "is inside the folder --out")
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["f.h5"]
 
@@ -245,7 +259,9 @@ def test_train_head_refuses_features_inside_its_output_folder(tmp_path, capsys):
 def test_out_that_is_a_folder_where_a_file_belongs(tmp_path, capsys):
     features = feature_file(tmp_path / "f.h5")
     (tmp_path / "metrics.json").mkdir()
-    status, _, err = run(capsys, "evaluate", "--features", features, "--out", tmp_path / "metrics.json", "--device", "cpu")
+    status, _, err = run(
+        capsys, "evaluate", "--features", features, "--out", tmp_path / "metrics.json", "--device", "cpu"
+    )
     assert_sentence(status, err, "evaluate", "metrics.json is a folder", "pass a file path")
     assert list((tmp_path / "metrics.json").iterdir()) == [] and leftovers(tmp_path) == []
 
@@ -254,8 +270,9 @@ def test_out_that_is_a_file_where_a_folder_belongs(tmp_path, capsys):
     features = feature_file(tmp_path / "f.h5")
     config = config_file(tmp_path / "c.yaml", HEAD_CONFIG)
     (tmp_path / "head").write_text("notes\n")
-    status, _, err = run(capsys, "train-head", "--features", features, "--row", "havana", "--config", config,
-                         "--out", tmp_path / "head")
+    status, _, err = run(
+        capsys, "train-head", "--features", features, "--row", "havana", "--config", config, "--out", tmp_path / "head"
+    )
     assert_sentence(status, err, "train-head", "head is a file", "pass a folder path")
     assert (tmp_path / "head").read_text() == "notes\n"
 
@@ -267,8 +284,9 @@ def test_evaluate_on_a_full_disk(tmp_path, capsys):
     features = feature_file(tmp_path / "f.h5")
     with tmpfs(tmp_path / "disk") as disk:
         fill(disk)
-        status, _, err = run(capsys, "evaluate", "--features", features, "--out", disk / "m" / "seed0.json",
-                             "--device", "cpu")
+        status, _, err = run(
+            capsys, "evaluate", "--features", features, "--out", disk / "m" / "seed0.json", "--device", "cpu"
+        )
         assert_sentence(status, err, "evaluate", "No space left on device (ENOSPC)", "free some disk space", code=1)
         assert leftovers(disk) == [] and not (disk / "m" / "seed0.json").exists()
 
@@ -278,8 +296,9 @@ def test_train_head_on_a_full_disk(tmp_path, capsys):
     config = config_file(tmp_path / "c.yaml", HEAD_CONFIG)
     with tmpfs(tmp_path / "disk") as disk:
         fill(disk)
-        status, _, err = run(capsys, "train-head", "--features", features, "--row", "havana", "--config", config,
-                             "--out", disk / "head")
+        status, _, err = run(
+            capsys, "train-head", "--features", features, "--row", "havana", "--config", config, "--out", disk / "head"
+        )
         assert_sentence(status, err, "train-head", str(disk / "head"), "(ENOSPC)", code=1)
         assert leftovers(disk) == [] and not (disk / "head" / "head.pt").exists()
 
@@ -288,9 +307,26 @@ def test_extract_on_a_full_disk_raises_instead_of_crashing(extractor_files, tmp_
     manifest, model = extractor_files
     with tmpfs(tmp_path / "disk", size="2m") as disk:
         out = disk / "features.h5"
-        done = subprocess.run([sys.executable, "-m", "havana", "extract", "--manifest", str(manifest), "--model",
-                               str(model), "--out", str(out), "--device", "cpu"], capture_output=True, text=True,
-                              timeout=300, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "havana",
+                "extract",
+                "--manifest",
+                str(manifest),
+                "--model",
+                str(model),
+                "--out",
+                str(out),
+                "--device",
+                "cpu",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+        )
         assert done.returncode == 1, done.stderr[-2000:]  # not 139 (segmentation fault inside h5py's close)
         assert_sentence(done.returncode, done.stderr, "extract", f"{out}: No space left on device", code=1)
         assert sorted(p.name for p in disk.iterdir()) == []  # no partial file keeps the disk full
@@ -299,8 +335,9 @@ def test_extract_on_a_full_disk_raises_instead_of_crashing(extractor_files, tmp_
 def test_read_only_file_system(tmp_path, capsys):
     features = feature_file(tmp_path / "f.h5")
     with tmpfs(tmp_path / "ro", options=",ro") as read_only:
-        status, _, err = run(capsys, "evaluate", "--features", features, "--out", read_only / "seed0.json",
-                             "--device", "cpu")
+        status, _, err = run(
+            capsys, "evaluate", "--features", features, "--out", read_only / "seed0.json", "--device", "cpu"
+        )
         assert_sentence(status, err, "evaluate", str(read_only), "(EROFS)", "read-only", code=1)
 
 
@@ -319,8 +356,9 @@ def test_outputs_follow_the_umask(tmp_path, capsys, mask, file_mode):
     features = feature_file(tmp_path / "f.h5")
     old = os.umask(mask)
     try:
-        status, _, err = run(capsys, "evaluate", "--features", features, "--out", tmp_path / "m" / "seed0.json",
-                             "--device", "cpu")
+        status, _, err = run(
+            capsys, "evaluate", "--features", features, "--out", tmp_path / "m" / "seed0.json", "--device", "cpu"
+        )
         with atomic.atomic_path(tmp_path / "folder", directory=True) as folder:
             (folder / "x").write_text("x")
     finally:
@@ -336,8 +374,10 @@ def test_stale_temporaries_of_the_same_output_are_swept(tmp_path, capsys):
     out = tmp_path / "m" / "seed0.json"
     out.parent.mkdir()
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    stale = [out.parent / f".seed0.json.{int(dead.stdout)}@{atomic.HOST}.abcd1234.tmp",  # a killed run's
-             out.parent / ".seed0.json.k2j4h5g6.tmp"]  # the older naming (mkstemp), from before the fix
+    stale = [
+        out.parent / f".seed0.json.{int(dead.stdout)}@{atomic.HOST}.abcd1234.tmp",  # a killed run's
+        out.parent / ".seed0.json.k2j4h5g6.tmp",
+    ]  # the older naming (mkstemp), from before the fix
     alive = out.parent / f".seed0.json.{os.getppid()}@{atomic.HOST}.zzzz9999.tmp"  # a live process's: kept
     other = out.parent / f".seed1.json.{int(dead.stdout)}@{atomic.HOST}.abcd1234.tmp"  # another output's: kept
     for path in (*stale, alive, other):
@@ -375,8 +415,9 @@ def test_gpu_lock_files_are_usable_by_a_second_user():
     old = os.umask(0o022)  # the usual umask: files 0644 and folders 0755 unless the code says otherwise
     try:
         first = in_child(lambda: device.claim_gpu(["0"], locks, wait_s=0) == "0")
-        second = [in_child(lambda gpu=gpu: device.claim_gpu([gpu], locks, wait_s=0) == gpu, uid=65534)
-                  for gpu in ("0", "1")]  # gpu0.lock is root's file; gpu1.lock is new in root's folder
+        second = [
+            in_child(lambda gpu=gpu: device.claim_gpu([gpu], locks, wait_s=0) == gpu, uid=65534) for gpu in ("0", "1")
+        ]  # gpu0.lock is root's file; gpu1.lock is new in root's folder
         modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (locks, *locks.iterdir())}
     finally:
         os.umask(old)
@@ -399,7 +440,9 @@ def test_gpu_lock_folder_another_user_cannot_write_is_one_sentence():
         try:
             device.claim_gpu(["0"], shared, wait_s=0)
         except HavanaError as exc:
-            return f"GPU lock file {shared}/gpu0.lock cannot be opened" in str(exc) and "HAVANA_GPU_LOCK_DIR" in str(exc)
+            return f"GPU lock file {shared}/gpu0.lock cannot be opened" in str(exc) and "HAVANA_GPU_LOCK_DIR" in str(
+                exc
+            )
         return False
 
     try:
@@ -428,20 +471,34 @@ def test_bad_gpu_lock_settings_are_one_sentence(tmp_path, capsys, monkeypatch, c
 # ----------------------------------------------------------------------------- configs: silent bad output, types
 
 
-@pytest.mark.parametrize("change,fragments", [
-    (lambda c: c["heads"]["train"].update(epochs=-3), ("heads.train.epochs=-3 is out of range", "at least 1")),
-    (lambda c: c["heads"]["train"].update(lr=float("nan")), ("heads.train.lr=nan is out of range", "above 0")),
-    (lambda c: c["heads"]["train"].update(label_smoothing=1.5), ("label_smoothing=1.5", "in [0, 1)")),
-    (lambda c: c["heads"]["rows"].update(havana=None), ("heads.rows.havana is empty (null)",)),
-    (lambda c: c["heads"]["rows"]["havana"].update(alpha=-0.2), ("heads.rows.havana.alpha=-0.2", "at least 0")),
-    (lambda c: c["heads"].update(train=[1, 2]), ("heads.train must be a mapping", "not the list")),
-], ids=["epochs-negative", "lr-nan", "smoothing-over-1", "row-null", "alpha-negative", "section-list"])
+@pytest.mark.parametrize(
+    "change,fragments",
+    [
+        (lambda c: c["heads"]["train"].update(epochs=-3), ("heads.train.epochs=-3 is out of range", "at least 1")),
+        (lambda c: c["heads"]["train"].update(lr=float("nan")), ("heads.train.lr=nan is out of range", "above 0")),
+        (lambda c: c["heads"]["train"].update(label_smoothing=1.5), ("label_smoothing=1.5", "in [0, 1)")),
+        (lambda c: c["heads"]["rows"].update(havana=None), ("heads.rows.havana is empty (null)",)),
+        (lambda c: c["heads"]["rows"]["havana"].update(alpha=-0.2), ("heads.rows.havana.alpha=-0.2", "at least 0")),
+        (lambda c: c["heads"].update(train=[1, 2]), ("heads.train must be a mapping", "not the list")),
+    ],
+    ids=["epochs-negative", "lr-nan", "smoothing-over-1", "row-null", "alpha-negative", "section-list"],
+)
 def test_bad_head_config_is_one_sentence_and_trains_nothing(tmp_path, capsys, change, fragments):
     features = feature_file(tmp_path / "f.h5")
     config = json.loads(json.dumps(HEAD_CONFIG))
     change(config)
-    status, _, err = run(capsys, "train-head", "--features", features, "--row", "havana",
-                         "--config", config_file(tmp_path / "c.yaml", config), "--out", tmp_path / "head")
+    status, _, err = run(
+        capsys,
+        "train-head",
+        "--features",
+        features,
+        "--row",
+        "havana",
+        "--config",
+        config_file(tmp_path / "c.yaml", config),
+        "--out",
+        tmp_path / "head",
+    )
     assert_sentence(status, err, "train-head", *fragments)
     assert not (tmp_path / "head").exists()
 
@@ -450,16 +507,36 @@ def test_evaluation_section_of_the_wrong_type_is_one_sentence(tmp_path, capsys):
     """train-head no longer reads `evaluation` (havana evaluate scores heads); evaluate refuses it."""
     features = feature_file(tmp_path / "f.h5")
     config = {**json.loads(json.dumps(HEAD_CONFIG)), "evaluation": "cosine"}
-    status, _, err = run(capsys, "evaluate", "--features", features, "--config", config_file(tmp_path / "c.yaml", config),
-                         "--out", tmp_path / "m.json")
+    status, _, err = run(
+        capsys,
+        "evaluate",
+        "--features",
+        features,
+        "--config",
+        config_file(tmp_path / "c.yaml", config),
+        "--out",
+        tmp_path / "m.json",
+    )
     assert_sentence(status, err, "evaluate", "evaluation must be a mapping", "not the str 'cosine'")
     assert not (tmp_path / "m.json").exists()
 
 
 def test_negative_epochs_on_the_command_line_are_refused(tmp_path, capsys):
     features = feature_file(tmp_path / "f.h5")
-    status, _, err = run(capsys, "train-head", "--features", features, "--row", "havana", "--epochs", "-3",
-                         "--config", config_file(tmp_path / "c.yaml", HEAD_CONFIG), "--out", tmp_path / "head")
+    status, _, err = run(
+        capsys,
+        "train-head",
+        "--features",
+        features,
+        "--row",
+        "havana",
+        "--epochs",
+        "-3",
+        "--config",
+        config_file(tmp_path / "c.yaml", HEAD_CONFIG),
+        "--out",
+        tmp_path / "head",
+    )
     assert_sentence(status, err, "train-head", "heads.train (with command-line overrides).epochs=-3", "at least 1")
     assert not (tmp_path / "head").exists()
 
@@ -467,8 +544,18 @@ def test_negative_epochs_on_the_command_line_are_refused(tmp_path, capsys):
 def test_bad_extractor_config_is_one_sentence(extractor_files, tmp_path, capsys):
     manifest, _ = extractor_files
     config = {"extractors": {"tiny": {"arch": "resnet18", "pretrained": False, "train": {"epochs": 0}}}}
-    status, _, err = run(capsys, "train-extractor", "--manifest", manifest, "--extractor", "tiny",
-                         "--config", config_file(tmp_path / "c.yaml", config), "--out", tmp_path / "ext")
+    status, _, err = run(
+        capsys,
+        "train-extractor",
+        "--manifest",
+        manifest,
+        "--extractor",
+        "tiny",
+        "--config",
+        config_file(tmp_path / "c.yaml", config),
+        "--out",
+        tmp_path / "ext",
+    )
     assert_sentence(status, err, "train-extractor", "extractors.tiny.train.epochs=0 is out of range")
     assert not (tmp_path / "ext").exists()
 
@@ -476,26 +563,51 @@ def test_bad_extractor_config_is_one_sentence(extractor_files, tmp_path, capsys)
 # --------------------------------------------------------------------------------------- metrics in `havana table`
 
 
-TABLE_CONFIG = {"seeds": [0], "active_datasets": ["market1501"], "heads": {"rows": {"havana": {}}},
-                "extractors": {"bot_r18": {"arch": "resnet18"}},
-                "tables": {"table9": {"caption": "test", "columns": [{"metric": "mAP", "dataset": "market1501"}],
-                                      "rows": [{"label": "HAVANA", "extractor": "bot_r18", "row": "havana",
-                                                "paper": [80.0]}]}}}
+TABLE_CONFIG = {
+    "seeds": [0],
+    "active_datasets": ["market1501"],
+    "heads": {"rows": {"havana": {}}},
+    "extractors": {"bot_r18": {"arch": "resnet18"}},
+    "tables": {
+        "table9": {
+            "caption": "test",
+            "columns": [{"metric": "mAP", "dataset": "market1501"}],
+            "rows": [{"label": "HAVANA", "extractor": "bot_r18", "row": "havana", "paper": [80.0]}],
+        }
+    },
+}
 
 
-@pytest.mark.parametrize("payload,fragment", [
-    (b"\x89PNG\r\n\x1a\n\x00\x00\xff\xfe", "cannot be read (UnicodeDecodeError)"),
-    (b'{"plain": {"mAP": NaN, "R1": 0.5}, "flip": {"mAP": 0.5}}', "plain.mAP = nan, not a fraction in [0, 1]"),
-    (b'{"plain": {"mAP": 21.156, "R1": 0.5}, "flip": {"mAP": 0.5}}', "plain.mAP = 21.156, not a fraction in [0, 1]"),
-    (b'{"plain": {"mAP": "0.5"}, "flip": {"mAP": 0.5}}', "plain.mAP = '0.5', not a fraction"),
-    (b'[0.5]', "holds a list, not the mapping"),
-], ids=["binary", "nan", "percent-scale", "string", "list"])
+@pytest.mark.parametrize(
+    "payload,fragment",
+    [
+        (b"\x89PNG\r\n\x1a\n\x00\x00\xff\xfe", "cannot be read (UnicodeDecodeError)"),
+        (b'{"plain": {"mAP": NaN, "R1": 0.5}, "flip": {"mAP": 0.5}}', "plain.mAP = nan, not a fraction in [0, 1]"),
+        (
+            b'{"plain": {"mAP": 21.156, "R1": 0.5}, "flip": {"mAP": 0.5}}',
+            "plain.mAP = 21.156, not a fraction in [0, 1]",
+        ),
+        (b'{"plain": {"mAP": "0.5"}, "flip": {"mAP": 0.5}}', "plain.mAP = '0.5', not a fraction"),
+        (b"[0.5]", "holds a list, not the mapping"),
+    ],
+    ids=["binary", "nan", "percent-scale", "string", "list"],
+)
 def test_table_refuses_metrics_that_are_not_fractions(tmp_path, capsys, payload, fragment):
     metrics = tmp_path / "results" / "market1501" / "metrics" / "bot_r18" / "havana" / "seed0.json"
     metrics.parent.mkdir(parents=True)
     metrics.write_bytes(payload)
-    status, _, err = run(capsys, "table", "--config", config_file(tmp_path / "c.yaml", TABLE_CONFIG),
-                         "--table", "table9", "--results-dir", tmp_path / "results", "--out-prefix", tmp_path / "t9")
+    status, _, err = run(
+        capsys,
+        "table",
+        "--config",
+        config_file(tmp_path / "c.yaml", TABLE_CONFIG),
+        "--table",
+        "table9",
+        "--results-dir",
+        tmp_path / "results",
+        "--out-prefix",
+        tmp_path / "t9",
+    )
     assert_sentence(status, err, "table", str(metrics), fragment)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.yaml", "results"]  # no table, no partial file
 
@@ -523,8 +635,9 @@ def test_truncated_head_is_one_sentence(tmp_path, capsys):
     head = tmp_path / "head.pt"
     save_head(head, HavanaHead(HeadConfig(feature_dim=DIM, num_classes=6)))
     head.write_bytes(head.read_bytes()[: int(head.stat().st_size * 0.9)])  # cut short, as a full disk would
-    status, _, err = run(capsys, "evaluate", "--features", features, "--head", head, "--out", tmp_path / "m.json",
-                         "--device", "cpu")
+    status, _, err = run(
+        capsys, "evaluate", "--features", features, "--head", head, "--out", tmp_path / "m.json", "--device", "cpu"
+    )
     assert_sentence(status, err, "evaluate", f"head checkpoint {head} is truncated or not a torch file")
     assert not (tmp_path / "m.json").exists()
 
@@ -533,8 +646,9 @@ def test_truncated_model_is_one_sentence(extractor_files, tmp_path, capsys):
     manifest, model = extractor_files
     cut = tmp_path / "model.pt"
     cut.write_bytes(b"")  # an empty file, as an interrupted copy leaves
-    status, _, err = run(capsys, "extract", "--manifest", manifest, "--model", cut, "--out", tmp_path / "f.h5",
-                         "--device", "cpu")
+    status, _, err = run(
+        capsys, "extract", "--manifest", manifest, "--model", cut, "--out", tmp_path / "f.h5", "--device", "cpu"
+    )
     assert_sentence(status, err, "extract", f"extractor checkpoint {cut} is truncated or not a torch file")
     assert not (tmp_path / "f.h5").exists() and leftovers(tmp_path) == []
 
@@ -543,20 +657,36 @@ def test_truncated_training_checkpoint_is_one_sentence(tmp_path, capsys):
     features = feature_file(tmp_path / "f.h5")
     (tmp_path / "head").mkdir()
     (tmp_path / "head" / "checkpoint.pt").write_bytes(b"PK\x03\x04 cut short")
-    status, _, err = run(capsys, "train-head", "--features", features, "--row", "havana", "--config",
-                         config_file(tmp_path / "c.yaml", HEAD_CONFIG), "--out", tmp_path / "head")
-    assert_sentence(status, err, "train-head", "training checkpoint", "is truncated or not a torch file",
-                    "delete it to train these heads from the start")
+    status, _, err = run(
+        capsys,
+        "train-head",
+        "--features",
+        features,
+        "--row",
+        "havana",
+        "--config",
+        config_file(tmp_path / "c.yaml", HEAD_CONFIG),
+        "--out",
+        tmp_path / "head",
+    )
+    assert_sentence(
+        status,
+        err,
+        "train-head",
+        "training checkpoint",
+        "is truncated or not a torch file",
+        "delete it to train these heads from the start",
+    )
     assert not (tmp_path / "head" / "head.pt").exists()
 
 
 def test_head_checkpoint_resumes_on_another_device(tmp_path, capsys, monkeypatch):
     import torch
 
-    from havana.checkpointing import Checkpointer
-    from havana.features import read_features
+    from havana.data.features import read_features
+    from havana.engine.train_head import HeadRun, train_heads
     from havana.models.head import HeadTrainConfig, RowConfig
-    from havana.train_head import HeadRun, train_heads
+    from havana.utils.checkpointing import Checkpointer
 
     features = read_features(feature_file(tmp_path / "f.h5"))
     row = RowConfig(beta=1.0)
@@ -569,12 +699,18 @@ def test_head_checkpoint_resumes_on_another_device(tmp_path, capsys, monkeypatch
 
     monkeypatch.setattr(Checkpointer, "save", save_then_die)
     with pytest.raises(SystemExit):
-        train_heads(features, row, HeadTrainConfig(epochs=2, p=3, k=2, lr=1e-3, device="cpu", checkpoint_minutes=0),
-                    [run_spec], torch.device("cpu"))
+        train_heads(
+            features,
+            row,
+            HeadTrainConfig(epochs=2, p=3, k=2, lr=1e-3, device="cpu", checkpoint_minutes=0),
+            [run_spec],
+            torch.device("cpu"),
+        )
     monkeypatch.setattr(Checkpointer, "save", save)
     history = (tmp_path / "head" / "history.csv").read_text().splitlines()
-    train_heads(features, row, HeadTrainConfig(epochs=2, p=3, k=2, lr=1e-3, device="auto"), [run_spec],
-                torch.device("cpu"))  # resumes at epoch 2 instead of refusing "a different configuration"
+    train_heads(
+        features, row, HeadTrainConfig(epochs=2, p=3, k=2, lr=1e-3, device="auto"), [run_spec], torch.device("cpu")
+    )  # resumes at epoch 2 instead of refusing "a different configuration"
     resumed = (tmp_path / "head" / "history.csv").read_text().splitlines()
     assert len(resumed) == 3 and resumed[1] == history[1]  # epoch 1 kept as is
 
@@ -587,9 +723,21 @@ def test_damaged_mlflow_store_is_one_sentence(tmp_path, capsys):
     database = tmp_path / "mlflow.db"
     database.write_bytes(b"this is not an SQLite database, but a file that took its name\n" * 100)
     before = digest(database)
-    status, _, err = run(capsys, "evaluate", "--features", features, "--out", tmp_path / "m.json", "--device", "cpu",
-                         "--tracking-uri", f"sqlite:///{database}")
-    assert_sentence(status, err, "evaluate", f"MLflow store sqlite:///{database} cannot be opened", "move the file away")
+    status, _, err = run(
+        capsys,
+        "evaluate",
+        "--features",
+        features,
+        "--out",
+        tmp_path / "m.json",
+        "--device",
+        "cpu",
+        "--tracking-uri",
+        f"sqlite:///{database}",
+    )
+    assert_sentence(
+        status, err, "evaluate", f"MLflow store sqlite:///{database} cannot be opened", "move the file away"
+    )
     assert digest(database) == before and not (tmp_path / "m.json").exists()
 
 
@@ -598,13 +746,22 @@ def test_store_locked_past_every_retry_is_one_sentence(tmp_path):
     attempt waits MLflow's 20 s busy timeout, too slow for a unit test; the lock and its error text are the same)."""
     import sqlite3
 
-    from havana import tracking
     from havana.errors import HavanaError
+    from havana.utils import tracking
 
     database = tmp_path / "mlflow.db"
-    holder = subprocess.Popen([sys.executable, "-c", "import sqlite3, sys, time; c = sqlite3.connect(sys.argv[1], "
-                               "isolation_level=None); c.execute('BEGIN EXCLUSIVE'); print('locked', flush=True); "
-                               "time.sleep(60)", str(database)], stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sqlite3, sys, time; c = sqlite3.connect(sys.argv[1], "
+            "isolation_level=None); c.execute('BEGIN EXCLUSIVE'); print('locked', flush=True); "
+            "time.sleep(60)",
+            str(database),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     attempts = []
 
     def write():
@@ -630,9 +787,14 @@ def test_prepare_rule_quotes_an_archive_path_with_a_space(tmp_path):
     fabricate.fabricate_market1501(tmp_path / "src")
     (tmp_path / "my archives").mkdir()
     archive = fabricate.make_zip(tmp_path / "src", tmp_path / "my archives" / "Market 1501.zip")
-    overlay = config_file(tmp_path / "overlay.yaml", {
-        "active_datasets": ["market1501"], "tracking_uri": None,
-        "datasets": {"market1501": {"archive": str(archive), "url": None, "sha256": None}}})
+    overlay = config_file(
+        tmp_path / "overlay.yaml",
+        {
+            "active_datasets": ["market1501"],
+            "tracking_uri": None,
+            "datasets": {"market1501": {"archive": str(archive), "url": None, "sha256": None}},
+        },
+    )
     result = snakemake(tmp_path, "resources/market1501/manifest.csv", "--cores", "1", configfile=overlay)
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     assert (tmp_path / "resources" / "market1501" / "manifest.csv").read_text().count("\n") == 11
@@ -644,8 +806,18 @@ def test_prepare_rule_quotes_an_archive_path_with_a_space(tmp_path):
 def test_config_file_that_is_binary_is_one_sentence(tmp_path, capsys):
     features = feature_file(tmp_path / "f.h5")
     (tmp_path / "c.yaml").write_bytes(b"\x00\xff\xfe not text")
-    status, _, err = run(capsys, "evaluate", "--features", features, "--config", tmp_path / "c.yaml",
-                         "--out", tmp_path / "m.json", "--device", "cpu")
+    status, _, err = run(
+        capsys,
+        "evaluate",
+        "--features",
+        features,
+        "--config",
+        tmp_path / "c.yaml",
+        "--out",
+        tmp_path / "m.json",
+        "--device",
+        "cpu",
+    )
     assert_sentence(status, err, "evaluate", "is not valid YAML (UnicodeDecodeError)")
     assert not (tmp_path / "m.json").exists()
 

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from havana import atomic, provenance
 from havana.cli import main
 from havana.config import from_mapping, load_yaml, section
 from havana.errors import HavanaError
+from havana.utils import atomic, provenance
 
 
 def test_atomic_path_renames_on_success_and_leaves_nothing_on_error(tmp_path: Path) -> None:

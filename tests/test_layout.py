@@ -1,6 +1,6 @@
-"""havana/layout.py is the one declaration of paths and reads: moving a path template moves every rule and every
-reader together, each report rule's inputs are exactly what the library reads, each job's config file holds exactly
-the sections it reads, and the schema agrees with the dataclasses it documents."""
+"""havana/layout.py and havana/dag/jobs.py are the one declaration of paths and reads: moving a path template moves
+every rule and every reader together, each report rule's inputs are exactly what the library reads, each job's config
+file holds exactly the sections it reads, and the schema agrees with the dataclasses it documents."""
 
 from __future__ import annotations
 
@@ -18,10 +18,12 @@ import yaml
 
 from havana import layout
 from havana.cli import main
+from havana.config import load_yaml
+from havana.dag import jobs
 from havana.data.synthetic import SynthConfig
 from havana.errors import HavanaError
-from havana.evaluation import EvaluationConfig
-from havana.report import figures, summary, tables
+from havana.evaluation.rank import EvaluationConfig
+from havana.report import figures, model, tables
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "config" / "demo.yaml"
@@ -34,9 +36,11 @@ layout.RESULTS.update(json.loads(sys.argv[1]))
 from snakemake.cli import main
 main(sys.argv[2:])
 """
-MOVED = {"metrics": "{dataset}/scores/{extractor}/{row}-s{seed}.json",
-         "head_dir": "{dataset}/trained/{row}/{extractor}/s{seed}",
-         "features": "{dataset}/embedded/{extractor}.h5"}
+MOVED = {
+    "metrics": "{dataset}/scores/{extractor}/{row}-s{seed}.json",
+    "head_dir": "{dataset}/trained/{row}/{extractor}/s{seed}",
+    "features": "{dataset}/embedded/{extractor}.h5",
+}
 
 
 def dry_run_jobs(output: str) -> dict[str, list[tuple[set[str], set[str]]]]:
@@ -46,8 +50,10 @@ def dry_run_jobs(output: str) -> dict[str, list[tuple[set[str], set[str]]]]:
         head = re.match(r"(?:local)?rule (\w+):", block)
         if not head:
             continue
-        fields = {key: {path.strip() for path in value.split(",")}
-                  for key, value in re.findall(r"^\s+(input|output): (.+)$", block, flags=re.MULTILINE)}
+        fields = {
+            key: {path.strip() for path in value.split(",")}
+            for key, value in re.findall(r"^\s+(input|output): (.+)$", block, flags=re.MULTILINE)
+        }
         jobs.setdefault(head.group(1), []).append((fields.get("input", set()), fields.get("output", set())))
     return jobs
 
@@ -57,15 +63,32 @@ def moved_dry_run(tmp_path_factory) -> dict[str, list[tuple[set[str], set[str]]]
     """The demo's dry run with MOVED templates."""
     workdir = tmp_path_factory.mktemp("moved")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-    result = subprocess.run([sys.executable, "-c", PATCHED_SNAKEMAKE, json.dumps(MOVED), "all", "-n",
-                             "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
-                             "--configfile", str(DEMO)], capture_output=True, text=True, timeout=300, env=env)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            PATCHED_SNAKEMAKE,
+            json.dumps(MOVED),
+            "all",
+            "-n",
+            "--snakefile",
+            str(REPO / "Snakefile"),
+            "--directory",
+            str(workdir),
+            "--configfile",
+            str(DEMO),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return dry_run_jobs(result.stdout + result.stderr)
 
 
 def demo_config() -> dict:
-    return yaml.safe_load(DEMO.read_text())
+    return load_yaml(DEMO)
 
 
 def test_moving_a_template_moves_every_rule_and_every_reader(moved_dry_run, monkeypatch, tmp_path) -> None:
@@ -76,9 +99,9 @@ def test_moving_a_template_moves_every_rule_and_every_reader(moved_dry_run, monk
     assert any("/scores/" in path for path in outputs) and not any("/metrics/" in path for path in outputs)
     assert any("/trained/" in path for path in outputs) and not any("/heads/" in path for path in outputs)
     # Each report rule's inputs are exactly the library's reads, and some job produces every one of them.
-    declared = {name: layout.table_reads(config, name) for name in layout.table_names(config)}
-    declared["reproduction_summary"] = layout.summary_reads(config)
-    declared |= {name: layout.figure_reads(config, name) for name in layout.figure_names(config)}
+    declared = {name: jobs.table_reads(config, name) for name in layout.table_names(config)}
+    declared["reproduction_summary"] = jobs.summary_reads(config)
+    declared |= {name: jobs.figure_reads(config, name) for name in jobs.figure_names(config)}
     for rule, reads in declared.items():
         [(inputs, _)] = moved_dry_run[rule]
         assert inputs == set(reads) and inputs <= outputs, rule
@@ -87,20 +110,21 @@ def test_moving_a_template_moves_every_rule_and_every_reader(moved_dry_run, monk
     for path in declared["table3"]:
         assert "/scores/" in path
         (root / path).parent.mkdir(parents=True, exist_ok=True)
-        (root / path).write_text(json.dumps({"plain": {m: 0.5 for m in tables.METRICS},
-                                             "flip": {m: 0.6 for m in tables.METRICS}}))
+        (root / path).write_text(
+            json.dumps({"plain": {m: 0.5 for m in model.METRICS}, "flip": {m: 0.6 for m in model.METRICS}})
+        )
     moved = layout.Layout(str(root / config["results_dir"]), str(root / config["resources_dir"]))
-    model = tables.write_table(config, "table3", tmp_path / "table3", moved)
-    assert all(cell.mean == 50.0 for row in model.rows for cell in row.cells)
+    table = tables.write_table(config, "table3", tmp_path / "table3", moved)
+    assert all(cell.mean == 50.0 for row in table.rows for cell in row.cells)
 
 
 def test_a_missing_metrics_file_fails_the_table_job_with_a_sentence_naming_it(tmp_path, capsys) -> None:
     config = demo_config()
     config["results_dir"] = str(tmp_path / "results")
-    reads = layout.table_reads(config, "table4")
+    reads = jobs.table_reads(config, "table4")
     for path in reads[1:]:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(json.dumps({"plain": {m: 0.5 for m in tables.METRICS}}))
+        Path(path).write_text(json.dumps({"plain": {m: 0.5 for m in model.METRICS}}))
     config_path = tmp_path / "config.yaml"
     config_path.write_text(yaml.safe_dump(config, allow_unicode=True))
     prefix = tmp_path / "tables" / "table4"
@@ -115,23 +139,38 @@ def test_each_job_config_holds_exactly_what_the_job_reads() -> None:
     config = demo_config()
 
     def subset(job, **wildcards):
-        return layout.config_subset(config, layout.job_sections(config, job, **wildcards))
+        return jobs.config_subset(config, jobs.job_sections(config, job, **wildcards))
 
     head = subset("train_head", dataset="synthetic", extractor="bot_r18", row="havana", seed=0)
-    assert head == {"heads": {"train": config["heads"]["train"], "rows": {"havana": config["heads"]["rows"]["havana"]},
-                              "beta_by_dataset": {"synthetic": config["heads"]["beta_by_dataset"]["synthetic"]}}}
+    assert head == {
+        "heads": {
+            "train": config["heads"]["train"],
+            "rows": {"havana": config["heads"]["rows"]["havana"]},
+            "beta_by_dataset": {"synthetic": config["heads"]["beta_by_dataset"]["synthetic"]},
+        }
+    }
     # The evaluation metric is the evaluate job's: changing it reruns evaluations, not head training.
     changed = {**config, "evaluation": {**config["evaluation"], "metric": "euclidean"}}
-    assert layout.config_subset(changed, layout.job_sections(changed, "train_head", dataset="synthetic",
-                                                             extractor="bot_r18", row="havana")) == head
-    assert subset("evaluate") != layout.config_subset(changed, layout.job_sections(changed, "evaluate"))
+    assert (
+        jobs.config_subset(
+            changed, jobs.job_sections(changed, "train_head", dataset="synthetic", extractor="bot_r18", row="havana")
+        )
+        == head
+    )
+    assert subset("evaluate") != jobs.config_subset(changed, jobs.job_sections(changed, "evaluate"))
     # Another row's settings do not touch this head's digest.
     other = json.loads(json.dumps(config))
     other["heads"]["rows"]["vnae"]["alpha"] = 0.9
-    assert layout.config_subset(other, layout.job_sections(other, "train_head", dataset="synthetic",
-                                                            extractor="bot_r18", row="havana")) == head
+    assert (
+        jobs.config_subset(
+            other, jobs.job_sections(other, "train_head", dataset="synthetic", extractor="bot_r18", row="havana")
+        )
+        == head
+    )
     assert subset("evaluate") == {"evaluation": config["evaluation"]}
-    assert subset("train_extractor", extractor="bot_r34") == {"extractors": {"bot_r34": config["extractors"]["bot_r34"]}}
+    assert subset("train_extractor", extractor="bot_r34") == {
+        "extractors": {"bot_r34": config["extractors"]["bot_r34"]}
+    }
     fig8 = subset("figure", name="fig8")
     assert set(fig8["heads"]["rows"]) == set(config["figures"]["fig8"]["rows"])
     assert set(fig8["extractors"]) == {"bot_r18"}
@@ -139,10 +178,10 @@ def test_each_job_config_holds_exactly_what_the_job_reads() -> None:
 
 def test_job_config_files_are_content_addressed(tmp_path) -> None:
     config = {**demo_config(), "results_dir": str(tmp_path)}
-    first = layout.write_job_config(config, "evaluate")
-    assert layout.write_job_config(config, "evaluate") == first
+    first = jobs.write_job_config(config, "evaluate")
+    assert jobs.write_job_config(config, "evaluate") == first
     assert yaml.safe_load(Path(first).read_text()) == {"evaluation": config["evaluation"]}
-    other = layout.write_job_config({**config, "evaluation": {"metric": "euclidean"}}, "evaluate")
+    other = jobs.write_job_config({**config, "evaluation": {"metric": "euclidean"}}, "evaluate")
     assert other != first and Path(first).is_file() and Path(other).is_file()
 
 
@@ -150,10 +189,11 @@ def test_figure_list_is_the_librarys_and_unknown_figures_are_refused() -> None:
     assert set(SCHEMA["properties"]["figures"]["properties"]) == set(figures.FIGURES)
     config = {**demo_config(), "figures": {"fig10": {}}}
     with pytest.raises(HavanaError, match="figures.fig10 is not a figure this pipeline draws"):
-        layout.figure_names(config)
+        jobs.figure_names(config)
 
 
 # ---------------------------------------------------------------- the schema and the dataclasses agree
+
 
 def schema_sections() -> list[tuple[str, dict, type]]:
     """(where, schema node, dataclass) of every config section that is a dataclass and that the schema spells out."""
@@ -161,10 +201,12 @@ def schema_sections() -> list[tuple[str, dict, type]]:
     sections = [
         ("datasets.*.synth", properties["datasets"]["additionalProperties"]["properties"]["synth"], SynthConfig),
         ("evaluation", properties["evaluation"], EvaluationConfig),
-        ("summary", properties["summary"], summary.SummaryConfig),
+        ("summary", properties["summary"], model.SummaryConfig),
     ]
-    sections += [(f"figures.{name}", properties["figures"]["properties"][name], figure.settings)
-                 for name, figure in figures.FIGURES.items()]
+    sections += [
+        (f"figures.{name}", properties["figures"]["properties"][name], figure.settings)
+        for name, figure in figures.FIGURES.items()
+    ]
     return sections
 
 
@@ -173,8 +215,11 @@ def test_schema_keys_required_and_defaults_match_the_dataclass(where, node, cls)
     fields = {field.name: field for field in dataclasses.fields(cls)}
     keys = set(node["properties"])
     assert keys <= set(fields), f"{where}: schema keys the dataclass lacks: {keys - set(fields)}"
-    required = {name for name, field in fields.items()
-                if field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING}
+    required = {
+        name
+        for name, field in fields.items()
+        if field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
+    }
     assert set(node.get("required", [])) == required, where
     for name in keys:
         field, schema = fields[name], node["properties"][name]
@@ -197,8 +242,10 @@ def bounds(node: dict) -> list[tuple[str, float, float]]:
     return found
 
 
-@pytest.mark.parametrize(("key", "inside", "outside"),
-                         bounds(SCHEMA["properties"]["datasets"]["additionalProperties"]["properties"]["synth"]))
+@pytest.mark.parametrize(
+    ("key", "inside", "outside"),
+    bounds(SCHEMA["properties"]["datasets"]["additionalProperties"]["properties"]["synth"]),
+)
 def test_synth_bounds_in_the_schema_are_the_renderers(key, inside, outside) -> None:
     kind = typing.get_type_hints(SynthConfig)[key]
     SynthConfig(**{key: kind(inside)}).validate()

@@ -8,9 +8,17 @@ import torch
 from scipy import integrate, stats
 
 from havana.errors import HavanaError
-from havana.losses import (batch_hard_triplet_loss, cross_entropy_label_smoothing, gaussian_js, gaussian_js_per_dim,
-                           gaussian_kl, js_bits, js_triplet_loss, pairwise_gaussian_js, pairwise_js_bits,
-                           pairwise_mean_hellinger)
+from havana.models.losses import (
+    batch_hard_triplet_loss,
+    cross_entropy_label_smoothing,
+    gaussian_js,
+    gaussian_js_per_dim,
+    gaussian_kl,
+    js_bits,
+    js_triplet_loss,
+    pairwise_js_bits,
+    pairwise_mean_hellinger,
+)
 
 LOG2 = math.log(2.0)
 
@@ -31,8 +39,14 @@ def js_numeric_1d(mu1, var1, mu2, var2):
 
 def js_numeric_2d(mu1, var1, mu2, var2, n=601):
     """JS of two 2-D diagonal normals by scipy Simpson integration on a fine grid."""
-    axes = [np.linspace(min(mu1[k] - 12 * math.sqrt(var1[k]), mu2[k] - 12 * math.sqrt(var2[k])),
-                        max(mu1[k] + 12 * math.sqrt(var1[k]), mu2[k] + 12 * math.sqrt(var2[k])), n) for k in range(2)]
+    axes = [
+        np.linspace(
+            min(mu1[k] - 12 * math.sqrt(var1[k]), mu2[k] - 12 * math.sqrt(var2[k])),
+            max(mu1[k] + 12 * math.sqrt(var1[k]), mu2[k] + 12 * math.sqrt(var2[k])),
+            n,
+        )
+        for k in range(2)
+    ]
     x, y = np.meshgrid(*axes, indexing="ij")
     lp = stats.norm.logpdf(x, mu1[0], math.sqrt(var1[0])) + stats.norm.logpdf(y, mu1[1], math.sqrt(var1[1]))
     lq = stats.norm.logpdf(x, mu2[0], math.sqrt(var2[0])) + stats.norm.logpdf(y, mu2[1], math.sqrt(var2[1]))
@@ -47,12 +61,16 @@ def test_gaussian_kl_matches_torch_distributions():
     normal = torch.distributions.Normal
     expected = torch.distributions.kl_divergence(
         torch.distributions.Independent(normal(mu1, lv1.mul(0.5).exp()), 1),
-        torch.distributions.Independent(normal(mu2, lv2.mul(0.5).exp()), 1))
+        torch.distributions.Independent(normal(mu2, lv2.mul(0.5).exp()), 1),
+    )
     torch.testing.assert_close(gaussian_kl(mu1, lv1, mu2, lv2), expected)
     standard = torch.distributions.Independent(normal(torch.zeros_like(mu2), torch.ones_like(mu2)), 1)
-    torch.testing.assert_close(gaussian_kl(mu1, lv1, torch.zeros_like(mu2), None),
-                               torch.distributions.kl_divergence(
-                                   torch.distributions.Independent(normal(mu1, lv1.mul(0.5).exp()), 1), standard))
+    torch.testing.assert_close(
+        gaussian_kl(mu1, lv1, torch.zeros_like(mu2), None),
+        torch.distributions.kl_divergence(
+            torch.distributions.Independent(normal(mu1, lv1.mul(0.5).exp()), 1), standard
+        ),
+    )
 
 
 @pytest.mark.parametrize("d", [0.0, 0.3, 1.0, 2.0, 3.5, 5.0, 8.0, 20.0])
@@ -65,7 +83,7 @@ def test_isotropic_js_matches_quadrature_within_1e4(d):
     assert abs(gaussian_js(mu1, None, mu2, None).item() - reference) < 1e-4
 
 
-# The documented accuracy (havana/losses.py docstring) of a 1-D JS with 32 nodes, by |logvar_p - logvar_q|.
+# The documented accuracy (havana/models/losses.py docstring) of a 1-D JS with 32 nodes, by |logvar_p - logvar_q|.
 ERROR_BOUNDS = [(1.0, 4e-4), (2.0, 3e-3), (3.0, 1.5e-2), (6.0, 7e-2)]
 
 
@@ -110,8 +128,14 @@ def test_general_js_matches_integration_in_2d(seed):
 
 def test_general_js_matches_monte_carlo_in_8d():
     g = torch.Generator().manual_seed(7)
-    mu1, mu2 = torch.randn(8, generator=g, dtype=torch.float64) * 0.5, torch.randn(8, generator=g, dtype=torch.float64) * 0.5
-    lv1, lv2 = torch.rand(8, generator=g, dtype=torch.float64) - 0.5, torch.rand(8, generator=g, dtype=torch.float64) - 0.5
+    mu1, mu2 = (
+        torch.randn(8, generator=g, dtype=torch.float64) * 0.5,
+        torch.randn(8, generator=g, dtype=torch.float64) * 0.5,
+    )
+    lv1, lv2 = (
+        torch.rand(8, generator=g, dtype=torch.float64) - 0.5,
+        torch.rand(8, generator=g, dtype=torch.float64) - 0.5,
+    )
     p = torch.distributions.Independent(torch.distributions.Normal(mu1, lv1.mul(0.5).exp()), 1)
     q = torch.distributions.Independent(torch.distributions.Normal(mu2, lv2.mul(0.5).exp()), 1)
     halves = []
@@ -132,8 +156,13 @@ def test_mean_dim_reading_is_the_mean_of_one_dimensional_js_in_bits():
     per_dim = [js_numeric_1d(mu1[k], math.exp(lv1[k]), mu2[k], math.exp(lv2[k])) / LOG2 for k in range(3)]
     t = [torch.tensor(v, dtype=torch.float64) for v in (mu1, lv1, mu2, lv2)]
     assert abs(js_bits(*t).item() - np.mean(per_dim)) < 3e-3
-    assert abs(js_bits(t[0], None, t[2], None).item()
-               - np.mean([js_numeric_1d(mu1[k], 1.0, mu2[k], 1.0) / LOG2 for k in range(3)])) < 1e-4
+    assert (
+        abs(
+            js_bits(t[0], None, t[2], None).item()
+            - np.mean([js_numeric_1d(mu1[k], 1.0, mu2[k], 1.0) / LOG2 for k in range(3)])
+        )
+        < 1e-4
+    )
     one = [v[:1] for v in t]
     assert abs(js_bits(*one, "mean_dim").item() - js_bits(*one, "joint").item()) < 1e-9  # the same in 1-D
     with pytest.raises(HavanaError, match="unknown JS divergence"):
@@ -156,8 +185,11 @@ def test_js_triplet_trains_at_paper_scale():
     mu, pids = bnneck_batch()
     distances = torch.cdist(mu, mu)
     same = pids[:, None] == pids[None]
-    print(f"Euclidean: positives {distances[same & (distances > 0)].mean():.1f}, negatives {distances[~same].mean():.1f}, "
-          f"per-dim spread {mu.std(0).mean():.2f}")
+    print(
+        f"Euclidean: positives {distances[same & (distances > 0)].mean():.1f}, "
+        f"negatives {distances[~same].mean():.1f}, "
+        f"per-dim spread {mu.std(0).mean():.2f}"
+    )
     leaf = mu.clone().requires_grad_(True)
     triplet, info = batch_hard_triplet_loss(leaf, pids, margin=0.3)
     reference = torch.autograd.grad(triplet, leaf)[0].norm().item()
@@ -168,8 +200,10 @@ def test_js_triplet_trains_at_paper_scale():
         for divergence in ("mean_dim", "joint"):
             loss, info = js_triplet_loss(leaf, logvar, pids, 0.5, divergence=divergence)
             ratio = torch.autograd.grad(loss, leaf)[0].norm().item() / reference
-            print(f"{name:13s} {divergence:8s} jst {loss.item():.4f}  ap {info['dist_ap'].item():.4f} bits  "
-                  f"an {info['dist_an'].item():.4f} bits  gradient ratio to the Euclidean triplet {ratio:.3e}")
+            print(
+                f"{name:13s} {divergence:8s} jst {loss.item():.4f}  ap {info['dist_ap'].item():.4f} bits  "
+                f"an {info['dist_an'].item():.4f} bits  gradient ratio to the Euclidean triplet {ratio:.3e}"
+            )
             if divergence == "mean_dim":
                 assert ratio >= 1e-4
                 assert 0.0 < info["dist_ap"].item() < info["dist_an"].item() < 1.0
@@ -217,8 +251,12 @@ def test_js_triplet_loss_on_a_hand_built_batch():
     pids = torch.tensor([0, 0, 1, 1])
     js = {d: js_numeric_1d(0.0, 1.0, d, 1.0) / LOG2 for d in (1.0, 2.0, 3.0, 7.0, 9.0, 10.0)}
     # anchor 0: pos d=1, hardest neg d=3; anchor 1: pos 1, neg 2; anchor 2: pos 7, neg 2; anchor 3: pos 7, neg 9.
-    per_anchor = [max(js[1.0] - js[3.0] + 0.5, 0), max(js[1.0] - js[2.0] + 0.5, 0),
-                  max(js[7.0] - js[2.0] + 0.5, 0), max(js[7.0] - js[9.0] + 0.5, 0)]
+    per_anchor = [
+        max(js[1.0] - js[3.0] + 0.5, 0),
+        max(js[1.0] - js[2.0] + 0.5, 0),
+        max(js[7.0] - js[2.0] + 0.5, 0),
+        max(js[7.0] - js[9.0] + 0.5, 0),
+    ]
     loss, info = js_triplet_loss(mu, None, pids, margin=0.5)
     assert abs(loss.item() - sum(per_anchor) / 4) < 1e-4
     assert abs(info["dist_ap"].item() - (2 * js[1.0] + 2 * js[7.0]) / 4) < 1e-4
@@ -276,5 +314,6 @@ def test_cross_entropy_label_smoothing_matches_smoothed_targets():
     smooth[torch.arange(6), targets] += 0.9
     expected = -(smooth * torch.log_softmax(logits, 1)).sum(1).mean()
     torch.testing.assert_close(cross_entropy_label_smoothing(logits, targets, 0.1), expected)
-    torch.testing.assert_close(cross_entropy_label_smoothing(logits, targets, 0.0),
-                               torch.nn.functional.cross_entropy(logits, targets))
+    torch.testing.assert_close(
+        cross_entropy_label_smoothing(logits, targets, 0.0), torch.nn.functional.cross_entropy(logits, targets)
+    )

@@ -48,8 +48,24 @@ def test_the_rules_environment_is_environment_yml_installing_this_checkout_by_pa
 
     requirements = tmp_path / "condaenv.requirements.txt"  # what conda writes beside the copied environment file
     requirements.write_text("\n".join(jobs["dependencies"][-1]["pip"]) + "\n")
-    command = [sys.executable, "-m", "pip", "install", "--dry-run", "--no-deps", "--no-build-isolation", "--no-index",
-               "-r", str(requirements)]
-    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120,
-                            env={**os.environ, "HAVANA_SOURCE": str(ROOT)})
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "install",
+        "--dry-run",
+        "--no-deps",
+        "--no-build-isolation",
+        "--no-index",
+        "-r",
+        str(requirements),
+    ]
+    result = subprocess.run(
+        command,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "HAVANA_SOURCE": str(ROOT)},
+    )
     assert result.returncode == 0 and "Would install havana-" in result.stdout, result.stdout + result.stderr

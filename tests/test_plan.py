@@ -12,16 +12,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
 
-from havana import costs, plan
 from havana.cli import main
+from havana.config import load_yaml
+from havana.dag import costs, plan
+from havana.data.features import FeatureSplit, write_features
 from havana.data.sampler import PKSampler
-from havana.extractor_config import ExtractorConfig
-from havana.features import FeatureSplit, write_features
+from havana.engine.train_head import StackedHeads, StackedOptimizer
 from havana.models.extractor import build_extractor, save_extractor
+from havana.models.extractor_config import ExtractorConfig
 from havana.models.head import HeadTrainConfig, RowConfig, build_head, save_head
-from havana.train_head import StackedHeads, StackedOptimizer
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
@@ -32,11 +32,25 @@ SIGMA_ROW = RowConfig(jst=True, reconx=True, klz=True, klv=True, beta=1.0)  # le
 
 def dry_run_counts(config: Path, workdir: Path) -> dict[str, int]:
     """{rule: jobs} of `snakemake all -n` under `config` (the 'Job stats' table), without the `all` rule itself."""
-    result = subprocess.run([str(SNAKEMAKE), "all", "-n", "--snakefile", str(REPO / "Snakefile"), "--directory",
-                             str(workdir), "--configfile", str(config)], capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [
+            str(SNAKEMAKE),
+            "all",
+            "-n",
+            "--snakefile",
+            str(REPO / "Snakefile"),
+            "--directory",
+            str(workdir),
+            "--configfile",
+            str(config),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     log = result.stdout + result.stderr
-    table = log[log.index("Job stats:"):]
+    table = log[log.index("Job stats:") :]
     counts = {}
     for line in table.splitlines()[3:]:
         parts = line.split()
@@ -49,14 +63,14 @@ def dry_run_counts(config: Path, workdir: Path) -> dict[str, int]:
 
 @pytest.mark.parametrize("name", sorted(CONFIGS))
 def test_job_counts_equal_the_snakemake_dry_run(name, tmp_path):
-    config = yaml.safe_load(CONFIGS[name].read_text())
+    config = load_yaml(CONFIGS[name])
     jobs = plan.planned_jobs(config)
     planned = collections.Counter(job.stage for stage in jobs.values() for job in stage)
     assert dict(planned) == dry_run_counts(CONFIGS[name], tmp_path)
 
 
 def test_synthetic_sizes_are_the_render_plans():
-    config = yaml.safe_load(CONFIGS["demo"].read_text())
+    config = load_yaml(CONFIGS["demo"])
     sizes = plan.split_sizes(config, "synthetic")
     # 80 ids x 8 images: half the ids train; the test images get 5% distractors on top, and their 5% junk is dropped
     assert sizes["train"] == (40, 320)
@@ -67,17 +81,24 @@ def _paths(count: int, split: str) -> list[str]:
     return [f"Synthetic-ReID/bounding_box_{split}/{i:04d}_c1s1_{i:06d}_01.jpg" for i in range(count)]
 
 
-@pytest.mark.parametrize("sizes,views,dim", [
-    ({"train": (40, 320), "query": (40, 64), "gallery": (41, 272)}, 2, 512),  # the demo's files
-    ({"train": (100, 700), "query": (50, 300), "gallery": (60, 900)}, 1, 2048),  # paper width
-])
+@pytest.mark.parametrize(
+    "sizes,views,dim",
+    [
+        ({"train": (40, 320), "query": (40, 64), "gallery": (41, 272)}, 2, 512),  # the demo's files
+        ({"train": (100, 700), "query": (50, 300), "gallery": (60, 900)}, 1, 2048),  # paper width
+    ],
+)
 def test_feature_file_estimate_matches_the_real_writer(tmp_path, sizes, views, dim):
     rng = np.random.default_rng(0)
     splits = {}
     for split, (_, rows) in sizes.items():
         split_views = views if split == "train" else 2
-        splits[split] = FeatureSplit(rng.standard_normal((rows, split_views, dim), dtype=np.float32),
-                                     np.arange(rows), np.zeros(rows, dtype=np.int64), _paths(rows, split))
+        splits[split] = FeatureSplit(
+            rng.standard_normal((rows, split_views, dim), dtype=np.float32),
+            np.arange(rows),
+            np.zeros(rows, dtype=np.int64),
+            _paths(rows, split),
+        )
     path = tmp_path / "features.h5"
     write_features(path, splits, {"dataset": "synthetic", "extractor": "bot_r18", "views": views})
     assert plan.features_bytes(sizes, views, dim) == pytest.approx(path.stat().st_size, rel=0.05)
@@ -92,13 +113,23 @@ def test_head_and_checkpoint_estimates_match_the_real_files(tmp_path, dim, ids, 
     stack = StackedHeads([build_head(dim, ids, row, train) for _ in range(heads)], row, train.label_smoothing)
     save_head(tmp_path / "head.pt", stack.head(0))
     optimizer = StackedOptimizer(stack.params, train)
-    torch.save({"params": stack.params, "optimizer": optimizer.state_dict(), "epoch": 1, "within": None,
-                "histories": [[] for _ in range(heads)], "fingerprint": "0" * 64}, tmp_path / "checkpoint.pt")
+    torch.save(
+        {
+            "params": stack.params,
+            "optimizer": optimizer.state_dict(),
+            "epoch": 1,
+            "within": None,
+            "histories": [[] for _ in range(heads)],
+            "fingerprint": "0" * 64,
+        },
+        tmp_path / "checkpoint.pt",
+    )
     with torch.device("meta"):
         shaped = build_head(dim, ids, row, train)
     assert plan.state_bytes(shaped) == pytest.approx((tmp_path / "head.pt").stat().st_size, rel=0.05)
-    assert heads * plan.adam_checkpoint_bytes(shaped) == pytest.approx((tmp_path / "checkpoint.pt").stat().st_size,
-                                                                       rel=0.05)
+    assert heads * plan.adam_checkpoint_bytes(shaped) == pytest.approx(
+        (tmp_path / "checkpoint.pt").stat().st_size, rel=0.05
+    )
 
 
 def test_a_stacked_step_costs_the_heads_work_or_the_dispatch_where_longer():
@@ -154,4 +185,3 @@ def test_a_missing_config_is_one_sentence(tmp_path, capsys):
     assert main(["plan", "--config", str(tmp_path / "nope.yaml")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("havana plan: error: config file") and "Traceback" not in err
-

@@ -8,13 +8,15 @@ import io
 import re
 
 import torch
-
-from havana.progress import Progress, format_duration, progress
-from havana.train_head import HeadRun, train_heads
 from test_train_head import ROW, TRAIN, fix_query_gallery, synthetic_features
 
-LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d (?P<desc>.+?): (?P<unit>\S+) (?P<done>\d+)/(?P<total>\d+) "
-                  r"\(\d+%\) \| (?P<rest>.*)$")
+from havana.engine.train_head import HeadRun, train_heads
+from havana.utils.progress import Progress, format_duration, progress
+
+LINE = re.compile(
+    r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d (?P<desc>.+?): (?P<unit>\S+) (?P<done>\d+)/(?P<total>\d+) "
+    r"\(\d+%\) \| (?P<rest>.*)$"
+)
 
 
 def epoch_lines(err: str, desc: str) -> list[re.Match]:
@@ -60,15 +62,24 @@ def test_a_terminal_gets_a_tqdm_bar():
 
 
 def test_format_duration():
-    assert format_duration(3723.4) == "1:02:03" and format_duration(float("nan")) == "?" and format_duration(59.6) == "0:01:00"
+    assert (
+        format_duration(3723.4) == "1:02:03"
+        and format_duration(float("nan")) == "?"
+        and format_duration(59.6) == "0:01:00"
+    )
 
 
 def test_head_training_logs_one_line_per_epoch_without_carriage_returns(tmp_path, capfd):
     torch.set_num_threads(1)
     features = fix_query_gallery(synthetic_features(train_ids=16, test_ids=6, per_id=4))
     train = dataclasses.replace(TRAIN, epochs=3, p=4, k=2)
-    train_heads(features, ROW, train, [HeadRun(tmp_path / f"seed{s}", "havana", "synthetic", seed=s) for s in (1, 2)],
-                torch.device("cpu"))  # two heads stacked in one job: one line per head and epoch
+    train_heads(
+        features,
+        ROW,
+        train,
+        [HeadRun(tmp_path / f"seed{s}", "havana", "synthetic", seed=s) for s in (1, 2)],
+        torch.device("cpu"),
+    )  # two heads stacked in one job: one line per head and epoch
     err = capfd.readouterr().err
     for seed in (1, 2):
         epochs = epoch_lines(err, f"train-head havana seed{seed}")

@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
-from havana import reranking
-from havana.errors import HavanaError
-from havana.evaluation import evaluate
-from havana.reranking import RerankConfig, k_reciprocal_distance, rerank_distance_chunks
 from reid_reference import reference_evaluate
+
+from havana.errors import HavanaError
+from havana.evaluation import reranking
+from havana.evaluation.rank import evaluate
+from havana.evaluation.reranking import RerankConfig, k_reciprocal_distance, rerank_distance_chunks
 
 
 def dense_rerank(qf: np.ndarray, gf: np.ndarray, k1: int, k2: int, lambda_value: float) -> np.ndarray:
@@ -24,7 +24,7 @@ def dense_rerank(qf: np.ndarray, gf: np.ndarray, k1: int, k2: int, lambda_value:
     rank = np.argsort(dist, axis=1, kind="stable")
 
     def reciprocal(i: int, k: int) -> np.ndarray:
-        return np.array([j for j in rank[i, :k + 1] if i in rank[j, :k + 1]])
+        return np.array([j for j in rank[i, : k + 1] if i in rank[j, : k + 1]])
 
     encodings = np.zeros((n, n))
     for i in range(n):
@@ -39,8 +39,15 @@ def dense_rerank(qf: np.ndarray, gf: np.ndarray, k1: int, k2: int, lambda_value:
         encodings[i, members] = weight / weight.sum()
     if k2 != 1:
         encodings = np.stack([encodings[rank[i, :k2]].mean(axis=0) for i in range(n)])
-    jaccard = np.array([[1 - np.minimum(encodings[i], encodings[j]).sum() / np.maximum(encodings[i], encodings[j]).sum()
-                         for j in range(n)] for i in range(num_query)])
+    jaccard = np.array(
+        [
+            [
+                1 - np.minimum(encodings[i], encodings[j]).sum() / np.maximum(encodings[i], encodings[j]).sum()
+                for j in range(n)
+            ]
+            for i in range(num_query)
+        ]
+    )
     return ((1 - lambda_value) * jaccard + lambda_value * dist[:num_query])[:, num_query:]
 
 
@@ -91,7 +98,8 @@ def test_evaluate_with_rerank_drops_junk_before_the_neighbour_graph():
     assert got["cmc"] == want["cmc"]
     with_junk = dense_rerank(qf, gf, 20, 6, 0.3)  # the old behaviour: junk inside the graph changes the metrics
     assert reference_evaluate(with_junk, q_pids, g_pids, q_camids, g_camids, max_rank=10)["mAP"] != pytest.approx(
-        want["mAP"], abs=1e-6)
+        want["mAP"], abs=1e-6
+    )
 
 
 @pytest.mark.parametrize("bad", [dict(k1=0), dict(k2=0), dict(k1=3, k2=5), dict(lambda_value=1.5)])

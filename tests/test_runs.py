@@ -6,27 +6,34 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 
 from havana import cli
-from havana.features import FeatureSplit, write_features
+from havana.data.features import FeatureSplit, write_features
 from havana.report.runs import RunRecord, render_comparison, view_state
 
 CONFIG = {
     "seeds": [0, 1],
-    "heads": {"train": {"epochs": 2, "p": 4, "k": 2, "lr": 1e-3, "device": "cpu"}, "beta_by_dataset": {"synthetic": 1.0},
-              "rows": {"havana": {"jst": True, "reconx": True, "klz": True, "reconz": True, "klv": True,
-                                  "constraint": True}}},
+    "heads": {
+        "train": {"epochs": 2, "p": 4, "k": 2, "lr": 1e-3, "device": "cpu"},
+        "beta_by_dataset": {"synthetic": 1.0},
+        "rows": {"havana": {"jst": True, "reconx": True, "klz": True, "reconz": True, "klv": True, "constraint": True}},
+    },
     "evaluation": {"metric": "euclidean"},
     "extractors": {"bot_r18": {"arch": "resnet18"}},
-    "tables": {"table3": {"caption": "Ablation.", "columns": [{"metric": "mAP", "dataset": "synthetic"},
-                                                              {"metric": "R1", "dataset": "synthetic"}],
-                          "rows": [{"label": "Baseline", "extractor": "bot_r18", "row": "baseline", "paper": [80.0, 90.0]},
-                                   {"label": "V+J+H+C", "extractor": "bot_r18", "row": "havana", "paper": [86.9, 94.4]}]}},
+    "tables": {
+        "table3": {
+            "caption": "Ablation.",
+            "columns": [{"metric": "mAP", "dataset": "synthetic"}, {"metric": "R1", "dataset": "synthetic"}],
+            "rows": [
+                {"label": "Baseline", "extractor": "bot_r18", "row": "baseline", "paper": [80.0, 90.0]},
+                {"label": "V+J+H+C", "extractor": "bot_r18", "row": "havana", "paper": [86.9, 94.4]},
+            ],
+        }
+    },
 }
 
 
@@ -34,8 +41,12 @@ def split(rng: np.random.Generator, ids: int, per_id: int, first: int) -> Featur
     pids = np.repeat(np.arange(first, first + ids), per_id)
     centres = rng.normal(size=(ids, 8))
     features = centres[pids - first][:, None, :] + 0.5 * rng.normal(size=(len(pids), 2, 8))
-    return FeatureSplit(features.astype(np.float32), pids, np.tile(np.arange(per_id) % 2, ids),
-                        [f"{first}_{i}.jpg" for i in range(len(pids))])
+    return FeatureSplit(
+        features.astype(np.float32),
+        pids,
+        np.tile(np.arange(per_id) % 2, ids),
+        [f"{first}_{i}.jpg" for i in range(len(pids))],
+    )
 
 
 def havana(monkeypatch, *argv: str) -> None:
@@ -50,19 +61,52 @@ def store(tmp_path_factory):
     monkeypatch = pytest.MonkeyPatch()
     rng = np.random.default_rng(0)
     features = tmp / "synthetic" / "features" / "bot_r18.h5"
-    write_features(features, {"train": split(rng, 8, 4, 1), "query": split(rng, 5, 2, 100),
-                              "gallery": split(rng, 5, 4, 100)}, {"dataset": "synthetic", "extractor": "bot_r18"})
+    write_features(
+        features,
+        {"train": split(rng, 8, 4, 1), "query": split(rng, 5, 2, 100), "gallery": split(rng, 5, 4, 100)},
+        {"dataset": "synthetic", "extractor": "bot_r18"},
+    )
     config = tmp / "config.yaml"
     config.write_text(yaml.safe_dump(CONFIG))
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
     for seed in (0, 1):
         head = tmp / "synthetic" / "heads" / "bot_r18" / "havana" / f"seed{seed}"
-        havana(monkeypatch, "train-head", "--features", str(features), "--row", "havana", "--config", str(config),
-               "--out", str(head), "--seed", str(seed), "--tracking-uri", uri)
+        havana(
+            monkeypatch,
+            "train-head",
+            "--features",
+            str(features),
+            "--row",
+            "havana",
+            "--config",
+            str(config),
+            "--out",
+            str(head),
+            "--seed",
+            str(seed),
+            "--tracking-uri",
+            uri,
+        )
         for row, extra in (("havana", ["--head", str(head / "head.pt")]), ("baseline", [])):
-            havana(monkeypatch, "evaluate", "--features", str(features), *extra, "--config", str(config), "--out",
-                   str(tmp / "synthetic" / "metrics" / "bot_r18" / row / f"seed{seed}.json"), "--row", row,
-                   "--seed", str(seed), "--device", "cpu", "--tracking-uri", uri)
+            havana(
+                monkeypatch,
+                "evaluate",
+                "--features",
+                str(features),
+                *extra,
+                "--config",
+                str(config),
+                "--out",
+                str(tmp / "synthetic" / "metrics" / "bot_r18" / row / f"seed{seed}.json"),
+                "--row",
+                row,
+                "--seed",
+                str(seed),
+                "--device",
+                "cpu",
+                "--tracking-uri",
+                uri,
+            )
     monkeypatch.undo()
     return tmp, uri
 
@@ -75,14 +119,22 @@ def test_every_head_run_holds_its_tags_switches_and_evaluation_metrics(store):
     experiment = client.get_experiment_by_name("synthetic")
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"  # the UI opens the runs table
     runs = {run.info.run_name: run for run in client.search_runs([experiment.experiment_id])}
-    assert sorted(runs) == ["baseline seed0 · bot_r18 · synthetic", "baseline seed1 · bot_r18 · synthetic",
-                            "havana seed0 · bot_r18 · synthetic", "havana seed1 · bot_r18 · synthetic"]
+    assert sorted(runs) == [
+        "baseline seed0 · bot_r18 · synthetic",
+        "baseline seed1 · bot_r18 · synthetic",
+        "havana seed0 · bot_r18 · synthetic",
+        "havana seed1 · bot_r18 · synthetic",
+    ]
     for seed in (0, 1):
         for row, rule in (("havana", "train_head"), ("baseline", "evaluate")):
             run = runs[f"{row} seed{seed} · bot_r18 · synthetic"]
             tags = run.data.tags
-            assert {k: tags[k] for k in ("dataset", "extractor", "row", "seed")} == \
-                {"dataset": "synthetic", "extractor": "bot_r18", "row": row, "seed": str(seed)}
+            assert {k: tags[k] for k in ("dataset", "extractor", "row", "seed")} == {
+                "dataset": "synthetic",
+                "extractor": "bot_r18",
+                "row": row,
+                "seed": str(seed),
+            }
             assert tags["table_cells"] == ("table3:V+J+H+C" if row == "havana" else "table3:Baseline")
             assert tags["rule"] == rule and tags["mlflow.project.entryPoint"] == rule
             assert tags["mlflow.source.name"] == f"havana {rule.replace('_', '-')}"
@@ -93,20 +145,34 @@ def test_every_head_run_holds_its_tags_switches_and_evaluation_metrics(store):
                 assert run.data.metrics[f"flip_{key}"] == pytest.approx(written["flip"][key])
         head_run = runs[f"havana seed{seed} · bot_r18 · synthetic"]
         assert head_run.data.params["row.jst"] == "True" and head_run.data.tags["eval.metric"] == "euclidean"
-        assert "evaluation/seed%d.json" % seed in [a.path for a in client.list_artifacts(head_run.info.run_id, "evaluation")]
+        assert f"evaluation/seed{seed}.json" in [
+            a.path for a in client.list_artifacts(head_run.info.run_id, "evaluation")
+        ]
 
 
 def test_havana_runs_prints_rows_by_seeds_with_switches_and_metrics(store, capsys):
     tmp, uri = store
-    assert cli.main(["runs", "--tracking-uri", uri, "--experiment", "synthetic", "--table", "table3",
-                     "--metrics", "mAP", "R1"]) == 0
+    assert (
+        cli.main(
+            ["runs", "--tracking-uri", uri, "--experiment", "synthetic", "--table", "table3", "--metrics", "mAP", "R1"]
+        )
+        == 0
+    )
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == ["row", "seed", "extractor", "switches", "weights", "mAP", "R1"]
     body = [line.split() for line in lines[2:]]
-    assert [cells[:2] for cells in body] == [["baseline", "0"], ["baseline", "1"], ["baseline", "mean"],
-                                             ["havana", "0"], ["havana", "1"], ["havana", "mean"]]
-    maps = [json.loads((tmp / "synthetic" / "metrics" / "bot_r18" / "havana" / f"seed{s}.json").read_text())["plain"]["mAP"]
-            for s in (0, 1)]
+    assert [cells[:2] for cells in body] == [
+        ["baseline", "0"],
+        ["baseline", "1"],
+        ["baseline", "mean"],
+        ["havana", "0"],
+        ["havana", "1"],
+        ["havana", "mean"],
+    ]
+    maps = [
+        json.loads((tmp / "synthetic" / "metrics" / "bot_r18" / "havana" / f"seed{s}.json").read_text())["plain"]["mAP"]
+        for s in (0, 1)
+    ]
     assert body[3][-2] == f"{100 * maps[0]:.1f}" and body[4][-2] == f"{100 * maps[1]:.1f}"
     assert "cls+jst+reconx+klz+reconz+klv" in lines[5] and " C " in lines[5] and "α=0.2" in lines[5]
     assert f"{100 * np.mean(maps):.1f} ± {100 * np.std(maps, ddof=1):.1f}" in lines[7]
@@ -116,9 +182,20 @@ def test_havana_runs_prints_rows_by_seeds_with_switches_and_metrics(store, capsy
 
 
 def test_comparison_of_hand_made_records():
-    records = [RunRecord("a", "", "ds", "ex", "row", str(seed), "", {"row.cls": "True", "row.klv": "False",
-                                                                    "row.alpha": "0.2"}, {"mAP": value})
-               for seed, value in ((0, 0.5), (1, 0.7))]
+    records = [
+        RunRecord(
+            "a",
+            "",
+            "ds",
+            "ex",
+            "row",
+            str(seed),
+            "",
+            {"row.cls": "True", "row.klv": "False", "row.alpha": "0.2"},
+            {"mAP": value},
+        )
+        for seed, value in ((0, 0.5), (1, 0.7))
+    ]
     text = render_comparison(records, ["mAP", "R1"])
     assert "cls  " in text and "α=0.2" in text and "60.0 ± 14.1" in text and "n/a" in text
 
@@ -132,13 +209,19 @@ def test_havana_runs_saves_a_view_of_the_ui_that_selects_exactly_the_tables_runs
     from havana.report.runs import VIEW_TAG, read_runs
 
     _, uri = store
-    assert cli.main(["runs", "--tracking-uri", uri, "--experiment", "synthetic", "--table", "table3",
-                     "--metrics", "mAP", "R1"]) == 0
+    assert (
+        cli.main(
+            ["runs", "--tracking-uri", uri, "--experiment", "synthetic", "--table", "table3", "--metrics", "mAP", "R1"]
+        )
+        == 0
+    )
     client = MlflowClient(tracking_uri=uri)
     experiment = client.get_experiment_by_name("synthetic")
     state = json.loads(experiment.tags[VIEW_TAG + "havana-table3"])
-    assert f"#/experiments/{experiment.experiment_id}/runs?viewStateShareKey=havana-table3&workflowType=machine_learning" \
+    assert (
+        f"#/experiments/{experiment.experiment_id}/runs?viewStateShareKey=havana-table3&workflowType=machine_learning"
         in capsys.readouterr().err
+    )
     found = client.search_runs([experiment.experiment_id], filter_string=state["searchFilter"])
     assert sorted(run.info.run_id for run in found) == sorted(r.run_id for r in read_runs(uri, "synthetic", "table3"))
     assert len(found) == 4
@@ -149,12 +232,20 @@ def test_havana_runs_saves_a_view_of_the_ui_that_selects_exactly_the_tables_runs
 
 
 def test_view_columns_are_the_switches_that_differ_between_head_rows():
-    rows = {"vnae": {"row.jst": "False", "row.cls": "True", "row.gamma": "0.5"},
-            "jst_g0.3": {"row.jst": "True", "row.cls": "True", "row.gamma": "0.3"}}
+    rows = {
+        "vnae": {"row.jst": "False", "row.cls": "True", "row.gamma": "0.5"},
+        "jst_g0.3": {"row.jst": "True", "row.cls": "True", "row.gamma": "0.3"},
+    }
     records = [RunRecord(row, "", "ds", "ex", row, "0", "table4:x", params) for row, params in rows.items()]
     records.append(RunRecord("b", "", "ds", "ex", "baseline", "0", "table4:b", {"extraction.views": "2"}))
     state = view_state(records, "table4", ["mAP"])
-    assert state["selectedColumns"] == ["tags.`row`", "tags.`seed`", "tags.`extractor`", "params.`row.gamma`",
-                                        "params.`row.jst`", "metrics.`mAP`"]
+    assert state["selectedColumns"] == [
+        "tags.`row`",
+        "tags.`seed`",
+        "tags.`extractor`",
+        "params.`row.gamma`",
+        "params.`row.jst`",
+        "metrics.`mAP`",
+    ]
     assert state["searchFilter"] == "tags.table_cells LIKE '%table4:%'"
     assert view_state(records, None, ["mAP"])["searchFilter"] == "tags.row LIKE '%'"

@@ -1,4 +1,5 @@
-"""PKSampler guarantees: P distinct ids × K own indices per batch, every id seen each epoch, seeded per (seed, epoch)."""
+"""PKSampler guarantees: P distinct ids × K own indices per batch, every id seen each epoch, seeded per (seed,
+epoch)."""
 
 from collections import Counter
 
@@ -19,7 +20,7 @@ def _check_batch(batch, p, k):
     assert len(batch) == p * k
     assert len(per_id) == p and set(per_id.values()) == {k}
     # the K indices of one id are consecutive in the batch
-    assert all(len(set(ids[j:j + k])) == 1 for j in range(0, p * k, k))
+    assert all(len(set(ids[j : j + k])) == 1 for j in range(0, p * k, k))
 
 
 @pytest.mark.parametrize("p,k", [(4, 4), (3, 2), (13, 1), (5, 3)])

@@ -48,7 +48,7 @@ def test_layout_splits_and_protocol_invariants(tmp_path):
         same = gallery[(gallery["pid"] == query["pid"]) & (gallery["camid"] != query["camid"])]
         assert len(same) >= 1, f"query {query['path']} has no cross-camera gallery match"
     assert manifest["camid"].between(0, config.cameras - 1).all()
-    for pid, rows in by_split["train"].groupby("pid"):
+    for _, rows in by_split["train"].groupby("pid"):
         assert len(rows) == config.images_per_id and rows["camid"].nunique() >= 2
     info = json.loads((top / "synthetic.json").read_text())
     assert {k: tuple(v) for k, v in info["statistics"].items()} == datasets.split_statistics(manifest)
@@ -56,9 +56,28 @@ def test_layout_splits_and_protocol_invariants(tmp_path):
 
 
 def test_synth_then_prepare_through_the_cli(tmp_path, capsys):
-    assert main(["synth", "--out", str(tmp_path / "archives" / "synthetic"), "--ids", "6", "--images-per-id", "3",
-                 "--height", "32", "--width", "16"]) == 0
-    assert main(["prepare", "synthetic", "--root", str(tmp_path), "--archive", str(tmp_path / "archives" / "synthetic")]) == 0
+    assert (
+        main(
+            [
+                "synth",
+                "--out",
+                str(tmp_path / "archives" / "synthetic"),
+                "--ids",
+                "6",
+                "--images-per-id",
+                "3",
+                "--height",
+                "32",
+                "--width",
+                "16",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(["prepare", "synthetic", "--root", str(tmp_path), "--archive", str(tmp_path / "archives" / "synthetic")])
+        == 0
+    )
     captured = capsys.readouterr()
     assert "differs" not in captured.out + captured.err  # synthetic.json's statistics are met exactly
     manifest = datasets.read_manifest(tmp_path / "synthetic" / "manifest.csv")

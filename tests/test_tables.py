@@ -1,4 +1,5 @@
-"""Tables and the reproduction summary rendered from fabricated metrics JSONs; numbers checked against hand-computed values."""
+"""Tables and the reproduction summary rendered from fabricated metrics JSONs; numbers checked against hand-computed
+values."""
 
 from __future__ import annotations
 
@@ -14,8 +15,8 @@ import yaml
 from havana.cli import main
 from havana.errors import HavanaError
 from havana.layout import Layout
-from havana.report import summary, tables
-from havana.report.tables import Cell
+from havana.report import model, summary, tables
+from havana.report.model import Cell
 
 SEEDS = [0, 1, 2]
 LITERATURE = [
@@ -34,21 +35,36 @@ def make_config() -> dict:
         "tables": {
             "table2": {
                 "caption": "Comparison with the state of the art.",
-                "columns": [{"metric": "mAP", "dataset": "market1501"}, {"metric": "R1", "dataset": "market1501"},
-                            {"metric": "mAP", "dataset": "msmt17"}],
+                "columns": [
+                    {"metric": "mAP", "dataset": "market1501"},
+                    {"metric": "R1", "dataset": "market1501"},
+                    {"metric": "mAP", "dataset": "msmt17"},
+                ],
                 "rows": [
                     {"label": "Baseline", "extractor": "bot_r50", "row": "baseline", "paper": [85.8, 94.2, 48.2]},
                     {"label": "HAVANA", "extractor": "bot_r50", "row": "havana", "paper": [86.9, 94.4, 52.3]},
-                    {"label": "HAVANA †", "extractor": "bot_r50", "row": "havana", "flip": True,
-                     "paper": [87.4, None, 53.3]},
+                    {
+                        "label": "HAVANA †",
+                        "extractor": "bot_r50",
+                        "row": "havana",
+                        "flip": True,
+                        "paper": [87.4, None, 53.3],
+                    },
                 ],
                 "literature": LITERATURE,
             },
             "table3": {
                 "caption": "Per-row datasets.",
                 "columns": [{"metric": "mAP"}, {"metric": "R5"}],
-                "rows": [{"label": "V+J+H+C", "dataset": "market1501", "extractor": "bot_r50", "row": "havana",
-                          "paper": [86.9, 98.3]}],
+                "rows": [
+                    {
+                        "label": "V+J+H+C",
+                        "dataset": "market1501",
+                        "extractor": "bot_r50",
+                        "row": "havana",
+                        "paper": [86.9, 98.3],
+                    }
+                ],
             },
         },
         "summary": {"tolerance": 0.5},
@@ -67,11 +83,23 @@ def results(tmp_path: Path) -> Path:
     root = tmp_path / "results"
     baseline_map = [0.861, 0.865, 0.872]
     for seed, value in zip(SEEDS, baseline_map):
-        write_metrics(root, "market1501", "baseline", seed, {"mAP": value, "R1": 0.94, "R5": 0.98},
-                      {"mAP": value + 0.01, "R1": 0.95, "R5": 0.98})
+        write_metrics(
+            root,
+            "market1501",
+            "baseline",
+            seed,
+            {"mAP": value, "R1": 0.94, "R5": 0.98},
+            {"mAP": value + 0.01, "R1": 0.95, "R5": 0.98},
+        )
     for seed, (plain, flip) in enumerate([(0.870, 0.880), (0.874, 0.870), (0.872, 0.875)]):
-        write_metrics(root, "market1501", "havana", seed, {"mAP": plain, "R1": 0.945, "R5": 0.983},
-                      {"mAP": flip, "R1": 0.95, "R5": 0.985})
+        write_metrics(
+            root,
+            "market1501",
+            "havana",
+            seed,
+            {"mAP": plain, "R1": 0.945, "R5": 0.983},
+            {"mAP": flip, "R1": 0.95, "R5": 0.985},
+        )
     (root / "market1501" / "heads" / "bot_r50" / "havana" / "seed0").mkdir(parents=True)
     (root / "market1501" / "heads" / "bot_r50" / "havana" / "seed0" / "mlflow_run_id").write_text("abc123\n")
     return root
@@ -143,29 +171,32 @@ def test_bad_table_configs_are_user_errors() -> None:
     config = make_config()
     config["tables"]["table2"]["rows"][0]["paper"] = [1.0]
     with pytest.raises(HavanaError, match="3 columns"):
-        tables.table_spec(config, "table2")
+        model.table_spec(config, "table2")
     config = make_config()
     config["tables"]["table2"]["rows"][1]["row"] = "no_such_row"
     with pytest.raises(HavanaError, match="no_such_row"):
-        tables.table_spec(config, "table2")
+        model.table_spec(config, "table2")
     config = make_config()
     config["tables"]["table2"]["columns"][0]["metric"] = "Rank1"
     with pytest.raises(HavanaError, match="Rank1"):
-        tables.table_spec(config, "table2")
+        model.table_spec(config, "table2")
     with pytest.raises(HavanaError, match="table9"):
-        tables.table_spec(make_config(), "table9")
+        model.table_spec(make_config(), "table9")
 
 
-@pytest.mark.parametrize(("values", "paper", "expected"), [
-    ((86.0, 87.0), 86.9, summary.REPRODUCED),   # mean 86.5, std .707 >= |-.4|
-    ((86.4,), 86.9, summary.REPRODUCED),        # |-.5| <= tolerance .5, std 0
-    ((86.3,), 86.9, summary.NOT_REPRODUCED),    # |-.6| > max(0, .5)
-    ((80.0, 90.0), 86.9, summary.REPRODUCED),   # std 7.07 covers |-1.9|
-    ((88.0, 88.2), 86.9, summary.NOT_REPRODUCED),  # |1.2| > max(.14, .5)
-    ((), 86.9, summary.NOT_RUN),
-])
+@pytest.mark.parametrize(
+    ("values", "paper", "expected"),
+    [
+        ((86.0, 87.0), 86.9, model.REPRODUCED),  # mean 86.5, std .707 >= |-.4|
+        ((86.4,), 86.9, model.REPRODUCED),  # |-.5| <= tolerance .5, std 0
+        ((86.3,), 86.9, model.NOT_REPRODUCED),  # |-.6| > max(0, .5)
+        ((80.0, 90.0), 86.9, model.REPRODUCED),  # std 7.07 covers |-1.9|
+        ((88.0, 88.2), 86.9, model.NOT_REPRODUCED),  # |1.2| > max(.14, .5)
+        ((), 86.9, model.NOT_RUN),
+    ],
+)
 def test_verdicts_on_hand_built_cells(values, paper, expected) -> None:
-    assert summary.verdict(Cell(values=values, expected=3, paper=paper), tolerance=0.5) == expected
+    assert model.verdict(Cell(values=values, expected=3, paper=paper), tolerance=0.5) == expected
 
 
 def test_summary_counts_rule_and_runs(tmp_path: Path, results: Path) -> None:
@@ -173,7 +204,7 @@ def test_summary_counts_rule_and_runs(tmp_path: Path, results: Path) -> None:
     # table2 cells with a paper value: 3 + 3 + 2 = 8; table3: 2.
     # Market: baseline mAP 86.6 vs 85.8 (|.8| > .557) no; R1 94.0 vs 94.2 yes; havana mAP 87.2 vs 86.9 yes;
     # R1 94.5 vs 94.4 yes; flip mAP 87.5 vs 87.4 yes; table3 mAP yes, R5 yes. MSMT17 cells (3): not run.
-    assert summary.counts(verdicts) == {"reproduced": 6, "not reproduced": 1, "not run": 3, "judged": 10}
+    assert model.counts(verdicts) == {"reproduced": 6, "not reproduced": 1, "not run": 3, "judged": 10}
     md = (tmp_path / "summary.md").read_text()
     assert md.splitlines()[2] == "**10 cells with a paper value: 6 reproduced, 1 not reproduced, 3 not run.**"
     assert "max(std over seeds, 0.5)" in md
@@ -188,15 +219,55 @@ def test_cli_writes_tables_and_rejects_unknown_table(tmp_path: Path, results: Pa
     config_path = tmp_path / "config.yaml"
     config_path.write_text(yaml.safe_dump(make_config(), allow_unicode=True))
     prefix = tmp_path / "tables" / "table2"
-    assert main(["table", "--config", str(config_path), "--table", "table2", "--results-dir", str(results),
-                 "--out-prefix", str(prefix)]) == 0
+    assert (
+        main(
+            [
+                "table",
+                "--config",
+                str(config_path),
+                "--table",
+                "table2",
+                "--results-dir",
+                str(results),
+                "--out-prefix",
+                str(prefix),
+            ]
+        )
+        == 0
+    )
     assert all((prefix.parent / f"table2.{ext}").is_file() for ext in ("md", "csv", "tex", "html"))
     assert "6/9 reproduced cells run" in capsys.readouterr().out
-    assert main(["summary", "--config", str(config_path), "--results-dir", str(results),
-                 "--out-prefix", str(tmp_path / "tables" / "summary")]) == 0
+    assert (
+        main(
+            [
+                "summary",
+                "--config",
+                str(config_path),
+                "--results-dir",
+                str(results),
+                "--out-prefix",
+                str(tmp_path / "tables" / "summary"),
+            ]
+        )
+        == 0
+    )
     assert "6 reproduced, 1 not reproduced, 3 not run" in capsys.readouterr().out
-    assert main(["table", "--config", str(config_path), "--table", "table7", "--results-dir", str(results),
-                 "--out-prefix", str(tmp_path / "tables" / "table7")]) == 2
+    assert (
+        main(
+            [
+                "table",
+                "--config",
+                str(config_path),
+                "--table",
+                "table7",
+                "--results-dir",
+                str(results),
+                "--out-prefix",
+                str(tmp_path / "tables" / "table7"),
+            ]
+        )
+        == 2
+    )
     assert "no 'table7' under tables" in capsys.readouterr().err
     assert not list((tmp_path / "tables").glob("table7*"))
 
@@ -236,22 +307,39 @@ def html_tables(text: str) -> list[list[list[tuple[str, str]]]]:
 def test_html_table_has_the_papers_layout_and_deltas_coloured_by_verdict(tmp_path: Path, results: Path) -> None:
     tables.write_table(make_config(), "table2", tmp_path / "table2", Layout(results=str(results)))
     page = (tmp_path / "table2.html").read_text()
-    assert page.startswith("<!DOCTYPE html>") and "<caption>Table 2. Comparison with the state of the art.</caption>" in page
+    assert (
+        page.startswith("<!DOCTYPE html>")
+        and "<caption>Table 2. Comparison with the state of the art.</caption>" in page
+    )
     [rows] = html_tables(page)
     assert [text for text, _ in rows[0]] == ["Method", "Market-1501 mAP", "Market-1501 R-1", "MSMT17 mAP"]
     assert [text for text, _ in rows[1]] == ["ours", "paper", "Δ"] * 3
     by_label = {row[0][0]: row for row in rows[2:]}
     # The same numbers as the Markdown; Δ coloured as the summary judges: baseline mAP not reproduced, R1 reproduced,
     # MSMT17 not run; a cell without a paper value has no verdict colour.
-    assert [text for text, _ in by_label["Baseline"]] == ["Baseline", "86.6 ± 0.6", "85.8", "+0.8", "94.0 ± 0.0", "94.2",
-                                                         "-0.2", "n/a", "48.2", "n/a"]
+    assert [text for text, _ in by_label["Baseline"]] == [
+        "Baseline",
+        "86.6 ± 0.6",
+        "85.8",
+        "+0.8",
+        "94.0 ± 0.0",
+        "94.2",
+        "-0.2",
+        "n/a",
+        "48.2",
+        "n/a",
+    ]
     assert [cls.split()[-1] for _, cls in by_label["Baseline"][3::3]] == ["bad", "ok", "missing"]
     assert by_label["HAVANA †"][6] == ("—", "num")
     assert by_label["MGN [40] (2018 ACMM)"][2] == ("86.9", "num paper")
-    assert [row[0][0] for row in rows[2:] if len(row) == 1] == ["non-generative", "generative", "Reproduced by this pipeline"]
+    assert [row[0][0] for row in rows[2:] if len(row) == 1] == [
+        "non-generative",
+        "generative",
+        "Reproduced by this pipeline",
+    ]
 
     summary.write_summary(make_config(), tmp_path / "summary", Layout(results=str(results)))
     [judged] = html_tables((tmp_path / "summary.html").read_text())
-    assert len(judged) == 1 + 10 and [text for text, _ in judged[0]] == summary.HEADINGS
+    assert len(judged) == 1 + 10 and [text for text, _ in judged[0]] == model.HEADINGS
     verdicts = [row[6] for row in judged[1:]]
     assert verdicts.count(("not run", "missing")) == 3 and verdicts.count(("not reproduced", "bad")) == 1

@@ -5,13 +5,12 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
-
 from pathlib import Path
 
 import pytest
 import yaml
 
-from havana import tracking
+from havana.utils import tracking
 
 EPOCHS = 6
 TERMS = ("total", "cls", "jst", "lr")
@@ -33,8 +32,9 @@ def test_no_tracking_uri_records_nothing(tmp_path):
 
 
 def test_flatten_params_nests_with_dots_and_truncates_to_mlflow_limits():
-    flat = tracking.flatten_params({"head": {"alpha": 0.2, "switches": {"klv": True}}, "long": "x" * 7000,
-                                    "k" * 300: 1, "empty": {}})
+    flat = tracking.flatten_params(
+        {"head": {"alpha": 0.2, "switches": {"klv": True}}, "long": "x" * 7000, "k" * 300: 1, "empty": {}}
+    )
     assert flat["head.alpha"] == "0.2" and flat["head.switches.klv"] == "True"
     assert len(flat["long"]) == 6000 and flat["k" * 250] == "1" and flat["empty"] == "{}"
 
@@ -43,7 +43,9 @@ def test_run_records_params_epochs_final_metrics_artifacts_tags_and_rerun_resume
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     run_dir = tmp_path / "job"
     params = {"head": {"alpha": 0.2, "beta": 1.0}, "seed": 0}
-    with tracking.job_run(uri, "synthetic", "bot_r18/havana/seed0", run_dir, params, tags={"rule": "train_head"}) as run:
+    with tracking.job_run(
+        uri, "synthetic", "bot_r18/havana/seed0", run_dir, params, tags={"rule": "train_head"}
+    ) as run:
         for epoch in range(3):
             run.log_epoch(epoch, {"total": 3.0 - epoch, "lr": 1e-5})
         run.log_metrics({"mAP": 0.42})
@@ -99,7 +101,7 @@ def test_with_retries_retries_locked_errors_and_not_others():
 
 WRITER = textwrap.dedent(f"""
     import sys
-    from havana import tracking
+    from havana.utils import tracking
     uri, run_dir, worker = sys.argv[1], sys.argv[2], int(sys.argv[3])
     params = {{"worker": worker, "head": {{"alpha": 0.2, "rows": list(range(50))}}}}
     with tracking.job_run(uri, "synthetic", f"worker{{worker}}", run_dir, params, tags={{"rule": "train_head"}}) as run:
@@ -111,8 +113,15 @@ WRITER = textwrap.dedent(f"""
 
 def test_eight_concurrent_jobs_lose_nothing(tmp_path):
     uri = f"sqlite:///{tmp_path}/store/mlflow.db"
-    procs = [subprocess.Popen([sys.executable, "-c", WRITER, uri, str(tmp_path / f"job{w}"), str(w)],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for w in range(8)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", WRITER, uri, str(tmp_path / f"job{w}"), str(w)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for w in range(8)
+    ]
     for proc in procs:
         _, err = proc.communicate(timeout=240)
         assert proc.returncode == 0, err[-2000:]

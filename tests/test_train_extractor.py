@@ -4,24 +4,37 @@ import math
 
 import pytest
 import torch
-
-from havana.errors import HavanaError
-from havana.extractor_config import ExtractorConfig, ExtractorTrainConfig, TransformConfig
-from havana.models.extractor import ExtractorOutput, load_extractor
-from havana.train_extractor import extractor_loss, train_extractor, warmup_multistep_factor
 from checkpoint_crash import crash_after_first_checkpoint
 from image_folder import make_image_folder
 from test_progress import epoch_lines
+
+from havana.engine.train_extractor import extractor_loss, train_extractor, warmup_multistep_factor
+from havana.errors import HavanaError
+from havana.models.extractor import ExtractorOutput, load_extractor
+from havana.models.extractor_config import ExtractorConfig, ExtractorTrainConfig, TransformConfig
 
 torch.set_num_threads(2)
 
 
 def tiny_config(epochs: int, **train) -> ExtractorConfig:
-    return ExtractorConfig(arch="resnet18", pretrained=False, image_size=(32, 16),
-                           transforms=TransformConfig(padding=2),
-                           train=ExtractorTrainConfig(**{"epochs": epochs, "p": 3, "k": 2, "warmup_epochs": 2,
-                                                         "milestones": (2,), "num_workers": 0, "device": "cpu",
-                                                         **train}))
+    return ExtractorConfig(
+        arch="resnet18",
+        pretrained=False,
+        image_size=(32, 16),
+        transforms=TransformConfig(padding=2),
+        train=ExtractorTrainConfig(
+            **{
+                "epochs": epochs,
+                "p": 3,
+                "k": 2,
+                "warmup_epochs": 2,
+                "milestones": (2,),
+                "num_workers": 0,
+                "device": "cpu",
+                **train,
+            }
+        ),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -54,8 +67,9 @@ def _weights(path):
 
 
 @pytest.mark.parametrize("workers, minutes, where", [(0, 0, "epoch 1"), (1, 1e-9, "epoch 1, step 1")])
-def test_killed_after_a_checkpoint_and_resumed_equals_uninterrupted(manifest, tmp_path, monkeypatch, workers,
-                                                                     minutes, where, capfd):
+def test_killed_after_a_checkpoint_and_resumed_equals_uninterrupted(
+    manifest, tmp_path, monkeypatch, workers, minutes, where, capfd
+):
     """minutes 0: a checkpoint at each epoch end; 1e-9: after every step, so the crash comes inside epoch 1 and the
     resumed run re-reads its first batch (with the loader's worker, if any) before training on the second."""
     config = tiny_config(2, num_workers=workers, checkpoint_minutes=minutes)

@@ -5,20 +5,25 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+from checkpoint_crash import crash_after_first_checkpoint
 
 from havana.cli import main
-from havana.errors import HavanaError
-from havana.evaluation import evaluate
-from havana import scoring
 from havana.config import from_mapping, load_yaml
+from havana.data.features import FeatureFile, FeatureSplit, write_features
 from havana.data.sampler import PKSampler
-from havana.evaluation import EvaluationConfig
-from havana.features import FeatureFile, FeatureSplit, write_features
+from havana.engine.train_head import (
+    HeadRun,
+    StackedHeads,
+    StackedOptimizer,
+    epoch_diagnostics,
+    train_heads,
+    train_one_epoch,
+)
+from havana.errors import HavanaError
+from havana.evaluation import scoring
+from havana.evaluation.rank import EvaluationConfig, evaluate
 from havana.models.head import TERMS, HeadTrainConfig, RowConfig, build_head, load_head
-from havana.checkpointing import Checkpointer
-from havana.train_head import (HeadRun, StackedHeads, StackedOptimizer, epoch_diagnostics, train_heads,
-                               train_one_epoch)
-from checkpoint_crash import crash_after_first_checkpoint
+from havana.utils.checkpointing import Checkpointer
 
 DIM, VIEWS = 32, 2
 
@@ -37,16 +42,23 @@ def synthetic_features(train_ids=40, test_ids=20, per_id=6, seed=0) -> FeatureFi
         camids = np.tile(np.arange(per_id) % 2, num_ids)
         return FeatureSplit(feats.astype(np.float32), pids, camids, [f"{i}.jpg" for i in range(len(pids))])
 
-    return FeatureFile(attrs={"dataset": "synthetic", "extractor": "toy"},
-                       splits={"train": split(train_ids, 1, VIEWS), "query": split(test_ids, 1000, 2),
-                               "gallery": split(test_ids, 1000, 2)})
+    return FeatureFile(
+        attrs={"dataset": "synthetic", "extractor": "toy"},
+        splits={
+            "train": split(train_ids, 1, VIEWS),
+            "query": split(test_ids, 1000, 2),
+            "gallery": split(test_ids, 1000, 2),
+        },
+    )
 
 
 def fix_query_gallery(ff: FeatureFile) -> FeatureFile:
     """Query = the camera-0 images, gallery = the camera-1 images of the test identities."""
     test = ff["query"]
     q, g = test.camids == 0, test.camids == 1
-    pick = lambda m: FeatureSplit(test.features[m], test.pids[m], test.camids[m], [p for p, k in zip(test.paths, m) if k])
+    pick = lambda m: FeatureSplit(
+        test.features[m], test.pids[m], test.camids[m], [p for p, k in zip(test.paths, m) if k]
+    )
     return FeatureFile(ff.attrs, {"train": ff["train"], "query": pick(q), "gallery": pick(g)})
 
 
@@ -61,11 +73,13 @@ def test_short_run_improves_map_over_raw_features(tmp_path):
     raw = evaluate(q.features[:, 0], g.features[:, 0], q.pids, g.pids, q.camids, g.camids)["mAP"]
     [last] = train_heads(ff, ROW, TRAIN, [HeadRun(tmp_path, "havana", "synthetic", seed=0)], torch.device("cpu"))
     history = (tmp_path / "history.csv").read_text().splitlines()
-    assert history[0] == ("epoch,total,cls,triplet,jst,reconx,klz,reconz,klv,hard_pos,hard_neg,active,grad_cls,"
-                          "grad_triplet,grad_jst,grad_reconx,grad_klz,grad_reconz,grad_klv,lr")
+    assert history[0] == (
+        "epoch,total,cls,triplet,jst,reconx,klz,reconz,klv,hard_pos,hard_neg,active,grad_cls,"
+        "grad_triplet,grad_jst,grad_reconx,grad_klz,grad_reconz,grad_klv,lr"
+    )
     assert len(history) == 1 + TRAIN.epochs and history[-1].split(",")[3] == "0"  # triplet off: 0
     assert last["total"] == float(history[-1].split(",")[1])
-    # train_head writes the head, its history and provenance only; scoring is havana.scoring's job.
+    # train_head writes the head, its history and provenance only; scoring is havana.evaluation.scoring's job.
     assert sorted(p.name for p in tmp_path.iterdir()) == ["head.pt", "head.pt.provenance.yaml", "history.csv"]
     write_features(tmp_path / "f.h5", ff.splits, ff.attrs)
     scored = scoring.score_file(tmp_path / "f.h5", tmp_path / "head.pt", EvaluationConfig(max_rank=10))
@@ -81,8 +95,12 @@ def uneven_features(dim: int, seed: int = 2) -> FeatureFile:
     """10 identities of 2 to 7 images: the P x K plans of different seeds have different lengths in some epochs."""
     rng = np.random.default_rng(seed)
     pids = np.repeat(np.arange(10), rng.integers(2, 8, 10))
-    split = FeatureSplit(rng.normal(size=(len(pids), VIEWS, dim)).astype(np.float32), pids,
-                         np.zeros(len(pids), dtype=np.int64), [f"{i}.jpg" for i in range(len(pids))])
+    split = FeatureSplit(
+        rng.normal(size=(len(pids), VIEWS, dim)).astype(np.float32),
+        pids,
+        np.zeros(len(pids), dtype=np.int64),
+        [f"{i}.jpg" for i in range(len(pids))],
+    )
     return FeatureFile({"dataset": "synthetic", "extractor": "toy"}, {"train": split})
 
 
@@ -94,12 +112,16 @@ def max_difference(tmp_path, ff, row, train, seeds):
     worst = 0.0
     for seed in seeds:
         train_heads(ff, row, train, [HeadRun(tmp_path / f"alone{seed}", "r", "synthetic", seed=seed)], cpu)
-        stacked, alone = (torch.load(tmp_path / f"{kind}{seed}" / "head.pt", weights_only=True)["state_dict"]
-                          for kind in ("stacked", "alone"))
+        stacked, alone = (
+            torch.load(tmp_path / f"{kind}{seed}" / "head.pt", weights_only=True)["state_dict"]
+            for kind in ("stacked", "alone")
+        )
         assert stacked.keys() == alone.keys()
         worst = max(worst, *(float((stacked[k] - alone[k]).abs().max()) for k in stacked))
-        histories = [np.loadtxt(tmp_path / f"{kind}{seed}" / "history.csv", delimiter=",", skiprows=1)
-                     for kind in ("stacked", "alone")]
+        histories = [
+            np.loadtxt(tmp_path / f"{kind}{seed}" / "history.csv", delimiter=",", skiprows=1)
+            for kind in ("stacked", "alone")
+        ]
         np.testing.assert_allclose(*histories, atol=1e-6)
         assert not (tmp_path / f"stacked{seed}" / "checkpoint.pt").exists()
     return worst
@@ -147,8 +169,11 @@ def test_stacked_optimizer_equals_torch_optim_on_each_head(optimizer):
     stacked = {name: torch.stack([p[name].detach() for p in alone]).clone() for name in shapes}
     stepper = StackedOptimizer(stacked, train)
     torch_optimizers = [
-        torch.optim.Adam(p.values(), lr=train.lr, weight_decay=train.weight_decay, fused=True) if optimizer == "adam"
-        else torch.optim.SGD(p.values(), lr=train.lr, weight_decay=train.weight_decay, momentum=0.9) for p in alone]
+        torch.optim.Adam(p.values(), lr=train.lr, weight_decay=train.weight_decay, fused=True)
+        if optimizer == "adam"
+        else torch.optim.SGD(p.values(), lr=train.lr, weight_decay=train.weight_decay, momentum=0.9)
+        for p in alone
+    ]
     for step in range(6):
         grads = {name: torch.randn(3, *shape) for name, shape in shapes.items()}
         active = torch.tensor([True, step not in (2, 3), True])
@@ -181,11 +206,13 @@ def test_resume_after_a_crash_equals_uninterrupted(tmp_path, monkeypatch, minute
     assert (cut / "seed0" / "checkpoint.pt").is_file() and not list(cut.glob("*/head.pt"))
     train_heads(ff, row, train, runs("cut"), torch.device("cpu"))
     for seed in ("seed0", "seed1"):
-        whole, cut = (torch.load(tmp_path / d / seed / "head.pt", weights_only=True)["state_dict"]
-                      for d in ("whole", "cut"))
+        whole, cut = (
+            torch.load(tmp_path / d / seed / "head.pt", weights_only=True)["state_dict"] for d in ("whole", "cut")
+        )
         assert all(torch.equal(whole[k], cut[k]) for k in whole)
-        assert ((tmp_path / "whole" / seed / "history.csv").read_text()
-                == (tmp_path / "cut" / seed / "history.csv").read_text())
+        assert (tmp_path / "whole" / seed / "history.csv").read_text() == (
+            tmp_path / "cut" / seed / "history.csv"
+        ).read_text()
     assert not list((tmp_path / "cut").glob("*/checkpoint.pt"))  # finished heads keep no checkpoint
 
 
@@ -193,8 +220,13 @@ def test_nan_features_stop_with_the_epoch_and_term(tmp_path):
     ff = synthetic_features(train_ids=8, test_ids=4, per_id=4)
     ff["train"].features[3, :, 0] = np.nan
     with pytest.raises(HavanaError, match=r"'total' is nan in epoch 0"):
-        train_heads(ff, ROW, dataclasses.replace(TRAIN, epochs=1, p=4, k=2), [HeadRun(tmp_path, "havana", "synthetic")],
-                   torch.device("cpu"))
+        train_heads(
+            ff,
+            ROW,
+            dataclasses.replace(TRAIN, epochs=1, p=4, k=2),
+            [HeadRun(tmp_path, "havana", "synthetic")],
+            torch.device("cpu"),
+        )
     assert not (tmp_path / "head.pt").exists() and not (tmp_path / "checkpoint.pt").exists()
 
 
@@ -204,20 +236,85 @@ def test_cli_trains_a_config_row(tmp_path, capsys):
     (tmp_path / "cfg.yaml").write_text(
         "heads:\n  train: {epochs: 1, p: 4, k: 2, device: cpu}\n  beta_by_dataset: {synthetic: 1.0}\n"
         "  rows:\n    vnae: {triplet: true, jst: false, reconx: true, klz: true}\n"
-        "evaluation: {metric: euclidean, max_rank: 5}\n")
-    assert main(["train-head", "--features", str(tmp_path / "toy.h5"), "--row", "vnae", "--config",
-                 str(tmp_path / "cfg.yaml"), "--out", str(tmp_path / "out"), "--seed", "0"]) == 0
+        "evaluation: {metric: euclidean, max_rank: 5}\n"
+    )
+    assert (
+        main(
+            [
+                "train-head",
+                "--features",
+                str(tmp_path / "toy.h5"),
+                "--row",
+                "vnae",
+                "--config",
+                str(tmp_path / "cfg.yaml"),
+                "--out",
+                str(tmp_path / "out"),
+                "--seed",
+                "0",
+            ]
+        )
+        == 0
+    )
     assert "trained for 1 epochs" in capsys.readouterr().out and (tmp_path / "out" / "head.pt").is_file()
-    assert main(["train-head", "--features", str(tmp_path / "toy.h5"), "--row", "vnae", "--config",
-                 str(tmp_path / "cfg.yaml"), "--out", str(tmp_path / "s1"), str(tmp_path / "s2"),
-                 "--seeds", "1", "2"]) == 0
+    assert (
+        main(
+            [
+                "train-head",
+                "--features",
+                str(tmp_path / "toy.h5"),
+                "--row",
+                "vnae",
+                "--config",
+                str(tmp_path / "cfg.yaml"),
+                "--out",
+                str(tmp_path / "s1"),
+                str(tmp_path / "s2"),
+                "--seeds",
+                "1",
+                "2",
+            ]
+        )
+        == 0
+    )
     assert capsys.readouterr().out.count("trained for 1 epochs") == 2
     assert all((tmp_path / f"s{seed}" / name).is_file() for seed in (1, 2) for name in ("head.pt", "history.csv"))
-    assert main(["train-head", "--features", str(tmp_path / "toy.h5"), "--row", "vnae", "--config",
-                 str(tmp_path / "cfg.yaml"), "--out", str(tmp_path / "s3"), "--seeds", "1", "2"]) == 2
+    assert (
+        main(
+            [
+                "train-head",
+                "--features",
+                str(tmp_path / "toy.h5"),
+                "--row",
+                "vnae",
+                "--config",
+                str(tmp_path / "cfg.yaml"),
+                "--out",
+                str(tmp_path / "s3"),
+                "--seeds",
+                "1",
+                "2",
+            ]
+        )
+        == 2
+    )
     assert "one --out folder (and one --run-name, if any) per seed: 2 seeds, 1 --out" in capsys.readouterr().err
-    assert main(["train-head", "--features", str(tmp_path / "toy.h5"), "--row", "nope", "--config",
-                 str(tmp_path / "cfg.yaml"), "--out", str(tmp_path / "out2")]) == 2
+    assert (
+        main(
+            [
+                "train-head",
+                "--features",
+                str(tmp_path / "toy.h5"),
+                "--row",
+                "nope",
+                "--config",
+                str(tmp_path / "cfg.yaml"),
+                "--out",
+                str(tmp_path / "out2"),
+            ]
+        )
+        == 2
+    )
     assert "no 'nope'" in capsys.readouterr().err
 
 
@@ -234,7 +331,9 @@ def test_every_paper_row_trains_each_term_it_switches_on_at_2048_d(name):
     g = torch.Generator().manual_seed(0)
     labels = torch.arange(4).repeat_interleave(4)
     # identities in look-alike pairs (centres 0.1 apart per dimension, images 0.4): hard triplets, as on real data
-    centres = (torch.randn(2, 2048, generator=g) * 0.6).repeat_interleave(2, 0) + torch.randn(4, 2048, generator=g) * 0.1
+    centres = (torch.randn(2, 2048, generator=g) * 0.6).repeat_interleave(2, 0) + torch.randn(
+        4, 2048, generator=g
+    ) * 0.1
     features = centres[labels] + torch.randn(16, 2048, generator=g) * 0.4
     features = features.unsqueeze(1)  # [N, V = 1, D]
     torch.manual_seed(0)
@@ -264,12 +363,30 @@ def _trainer(tmp_path, out, epochs, minutes):
     if not features.is_file():
         ff = fix_query_gallery(synthetic_features(train_ids=16, test_ids=4, per_id=4))
         write_features(features, ff.splits, ff.attrs)
-    config.write_text(f"heads:\n  train: {{epochs: {epochs}, lr: 3.0e-3, p: 4, k: 2, device: cpu, "
-                      f"checkpoint_minutes: {minutes}}}\n  rows:\n    r: {{jst: true, klv: true, beta: 1.0}}\n")
-    return subprocess.Popen([sys.executable, "-m", "havana", "train-head", "--features", str(features), "--row", "r",
-                             "--config", str(config), "--out", str(out)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    config.write_text(
+        f"heads:\n  train: {{epochs: {epochs}, lr: 3.0e-3, p: 4, k: 2, device: cpu, "
+        f"checkpoint_minutes: {minutes}}}\n  rows:\n    r: {{jst: true, klv: true, beta: 1.0}}\n"
+    )
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "havana",
+            "train-head",
+            "--features",
+            str(features),
+            "--row",
+            "r",
+            "--config",
+            str(config),
+            "--out",
+            str(out),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
 
 
 @pytest.mark.parametrize("signal_name", ["SIGTERM", "SIGKILL"])
@@ -316,8 +433,12 @@ def test_a_2048d_head_writes_at_most_4_5x_its_head_even_when_preempted_once(tmp_
     torch.set_num_threads(1)
     rng = np.random.default_rng(0)
     pids = np.repeat(np.arange(4), 4)
-    split = FeatureSplit(rng.normal(size=(16, 1, 2048)).astype(np.float32), pids, np.zeros(16, dtype=np.int64),
-                         [f"{i}.jpg" for i in range(16)])
+    split = FeatureSplit(
+        rng.normal(size=(16, 1, 2048)).astype(np.float32),
+        pids,
+        np.zeros(16, dtype=np.int64),
+        [f"{i}.jpg" for i in range(16)],
+    )
     ff = FeatureFile({"dataset": "synthetic", "extractor": "toy"}, {"train": split})
     row = RowConfig(triplet=True, jst=False, reconx=True, klz=False, beta=1.0)  # f_mu, decoder, classifier
     train = HeadTrainConfig(epochs=4, lr=1e-5, p=4, k=4, device="cpu")  # checkpoint_minutes: the default 10
@@ -340,6 +461,8 @@ def test_a_2048d_head_writes_at_most_4_5x_its_head_even_when_preempted_once(tmp_
     total = checkpoint_bytes + sum(written) + head_bytes
     assert written == [] and not list(tmp_path.glob("*/checkpoint.pt"))  # epochs 2-4: none within 10 minutes
     assert 2.9 < checkpoint_bytes / head_bytes < 3.1 and total <= 4.5 * head_bytes, (checkpoint_bytes, head_bytes)
-    print(f"2048-d heads, 2 seeds, 4 epochs: head.pt {head_bytes / 2e6:.1f} MB each, checkpoint "
-          f"{checkpoint_bytes / 1e6:.1f} MB, written when preempted once {total / head_bytes:.2f}x the head.pt files "
-          "(uninterrupted: 1.00x)")
+    print(
+        f"2048-d heads, 2 seeds, 4 epochs: head.pt {head_bytes / 2e6:.1f} MB each, checkpoint "
+        f"{checkpoint_bytes / 1e6:.1f} MB, written when preempted once {total / head_bytes:.2f}x the head.pt files "
+        "(uninterrupted: 1.00x)"
+    )

@@ -9,7 +9,7 @@ from PIL import Image
 from havana.data.images import ManifestImages, MultiViewImages, label_map, ordered_batches
 from havana.data.transforms import IMAGENET_MEAN, normalize_batch, plain_transform, train_transform
 from havana.errors import HavanaError
-from havana.extractor_config import TransformConfig
+from havana.models.extractor_config import TransformConfig
 
 SIZE = (32, 16)
 OFF = TransformConfig(flip=False, pad_crop=False, normalize=False, random_erasing=False)
@@ -63,13 +63,14 @@ def test_pad_crop_is_a_shifted_window_of_the_padded_image():
     crop = train_transform(SIZE, TransformConfig(flip=False, pad_crop=True, normalize=False, random_erasing=False))
     torch.manual_seed(4)
     out = crop(image)
-    windows = [padded[:, y:y + SIZE[0], x:x + SIZE[1]] for y in range(21) for x in range(21)]
+    windows = [padded[:, y : y + SIZE[0], x : x + SIZE[1]] for y in range(21) for x in range(21)]
     assert out.shape == (3, *SIZE) and any(torch.equal(out, w) for w in windows)
 
 
 def test_random_erasing_zeroes_one_rectangle_within_the_area_range():
-    erase = train_transform(SIZE, TransformConfig(flip=False, pad_crop=False, normalize=True, random_erasing=True,
-                                                  erasing_p=1.0))
+    erase = train_transform(
+        SIZE, TransformConfig(flip=False, pad_crop=False, normalize=True, random_erasing=True, erasing_p=1.0)
+    )
     image = Image.new("RGB", (16, 32), (255, 255, 255))  # normalised white is never 0
     for seed in range(10):
         torch.manual_seed(seed)

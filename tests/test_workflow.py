@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from havana.config import load_yaml
+
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
 PAPER = REPO / "config" / "config.yaml"
@@ -30,7 +32,7 @@ def snakemake(workdir: Path, *args: str, configfile: Path | None = None, config:
 
 def job_counts(output: str) -> dict[str, int]:
     """The 'Job stats' table of a dry run as {rule: count}."""
-    table = output[output.index("Job stats:"):]
+    table = output[output.index("Job stats:") :]
     return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, flags=re.MULTILINE)}
 
 
@@ -52,7 +54,9 @@ def expected_metrics(config: dict) -> set[str]:
             for column in spec["columns"]:
                 dataset = column.get("dataset") or row.get("dataset")
                 for seed in config["seeds"]:
-                    files.add(f"{config['results_dir']}/{dataset}/metrics/{row['extractor']}/{row['row']}/seed{seed}.json")
+                    files.add(
+                        f"{config['results_dir']}/{dataset}/metrics/{row['extractor']}/{row['row']}/seed{seed}.json"
+                    )
     return files
 
 
@@ -71,7 +75,7 @@ def test_paper_dry_run_plans_every_table_cell_and_figure(tmp_path):
     assert counts["train_head"] >= 60
     assert all(counts.get(stage, 0) > 0 for stage in STAGES)
     assert all(counts.get(name) == 1 for name in ("table2", "table3", "table4", "table5", "table6", "fig5", "fig9"))
-    paper = yaml.safe_load(PAPER.read_text())
+    paper = load_yaml(PAPER)
     assert expected_metrics(paper) <= planned_outputs(log)
     heads = [path for path in planned_outputs(log) if path.endswith("/head.pt")]  # one job per row trains every seed
     assert len(heads) == counts["train_head"] * len(paper["seeds"])
@@ -86,7 +90,7 @@ def test_demo_dry_run_plans_every_stage_and_never_touches_paper_datasets(tmp_pat
     outputs = planned_outputs(log)
     assert outputs and all(path.startswith(("results/demo/", "resources/demo/")) for path in outputs)
     assert not any(name in path for path in outputs for name in ("market1501", "dukemtmc", "msmt17"))
-    demo = yaml.safe_load(DEMO.read_text())
+    demo = load_yaml(DEMO)
     assert expected_metrics(demo) <= outputs
 
 
@@ -113,7 +117,7 @@ def test_job_configs_carry_overrides_and_are_content_addressed(tmp_path):
 
 
 def test_a_table_naming_an_undefined_head_row_fails_at_parse_time(tmp_path):
-    config = yaml.safe_load(DEMO.read_text())
+    config = load_yaml(DEMO)
     config["tables"]["table3"]["rows"][1]["row"] = "no_such_row"
     broken = tmp_path / "broken.yaml"
     broken.write_text(yaml.safe_dump(config))
@@ -145,8 +149,7 @@ def test_profiles_are_valid_yaml_with_the_gpu_resource_story(profile):
 
 
 def test_slurm_profile_plans_the_demo_with_the_executor_plugin(tmp_path):
-    result = snakemake(tmp_path, "all", "-n", "--workflow-profile", str(REPO / "profiles" / "slurm"),
-                       configfile=DEMO)
+    result = snakemake(tmp_path, "all", "-n", "--workflow-profile", str(REPO / "profiles" / "slurm"), configfile=DEMO)
     assert result.returncode == 0, result.stderr[-3000:]
     assert job_counts(result.stdout + result.stderr)["train_head"] > 0
 
@@ -162,7 +165,11 @@ def test_paper_dry_run_plans_table6_views_without_re_on_the_re_trained_extractor
     assert all(f"results/market1501/metrics/bot_r50_views_nore/havana/seed{seed}.json" in outputs for seed in (0, 1, 2))
     assert "results/market1501/extractors/bot_r50/model.pt" in outputs
     assert "results/market1501/extractors/bot_r50_views_nore/model.pt" not in outputs
-    block = re.search(r"rule extract_features:\n(?:\s+\S.*\n)*?\s+output: results/market1501/features/bot_r50_views_nore\.h5",
-                      log)
-    assert block and "input: resources/market1501/manifest.csv, results/market1501/extractors/bot_r50/model.pt" in block.group(0)
+    block = re.search(
+        r"rule extract_features:\n(?:\s+\S.*\n)*?\s+output: results/market1501/features/bot_r50_views_nore\.h5", log
+    )
+    assert (
+        block
+        and "input: resources/market1501/manifest.csv, results/market1501/extractors/bot_r50/model.pt" in block.group(0)
+    )
     assert job_counts(log)["train_extractor"] == 2  # bot_r50 and the extra bot_r50_nore

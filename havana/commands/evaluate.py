@@ -4,98 +4,129 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # torch and the engines are imported when the command runs, not to print its help
-    from havana.evaluation import EvaluationConfig
-    from havana.tracking import JobRun
+    from havana.evaluation.rank import EvaluationConfig
+    from havana.utils.tracking import JobRun
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `evaluate` subcommand."""
     parser = subparsers.add_parser(
-        "evaluate", help="mAP, mINP and CMC of query vs gallery features (or a head's embeddings), ± flip test",
+        "evaluate",
+        help="mAP, mINP and CMC of query vs gallery features (or a head's embeddings), ± flip test",
         description="Rank the gallery for every query of FEATURES (Market-1501 protocol) and write OUT as JSON: "
-                    "'plain' (first view) and 'flip' (mean of plain and flipped views) metrics as fractions, with the "
-                    "resolved settings and git SHA; also OUT.provenance.yaml. With --head, the head's z_mu of each "
-                    "view is ranked instead of the raw features, and the metrics are logged into the head's own MLflow "
-                    "run (its mlflow_run_id file), so one runs-table row holds its switches and its mAP; raw "
-                    "features (the baseline) get a run of their own. Runs on CPU unless --device asks for a GPU.")
+        "'plain' (first view) and 'flip' (mean of plain and flipped views) metrics as fractions, with the "
+        "resolved settings and git SHA; also OUT.provenance.yaml. With --head, the head's z_mu of each "
+        "view is ranked instead of the raw features, and the metrics are logged into the head's own MLflow "
+        "run (its mlflow_run_id file), so one runs-table row holds its switches and its mAP; raw "
+        "features (the baseline) get a run of their own. Runs on CPU unless --device asks for a GPU.",
+    )
     parser.add_argument("--features", required=True, help="an HDF5 file written by `havana extract`")
     parser.add_argument("--head", help="a head.pt written by `havana train-head` (default: raw features)")
-    parser.add_argument("--out", required=True, help="output JSON, e.g. results/<ds>/metrics/<extractor>/<row>/seed0.json")
+    parser.add_argument(
+        "--out", required=True, help="output JSON, e.g. results/<ds>/metrics/<extractor>/<row>/seed0.json"
+    )
     parser.add_argument("--config", help="YAML config whose 'evaluation' section gives metric, max_rank, rerank")
-    parser.add_argument("--metric", choices=["euclidean", "cosine"], help="override evaluation.metric")
-    parser.add_argument("--max-rank", type=int, help="override evaluation.max_rank (at least 10)")
+    parser.add_argument("--metric", help="override evaluation.metric: euclidean or cosine")
+    parser.add_argument("--max-rank", type=int, help="override evaluation.max_rank")
     parser.add_argument("--rerank", action="store_true", default=None, help="apply k-reciprocal re-ranking")
-    parser.add_argument("--device", default="cpu",
-                        help="cpu (default: the evaluate rule declares no GPU, so a job never waits on one), auto "
-                             "(claim a free GPU), cuda or cuda:N")
+    parser.add_argument(
+        "--device",
+        default="cpu",
+        help="cpu (default: the evaluate rule declares no GPU, so a job never waits on one), auto "
+        "(claim a free GPU), cuda or cuda:N",
+    )
     parser.add_argument("--tracking-uri", help="MLflow store, e.g. sqlite:///results/mlflow.db (none: no tracking)")
     parser.add_argument("--row", help="the table row evaluated (heads.rows name, or baseline): MLflow tag and run name")
     parser.add_argument("--seed", type=int, help="the head's seed (the baseline's copy for that seed): MLflow tag")
-    parser.add_argument("--run-name", help="MLflow run name of a job without a head run (default: "
-                                           "'<ROW> seed<S> · <extractor> · <dataset>')")
-    parser.set_defaults(func=run)
+    parser.add_argument(
+        "--run-name",
+        help="MLflow run name of a job without a head run (default: '<ROW> seed<S> · <extractor> · <dataset>')",
+    )
+    parser.set_defaults(func=run, io=io)
+
+
+def io(args: argparse.Namespace) -> tuple[dict, dict]:
+    """What the command reads and writes, for the CLI's collision check (havana.utils.pathsafety.check_io)."""
+    return {"--features": args.features, "--head": args.head, "--config": args.config}, {"--out": (args.out, "file")}
 
 
 def resolve_settings(args: argparse.Namespace) -> EvaluationConfig:
     """The config's `evaluation` section (defaults without --config) with the command-line overrides applied."""
-    from havana import scoring
-    from havana.config import from_mapping, load_yaml
-    from havana.evaluation import EvaluationConfig
+    from havana.config import from_mapping, load_yaml, override
+    from havana.evaluation.rank import EvaluationConfig
 
     settings = EvaluationConfig()
     if args.config:
         settings = from_mapping(EvaluationConfig, load_yaml(args.config).get("evaluation") or {}, "evaluation")
-    overrides = {k: v for k, v in (("metric", args.metric), ("max_rank", args.max_rank), ("rerank", args.rerank))
-                 if v is not None}
-    return scoring.check_settings(dataclasses.replace(settings, **overrides))
+    return override(settings, {"metric": args.metric, "max_rank": args.max_rank, "rerank": args.rerank}, "evaluation")
 
 
 @contextlib.contextmanager
 def evaluation_run(args: argparse.Namespace, record: dict[str, Any], attrs: dict[str, Any]) -> Iterator[JobRun]:
     """The MLflow run the metrics go to: the head's own run when it is in this store (the evaluation settings become
     its eval.* tags), else a run of this job, named and tagged as its table row (the baseline's case)."""
-    from havana import provenance
     from havana.config import load_yaml
-    from havana.report.tables import cells_fed
-    from havana.tracking import cell_tags, existing_run, job_run, run_name
+    from havana.utils import provenance
+    from havana.utils.tracking import cell_tags, existing_run, job_run, run_name
 
     if args.head:
         with existing_run(args.tracking_uri, Path(args.head).parent) as head_run:
             if head_run is not None:
                 settings = record["evaluation"]
-                head_run.set_tags({"eval.metric": settings.metric, "eval.max_rank": settings.max_rank,
-                                   "eval.rerank": provenance.to_plain(record["rerank"]), "eval.features": args.features})
+                head_run.set_tags(
+                    {
+                        "eval.metric": settings.metric,
+                        "eval.max_rank": settings.max_rank,
+                        "eval.rerank": provenance.to_plain(record["rerank"]),
+                        "eval.features": args.features,
+                    }
+                )
                 yield head_run
                 return
     dataset, extractor = str(attrs.get("dataset", "havana")), str(attrs.get("extractor", ""))
     row = args.row or (None if args.head else "baseline")
     config = load_yaml(args.config) if args.config and row else {}
-    fed = config["table_cells"] if "table_cells" in config else cells_fed(config, dataset, extractor, row) if config else []
+    fed = config.get("table_cells")  # a job config carries the cells it feeds (havana.dag.jobs.write_job_config)
+    if fed is None and config:
+        from havana.dag.jobs import cells_fed  # a hand-run command: the job declarations say which cells it feeds
+
+        fed = cells_fed(config, dataset, extractor, row)
     out = Path(args.out)
     # The run-id file sits in a folder of its own per output: several seeds' metrics share one folder.
-    with job_run(args.tracking_uri, dataset, args.run_name or run_name(row or out.stem, args.seed, extractor, dataset),
-                 out.with_name(out.stem + ".mlflow"), params=provenance.to_plain(record),
-                 tags=cell_tags(dataset, extractor, row, args.seed, fed)) as tracker:
+    with job_run(
+        args.tracking_uri,
+        dataset,
+        args.run_name or run_name(row or out.stem, args.seed, extractor, dataset),
+        out.with_name(out.stem + ".mlflow"),
+        params=provenance.to_plain(record),
+        tags=cell_tags(dataset, extractor, row, args.seed, fed or ()),
+    ) as tracker:
         yield tracker
 
 
 def run(args: argparse.Namespace) -> int:
-    """Score the features (or the head's embeddings of them) through havana.scoring; write metrics and provenance."""
-    from havana import atomic, provenance, scoring
-    from havana.device import select_device
-    from havana.evaluation import RerankConfig
+    """Score the features (or the head's embeddings of them) through havana.evaluation.scoring; write metrics and
+    provenance."""
+    from havana.evaluation import scoring
+    from havana.evaluation.rank import RerankConfig
+    from havana.utils import atomic, provenance
+    from havana.utils.device import select_device
 
     settings = resolve_settings(args)
     device = select_device(args.device)
     scored = scoring.score_file(args.features, args.head, settings, device, progress=True)
     plain, flip = scored.metrics["plain"], scored.metrics["flip"]
     record = {
-        "features": {"path": args.features, "sha256": provenance.file_sha256(args.features), "attrs": scored.data.attrs},
+        "features": {
+            "path": args.features,
+            "sha256": provenance.file_sha256(args.features),
+            "attrs": scored.data.attrs,
+        },
         "head": {"path": args.head, "sha256": provenance.file_sha256(args.head)} if args.head else None,
         "evaluation": settings,
         "rerank": RerankConfig() if settings.rerank else None,
@@ -110,10 +141,18 @@ def run(args: argparse.Namespace) -> int:
         except BaseException:
             provenance_path.unlink(missing_ok=True)
             raise
-        tracker.log_metrics({f"{prefix}{key}": value for prefix, block in (("", plain), ("flip_", flip))
-                             for key, value in block.items() if key != "cmc"})
+        tracker.log_metrics(
+            {
+                f"{prefix}{key}": value
+                for prefix, block in (("", plain), ("flip_", flip))
+                for key, value in block.items()
+                if key != "cmc"
+            }
+        )
         tracker.log_artifact(out, "evaluation")
-    print(f"havana evaluate: wrote {args.out}: mAP {100 * plain['mAP']:.1f}%, R1 {100 * plain['R1']:.1f}% "
-          f"(flip: mAP {100 * flip['mAP']:.1f}%, R1 {100 * flip['R1']:.1f}%) over {plain['num_valid_queries']} "
-          f"queries on {device}, {settings.metric}{' with re-ranking' if settings.rerank else ''}.")
+    print(
+        f"havana evaluate: wrote {args.out}: mAP {100 * plain['mAP']:.1f}%, R1 {100 * plain['R1']:.1f}% "
+        f"(flip: mAP {100 * flip['mAP']:.1f}%, R1 {100 * flip['R1']:.1f}%) over {plain['num_valid_queries']} "
+        f"queries on {device}, {settings.metric}{' with re-ranking' if settings.rerank else ''}."
+    )
     return 0

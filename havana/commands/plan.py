@@ -10,19 +10,23 @@ DEFAULT_CONFIG = "config/config.yaml"
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `plan` subcommand."""
     parser = subparsers.add_parser(
-        "plan", help="print each stage's jobs, estimated device-hours and disk kept and written, before a run",
+        "plan",
+        help="print each stage's jobs, estimated device-hours and disk kept and written, before a run",
         description="Estimate `snakemake all` under a config before it runs: per stage (prepare, train_extractor, "
-                    "extract_features, train_head, evaluate, tables/figures) the jobs, the device-hours on each "
-                    "device kind with rates (havana/costs.py, each marked measured or extrapolated), and the disk "
-                    "kept and written under results/; then the totals.")
-    parser.add_argument("--config", default=DEFAULT_CONFIG, help=f"the workflow's config file (default {DEFAULT_CONFIG})")
+        "extract_features, train_head, evaluate, tables/figures) the jobs, the device-hours on each "
+        "device kind with rates (havana/dag/costs.py, each marked measured or extrapolated), and the disk "
+        "kept and written under results/; then the totals.",
+    )
+    parser.add_argument(
+        "--config", default=DEFAULT_CONFIG, help=f"the workflow's config file (default {DEFAULT_CONFIG})"
+    )
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Print the plan."""
     from havana.config import load_yaml
-    from havana.plan import format_plan, make_plan
+    from havana.dag.plan import format_plan, make_plan
 
     print(format_plan(make_plan(load_yaml(args.config))))
     return 0

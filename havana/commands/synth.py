@@ -1,4 +1,5 @@
-"""`havana synth --out DIR`: render the synthetic re-ID dataset in the Market-1501 layout (then `havana prepare synthetic`)."""
+"""`havana synth --out DIR`: render the synthetic re-ID dataset in the Market-1501 layout (then `havana prepare
+synthetic`)."""
 
 from __future__ import annotations
 
@@ -23,15 +24,26 @@ _HELP = {
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `synth` subcommand."""
     parser = subparsers.add_parser(
-        "synth", help="render a synthetic pedestrian re-ID dataset in the Market-1501 layout",
+        "synth",
+        help="render a synthetic pedestrian re-ID dataset in the Market-1501 layout",
         description="Render OUT/Synthetic-ReID/{bounding_box_train,bounding_box_test,query}/ with Market-1501 file "
-                    "names plus synthetic.json (parameters and statistics), atomically. Then run "
-                    "`havana prepare synthetic --root ROOT --archive OUT` to extract it and write its manifest.")
+        "names plus synthetic.json (parameters and statistics), atomically. Then run "
+        "`havana prepare synthetic --root ROOT --archive OUT` to extract it and write its manifest.",
+    )
     parser.add_argument("--out", required=True, help="folder to write Synthetic-ReID/ into")
     for field in dataclasses.fields(synthetic.SynthConfig):
-        parser.add_argument(f"--{field.name.replace('_', '-')}", type=type(field.default), default=field.default,
-                            help=f"{_HELP[field.name]} (default {field.default})")
-    parser.set_defaults(func=run)
+        parser.add_argument(
+            f"--{field.name.replace('_', '-')}",
+            type=type(field.default),
+            default=field.default,
+            help=f"{_HELP[field.name]} (default {field.default})",
+        )
+    parser.set_defaults(func=run, io=io)
+
+
+def io(args: argparse.Namespace) -> tuple[dict, dict]:
+    """What the command reads and writes, for the CLI's collision check (havana.utils.pathsafety.check_io)."""
+    return {}, {"--out": (args.out, "folder")}
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,4 +1,5 @@
-"""Getting a dataset onto disk: download or locate the archive, verify its sha256, extract it safely, find its top folder.
+"""Getting a dataset onto disk: download or locate the archive, verify its sha256, extract it safely, find its top
+folder.
 
 Extraction goes into a temporary folder inside `ROOT/<ds>/` and the dataset's top folder is renamed into place only
 when the whole archive has been read, so a crash or a bad archive leaves nothing half-extracted. Every member is
@@ -30,12 +31,11 @@ import zlib
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import BinaryIO
 
-
-from havana import atomic
 from havana.data.datasets import Dataset
 from havana.errors import HavanaError
-from havana.paths import within
-from havana.progress import Progress, progress
+from havana.utils import atomic
+from havana.utils.pathsafety import within
+from havana.utils.progress import Progress, progress
 
 STAMP_NAME = ".prepared.json"  # in ROOT/<ds>/: which source was extracted to which top folder
 TREE_NAME = ".prepared.tree"  # in ROOT/<ds>/: every extracted entry with its size, checked before trusting the stamp
@@ -48,8 +48,14 @@ MAX_RATIO = 100  # extracted bytes per archive byte; images barely compress (rea
 MIN_ALLOWANCE_BYTES = 64 << 20  # small archives of text may expand more than MAX_RATIO up to this size
 
 
-def acquire(dataset: Dataset, root: str | os.PathLike, *, archive: str | os.PathLike | None = None,
-            url: str | None = None, sha256: str | None = None) -> Path:
+def acquire(
+    dataset: Dataset,
+    root: str | os.PathLike,
+    *,
+    archive: str | os.PathLike | None = None,
+    url: str | None = None,
+    sha256: str | None = None,
+) -> Path:
     """Make `dataset` available under `ROOT/<ds>/` from an archive, a folder or a URL and return its top folder."""
     root = Path(root)
     dataset_dir = root / dataset.name
@@ -57,23 +63,36 @@ def acquire(dataset: Dataset, root: str | os.PathLike, *, archive: str | os.Path
     source = resolve_source(dataset, root, archive=archive, url=url)
     if source.is_dir():
         if expected is not None:
-            raise HavanaError(f"--sha256 checks an archive file, but {source} is a folder; drop --sha256 or pass the archive.")
+            raise HavanaError(
+                f"--sha256 checks an archive file, but {source} is a folder; drop --sha256 or pass the archive."
+            )
         if within(source, dataset_dir):
             return locate_top(source, dataset)  # already extracted in place: nothing to copy
         if within(dataset_dir, source):
-            raise HavanaError(f"folder {source} contains the output folder {dataset_dir}; pass the dataset's own folder.")
+            raise HavanaError(
+                f"folder {source} contains the output folder {dataset_dir}; pass the dataset's own folder."
+            )
     elif within(source, dataset_dir):
-        raise HavanaError(f"archive {source} lies inside {dataset_dir}, which prepare rebuilds and would delete it; "
-                          f"move it to {root / ARCHIVES_DIR}/ and pass that path.")
+        raise HavanaError(
+            f"archive {source} lies inside {dataset_dir}, which prepare rebuilds and would delete it; "
+            f"move it to {root / ARCHIVES_DIR}/ and pass that path."
+        )
     signature = _signature(source)
     stamp = _read_stamp(dataset_dir)
-    if stamp is not None and stamp.get("source") == signature and (expected is None or stamp.get("sha256") == expected) \
-            and isinstance(stamp.get("top"), str) and (dataset_dir / stamp["top"]).is_dir():
+    if (
+        stamp is not None
+        and stamp.get("source") == signature
+        and (expected is None or stamp.get("sha256") == expected)
+        and isinstance(stamp.get("top"), str)
+        and (dataset_dir / stamp["top"]).is_dir()
+    ):
         damaged = damaged_entry(dataset_dir, dataset_dir / stamp["top"])
         if damaged is None:
             return dataset_dir / stamp["top"]
-        print(f"havana: {damaged} changed since it was extracted (missing or resized); extracting the archive again.",
-              file=sys.stderr)
+        print(
+            f"havana: {damaged} changed since it was extracted (missing or resized); extracting the archive again.",
+            file=sys.stderr,
+        )
     if expected is not None:
         verify_sha256(source, expected, downloaded=url is not None)
     return _extract_into(source, dataset_dir, dataset, signature, expected)
@@ -88,8 +107,10 @@ def resolve_source(dataset: Dataset, root: Path, *, archive: str | os.PathLike |
     path = Path(archive)
     if not path.exists():
         conventional = root / ARCHIVES_DIR / dataset.archive_name
-        raise HavanaError(f"archive {path} does not exist; {dataset.how_to_obtain}; put it at {conventional} "
-                          f"and pass --archive {conventional}.")
+        raise HavanaError(
+            f"archive {path} does not exist; {dataset.how_to_obtain}; put it at {conventional} "
+            f"and pass --archive {conventional}."
+        )
     return path
 
 
@@ -113,8 +134,10 @@ def download(url: str, directory: Path) -> Path:
                     bar.update(len(chunk))
     except (urllib.error.URLError, ValueError, OSError) as exc:
         reason = getattr(exc, "reason", None) or exc
-        raise HavanaError(f"could not download {url} ({reason}); check the URL and the network, "
-                          f"or download it yourself and pass --archive.") from None
+        raise HavanaError(
+            f"could not download {url} ({reason}); check the URL and the network, "
+            f"or download it yourself and pass --archive."
+        ) from None
     return destination
 
 
@@ -130,8 +153,10 @@ def _normalise_sha256(sha256: str | None) -> str | None:
 def verify_sha256(path: Path, expected: str, *, downloaded: bool = False) -> None:
     """Check the sha256 of `path` against `expected`; a mismatching download is removed so a rerun fetches it again."""
     digest = hashlib.sha256()
-    with open(path, "rb") as handle, Progress(f"sha256 {path.name}", path.stat().st_size, unit="B",
-                                              unit_scale=True) as bar:
+    with (
+        open(path, "rb") as handle,
+        Progress(f"sha256 {path.name}", path.stat().st_size, unit="B", unit_scale=True) as bar,
+    ):
         for chunk in iter(lambda: handle.read(CHUNK_BYTES), b""):
             digest.update(chunk)
             bar.update(len(chunk))
@@ -140,8 +165,10 @@ def verify_sha256(path: Path, expected: str, *, downloaded: bool = False) -> Non
         if downloaded:
             path.unlink()
         advice = "the download was removed, so run the command again" if downloaded else "obtain the archive again"
-        raise HavanaError(f"sha256 of {path} is {actual}, not the expected {expected}; the file is corrupt or a "
-                          f"different release, so {advice}.")
+        raise HavanaError(
+            f"sha256 of {path} is {actual}, not the expected {expected}; the file is corrupt or a "
+            f"different release, so {advice}."
+        )
 
 
 def _signature(source: Path) -> dict:
@@ -242,12 +269,18 @@ def extract(source: Path, destination: Path) -> None:
         elif tarfile.is_tarfile(source):
             _extract_tar(source, writer)
         else:
-            raise HavanaError(f"{source} is neither a .zip, .tar, .tar.gz/.tgz archive nor a folder; pass one of those.")
+            raise HavanaError(
+                f"{source} is neither a .zip, .tar, .tar.gz/.tgz archive nor a folder; pass one of those."
+            )
     except CORRUPT_ERRORS as exc:
-        raise HavanaError(f"archive {source} is truncated or corrupt ({exc}); download it again and check its sha256.") from None
+        raise HavanaError(
+            f"archive {source} is truncated or corrupt ({exc}); download it again and check its sha256."
+        ) from None
     except OSError as exc:
-        raise HavanaError(f"could not extract {source} into {destination.parent} ({exc.strerror or exc}); "
-                          "check free disk space and permissions.") from None
+        raise HavanaError(
+            f"could not extract {source} into {destination.parent} ({exc.strerror or exc}); "
+            "check free disk space and permissions."
+        ) from None
 
 
 class SafeTree:
@@ -262,8 +295,10 @@ class SafeTree:
 
     def refuse(self, name: str, why: str) -> HavanaError:
         shown = name.encode("utf-8", "backslashreplace").decode("utf-8")
-        return HavanaError(f"archive {self.source} holds an unsafe member '{shown}' ({why}); nothing was extracted, "
-                           "so obtain a clean copy of the archive.")
+        return HavanaError(
+            f"archive {self.source} holds an unsafe member '{shown}' ({why}); nothing was extracted, "
+            "so obtain a clean copy of the archive."
+        )
 
     def _inside(self, path: str | os.PathLike) -> bool:
         return within(path, self.root)
@@ -276,12 +311,16 @@ class SafeTree:
     def check(self, total: int) -> None:
         """Refuse writing `total` bytes in all: over MAX_RATIO times the archive's size, or over the free space."""
         if self.ratio_limit is not None and total > self.ratio_limit:
-            raise HavanaError(f"archive {self.source} expands to more than {_size(self.ratio_limit)}, over {MAX_RATIO} "
-                              f"times its own size of {_size(self.source.stat().st_size)}, which only a zip bomb does; "
-                              "nothing was extracted, so obtain a clean copy of the archive.")
+            raise HavanaError(
+                f"archive {self.source} expands to more than {_size(self.ratio_limit)}, over {MAX_RATIO} "
+                f"times its own size of {_size(self.source.stat().st_size)}, which only a zip bomb does; "
+                "nothing was extracted, so obtain a clean copy of the archive."
+            )
         if total > self.allowance:
-            raise HavanaError(f"extracting {self.source} needs more than the {_size(self.allowance)} free in "
-                              f"{self.root.parent}; nothing was extracted, so free some space or pass another --root.")
+            raise HavanaError(
+                f"extracting {self.source} needs more than the {_size(self.allowance)} free in "
+                f"{self.root.parent}; nothing was extracted, so free some space or pass another --root."
+            )
 
     def verify(self) -> None:
         """Resolve every link of the finished tree: the containment rule, checked once all links exist."""
@@ -424,10 +463,16 @@ def locate_top(folder: Path, dataset: Dataset, *, described: Path | None = None)
         for candidate in level:
             if dataset.is_top(candidate):
                 return candidate
-        level = [child for parent in level for child in sorted(parent.iterdir())
-                 if child.is_dir() and not child.is_symlink() and not child.name.startswith((".", "__MACOSX"))]
-    raise HavanaError(f"{described or folder} does not hold the {dataset.name} layout (expected {dataset.layout}); "
-                      "check that you passed the right archive for this dataset.")
+        level = [
+            child
+            for parent in level
+            for child in sorted(parent.iterdir())
+            if child.is_dir() and not child.is_symlink() and not child.name.startswith((".", "__MACOSX"))
+        ]
+    raise HavanaError(
+        f"{described or folder} does not hold the {dataset.name} layout (expected {dataset.layout}); "
+        "check that you passed the right archive for this dataset."
+    )
 
 
 def _free_bytes(folder: Path) -> int:

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, ClassVar
 if TYPE_CHECKING:  # pandas is imported by the functions that build or read a manifest (`havana --help` needs none)
     import pandas as pd
 
-from havana import atomic
 from havana.errors import HavanaError
+from havana.utils import atomic
 
 SPLITS = ("train", "query", "gallery")
 MANIFEST_COLUMNS = ("path", "pid", "camid", "split")
@@ -30,6 +30,8 @@ class Dataset:
     """A re-ID dataset: where its archive comes from, how to recognise its top folder, how to parse it."""
 
     name: ClassVar[str]
+    title: ClassVar[str]  # the paper's spelling, shown in tables and figures
+    synthetic: ClassVar[bool] = False  # rendered by `havana synth` (config datasets.<name>.synth), not downloaded
     top_folder: ClassVar[str]  # the folder name the official archive unpacks to
     archive_name: ClassVar[str]  # the conventional archive file name under resources/archives/
     how_to_obtain: ClassVar[str]  # one clause: where the archive comes from
@@ -60,14 +62,22 @@ class Market1501(Dataset):
     """
 
     name = "market1501"
+    title = "Market-1501"
     top_folder = "Market-1501-v15.09.15"
     archive_name = "Market-1501-v15.09.15.zip"
-    how_to_obtain = ("download Market-1501-v15.09.15.zip from the authors' official page "
-                     "(http://zheng-lab.cecs.anu.edu.au/Project/project_reid.html)")
-    layout = "Market-1501-v15.09.15/{bounding_box_train,bounding_box_test,query}/ with images like 0002_c1s1_000451_03.jpg"
+    how_to_obtain = (
+        "download Market-1501-v15.09.15.zip from the authors' official page "
+        "(http://zheng-lab.cecs.anu.edu.au/Project/project_reid.html)"
+    )
+    layout = (
+        "Market-1501-v15.09.15/{bounding_box_train,bounding_box_test,query}/ with images like 0002_c1s1_000451_03.jpg"
+    )
     official = {"train": (751, 12936), "query": (750, 3368), "gallery": (751, 15913)}
-    subfolders: ClassVar[dict[str, str]] = {"train": "bounding_box_train", "query": "query",
-                                            "gallery": "bounding_box_test"}
+    subfolders: ClassVar[dict[str, str]] = {
+        "train": "bounding_box_train",
+        "query": "query",
+        "gallery": "bounding_box_test",
+    }
     pattern: ClassVar[re.Pattern] = re.compile(r"^(-?\d+)_c(\d+)s\d+_\d+_\d+\.jpg$")
     num_cameras: ClassVar[int | None] = 6
 
@@ -94,8 +104,10 @@ class Market1501(Dataset):
     def _camid(self, camera: int, filename: str) -> int:
         """0-based camera index, checked against the dataset's camera count."""
         if camera < 1 or (self.num_cameras is not None and camera > self.num_cameras):
-            raise HavanaError(f"image {filename} names camera {camera}, but {self.name} has cameras 1..{self.num_cameras}; "
-                              f"the archive is not an unmodified {self.name} release.")
+            raise HavanaError(
+                f"image {filename} names camera {camera}, but {self.name} has cameras 1..{self.num_cameras}; "
+                f"the archive is not an unmodified {self.name} release."
+            )
         return camera - 1
 
 
@@ -105,15 +117,19 @@ class DukeMTMCReID(Market1501):
 
     Official statistics (paper Table 1), ids / images: train 702 / 16522, query 702 / 2228, gallery 1110 / 17661
     (408 gallery-only distractor ids). 8 cameras.
-    Layout: `DukeMTMC-reID/{bounding_box_train,bounding_box_test,query}/0001_c2_f0046182.jpg` (pid, camera 1-based, frame).
+    Layout: `DukeMTMC-reID/{bounding_box_train,bounding_box_test,query}/0001_c2_f0046182.jpg` (pid, camera 1-based,
+    frame).
     The dataset was withdrawn by its authors in 2019 and has no official download; use a copy you already hold.
     """
 
     name = "dukemtmc"
+    title = "DukeMTMC"
     top_folder = "DukeMTMC-reID"
     archive_name = "DukeMTMC-reID.zip"
-    how_to_obtain = ("DukeMTMC-reID was withdrawn by its authors and has no official download, "
-                     "so use the DukeMTMC-reID.zip you already hold")
+    how_to_obtain = (
+        "DukeMTMC-reID was withdrawn by its authors and has no official download, "
+        "so use the DukeMTMC-reID.zip you already hold"
+    )
     layout = "DukeMTMC-reID/{bounding_box_train,bounding_box_test,query}/ with images like 0001_c2_f0046182.jpg"
     official = {"train": (702, 16522), "query": (702, 2228), "gallery": (1110, 17661)}
     pattern = re.compile(r"^(-?\d+)_c(\d+)_f\d+\.jpg$")
@@ -128,10 +144,14 @@ class Synthetic(Market1501):
     """
 
     name = "synthetic"
+    title = "Synthetic"
+    synthetic = True
     top_folder = "Synthetic-ReID"
     archive_name = "synthetic"  # a folder written by `havana synth`, not an archive file
     how_to_obtain = "render it with `havana synth --out resources/archives/synthetic` and pass that folder"
-    layout = "Synthetic-ReID/ with synthetic.json and {bounding_box_train,bounding_box_test,query}/ (Market-1501 naming)"
+    layout = (
+        "Synthetic-ReID/ with synthetic.json and {bounding_box_train,bounding_box_test,query}/ (Market-1501 naming)"
+    )
     official = None
     num_cameras = 9
     info_file: ClassVar[str] = "synthetic.json"
@@ -159,11 +179,17 @@ class MSMT17(Dataset):
     """
 
     name = "msmt17"
+    title = "MSMT17"
     top_folder = "MSMT17_V1"
     archive_name = "MSMT17_V1.tar.gz"
-    how_to_obtain = ("MSMT17 is released only to those who sign the authors' agreement "
-                     "(https://www.pkuvmc.com/dataset.html) and arrives as MSMT17_V1.tar.gz")
-    layout = "MSMT17_V1/ with train/, test/ and list_{train,val,query,gallery}.txt (or MSMT17_V2/ with mask_train_v2/, mask_test_v2/)"
+    how_to_obtain = (
+        "MSMT17 is released only to those who sign the authors' agreement "
+        "(https://www.pkuvmc.com/dataset.html) and arrives as MSMT17_V1.tar.gz"
+    )
+    layout = (
+        "MSMT17_V1/ with train/, test/ and list_{train,val,query,gallery}.txt "
+        "(or MSMT17_V2/ with mask_train_v2/, mask_test_v2/)"
+    )
     official = {"train": (1041, 30248), "query": (3060, 11659), "gallery": (3060, 82161)}
     official_with_val: ClassVar[Statistics] = {"train": (1041, 32621), "query": (3060, 11659), "gallery": (3060, 82161)}
     image_folders: ClassVar[tuple[tuple[str, str], ...]] = (("train", "test"), ("mask_train_v2", "mask_test_v2"))
@@ -187,7 +213,9 @@ class MSMT17(Dataset):
         """Rows from the list files: train from list_train (plus list_val when asked), query and gallery from test."""
         folders = self._folders(top)
         if folders is None:
-            raise HavanaError(f"{top} has neither train/ and test/ (MSMT17_V1) nor mask_train_v2/ and mask_test_v2/ (MSMT17_V2).")
+            raise HavanaError(
+                f"{top} has neither train/ and test/ (MSMT17_V1) nor mask_train_v2/ and mask_test_v2/ (MSMT17_V2)."
+            )
         train_dir, test_dir = folders
         lists = [("list_train.txt", train_dir, "train")]
         if self.include_val:
@@ -198,8 +226,10 @@ class MSMT17(Dataset):
             try:
                 text = (top / list_name).read_text(encoding="utf-8")
             except UnicodeDecodeError as exc:
-                raise HavanaError(f"{list_name} under {top} is not UTF-8 text (byte {exc.start}); the list file is "
-                                  "damaged, so extract the archive again.") from None
+                raise HavanaError(
+                    f"{list_name} under {top} is not UTF-8 text (byte {exc.start}); the list file is "
+                    "damaged, so extract the archive again."
+                ) from None
             for number, line in enumerate(text.splitlines(), start=1):
                 if line.strip():
                     rows.append(self._row(line, top, list_name, number, image_dir, split))
@@ -212,14 +242,20 @@ class MSMT17(Dataset):
             pid = int(label)
             camera = int(Path(relative).name.split("_")[2])
         except (ValueError, IndexError):
-            raise HavanaError(f"{where} reads {line.strip()!r}, not '<folder>/<pid>_<n>_<camera>_... <pid>'; "
-                              "the list file is damaged, so extract the archive again.") from None
+            raise HavanaError(
+                f"{where} reads {line.strip()!r}, not '<folder>/<pid>_<n>_<camera>_... <pid>'; "
+                "the list file is damaged, so extract the archive again."
+            ) from None
         if not 1 <= camera <= self.num_cameras:
-            raise HavanaError(f"{where} names camera {camera}, but MSMT17 has cameras 1..{self.num_cameras}; "
-                              "the list file is damaged, so extract the archive again.")
+            raise HavanaError(
+                f"{where} names camera {camera}, but MSMT17 has cameras 1..{self.num_cameras}; "
+                "the list file is damaged, so extract the archive again."
+            )
         path = f"{image_dir}/{relative}"
         if not (top / path).is_file():
-            raise HavanaError(f"{where} lists {path}, which is missing under {top}; extract the complete archive again.")
+            raise HavanaError(
+                f"{where} lists {path}, which is missing under {top}; extract the complete archive again."
+            )
         return (path, pid, camera - 1, split)
 
     def expected_statistics(self, top: Path) -> Statistics:
@@ -243,6 +279,16 @@ def get_dataset(name: str) -> type[Dataset]:
         raise HavanaError(f"unknown dataset '{name}'; choose one of {', '.join(DATASETS)}.") from None
 
 
+def dataset_title(name: str | None) -> str:
+    """The paper's spelling of a registered dataset's name (unregistered names shown as given)."""
+    return DATASETS[name].title if name in DATASETS else (name or "")
+
+
+def is_synthetic(name: str) -> bool:
+    """Whether dataset `name` is rendered by `havana synth` rather than obtained as an archive."""
+    return get_dataset(name).synthetic
+
+
 def make_manifest(rows: list[tuple[str, int, int, str]]) -> pd.DataFrame:
     """A manifest DataFrame from (path, pid, camid, split) rows, ordered by split (train, query, gallery) then path."""
     import pandas as pd
@@ -250,13 +296,21 @@ def make_manifest(rows: list[tuple[str, int, int, str]]) -> pd.DataFrame:
     frame = pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS))
     frame = frame.astype({"path": str, "pid": "int64", "camid": "int64", "split": str})
     order = frame["split"].map({split: i for i, split in enumerate(SPLITS)})
-    return frame.assign(_order=order).sort_values(["_order", "path"], kind="stable").drop(columns="_order").reset_index(drop=True)
+    return (
+        frame.assign(_order=order)
+        .sort_values(["_order", "path"], kind="stable")
+        .drop(columns="_order")
+        .reset_index(drop=True)
+    )
 
 
 def split_statistics(manifest: pd.DataFrame) -> Statistics:
     """(number of ids, number of images) per split."""
-    return {split: (int(part["pid"].nunique()), len(part))
-            for split in SPLITS for part in [manifest[manifest["split"] == split]]}
+    return {
+        split: (int(part["pid"].nunique()), len(part))
+        for split in SPLITS
+        for part in [manifest[manifest["split"] == split]]
+    }
 
 
 def write_manifest(path: str | os.PathLike, manifest: pd.DataFrame) -> None:
@@ -271,13 +325,20 @@ def read_manifest(path: str | os.PathLike) -> pd.DataFrame:
 
     path = Path(path)
     if not path.is_file():
-        raise HavanaError(f"manifest {path} does not exist; create it with `havana prepare DATASET --root DIR --archive FILE`.")
+        raise HavanaError(
+            f"manifest {path} does not exist; create it with `havana prepare DATASET --root DIR --archive FILE`."
+        )
     try:
         frame = pd.read_csv(path, dtype={"path": str, "split": str})
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise HavanaError(f"manifest {path} is not a readable CSV ({exc.__class__.__name__}); run `havana prepare` again.") from None
+        raise HavanaError(
+            f"manifest {path} is not a readable CSV ({exc.__class__.__name__}); run `havana prepare` again."
+        ) from None
     if list(frame.columns) != list(MANIFEST_COLUMNS):
-        raise HavanaError(f"manifest {path} has columns {list(frame.columns)}, expected {list(MANIFEST_COLUMNS)}; run `havana prepare` again.")
+        raise HavanaError(
+            f"manifest {path} has columns {list(frame.columns)}, expected {list(MANIFEST_COLUMNS)}; "
+            "run `havana prepare` again."
+        )
     bad = sorted(set(frame["split"]) - set(SPLITS))
     if bad:
         raise HavanaError(f"manifest {path} has unknown split(s) {bad}; splits are {', '.join(SPLITS)}.")

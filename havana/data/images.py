@@ -5,9 +5,9 @@ whichever process read it."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence
 
 import pandas as pd
 import torch
@@ -24,8 +24,9 @@ def load_rgb(path: Path) -> Image.Image:
     except FileNotFoundError:
         raise HavanaError(f"image {path} listed in the manifest does not exist; rerun `havana prepare`.") from None
     except (UnidentifiedImageError, OSError) as exc:
-        raise HavanaError(f"image {path} cannot be decoded ({exc.__class__.__name__}); replace it or rerun "
-                          "`havana prepare`.") from None
+        raise HavanaError(
+            f"image {path} cannot be decoded ({exc.__class__.__name__}); replace it or rerun `havana prepare`."
+        ) from None
 
 
 def label_map(pids: Sequence[int]) -> dict[int, int]:
@@ -39,8 +40,9 @@ class ManifestImages(torch.utils.data.Dataset):
     The label is the pid's class index when `labels` is given (training), else the pid itself.
     """
 
-    def __init__(self, root: str | os.PathLike, rows: pd.DataFrame, transform: Callable,
-                 labels: dict[int, int] | None = None) -> None:
+    def __init__(
+        self, root: str | os.PathLike, rows: pd.DataFrame, transform: Callable, labels: dict[int, int] | None = None
+    ) -> None:
         self.root = Path(root)
         self.paths = rows["path"].astype(str).tolist()
         self.pids = rows["pid"].astype("int64").tolist()
@@ -68,8 +70,9 @@ class MultiViewImages(ManifestImages):
     batch order or what ran before: extraction is reproducible.
     """
 
-    def __init__(self, root: str | os.PathLike, rows: pd.DataFrame, plain: Callable, augment: Callable,
-                 views: int, seed: int = 0) -> None:
+    def __init__(
+        self, root: str | os.PathLike, rows: pd.DataFrame, plain: Callable, augment: Callable, views: int, seed: int = 0
+    ) -> None:
         super().__init__(root, rows, plain)
         self.augment, self.views, self.seed = augment, views, seed
 
@@ -98,14 +101,24 @@ def loader_batches(loader: Iterable) -> Iterator:
         raise HavanaError(message.rpartition("HavanaError: ")[2].strip()) from None
 
 
-def ordered_batches(data: torch.utils.data.Dataset, batch_size: int, *, workers: int, threads: int = 1,
-                    read_ahead: int = 1, pin_memory: bool = False) -> Iterator:
+def ordered_batches(
+    data: torch.utils.data.Dataset,
+    batch_size: int,
+    *,
+    workers: int,
+    threads: int = 1,
+    read_ahead: int = 1,
+    pin_memory: bool = False,
+) -> Iterator:
     """`data`'s items in order, collated `batch_size` at a time: read by `workers` DataLoader processes (pinned when
     `pin_memory`), or with `workers` 0 in this process, `read_ahead` batches at a time split over `threads` threads
     (PIL releases the GIL while it decodes and resizes)."""
     if workers > 0:
-        yield from loader_batches(torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=False,
-                                                              num_workers=workers, pin_memory=pin_memory))
+        yield from loader_batches(
+            torch.utils.data.DataLoader(
+                data, batch_size=batch_size, shuffle=False, num_workers=workers, pin_memory=pin_memory
+            )
+        )
         return
 
     def read(indices: range) -> list:
@@ -116,7 +129,7 @@ def ordered_batches(data: torch.utils.data.Dataset, batch_size: int, *, workers:
         for start in range(0, len(data), chunk):
             indices = range(start, min(start + chunk, len(data)))
             step = -(-len(indices) // threads)  # contiguous parts, one per thread
-            parts = pool.map(read, [indices[i:i + step] for i in range(0, len(indices), step)])
+            parts = pool.map(read, [indices[i : i + step] for i in range(0, len(indices), step)])
             fields = torch.utils.data.default_collate([item for part in parts for item in part])
             for offset in range(0, len(indices), batch_size):
-                yield [field[offset:offset + batch_size] for field in fields]
+                yield [field[offset : offset + batch_size] for field in fields]

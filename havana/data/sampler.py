@@ -8,7 +8,7 @@ so no identity is starved. The plan depends only on (seed, epoch).
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -25,10 +25,14 @@ class PKSampler(torch.utils.data.Sampler[list[int]]):
         grouped: dict[int, list[int]] = defaultdict(list)
         for index, pid in enumerate(pids):
             grouped[int(pid)].append(index)
-        self.indices_by_pid: dict[int, np.ndarray] = {pid: np.asarray(ix, dtype=np.int64) for pid, ix in sorted(grouped.items())}
+        self.indices_by_pid: dict[int, np.ndarray] = {
+            pid: np.asarray(ix, dtype=np.int64) for pid, ix in sorted(grouped.items())
+        }
         if len(self.indices_by_pid) < p:
-            raise HavanaError(f"P×K sampler needs at least p={p} identities but the data has "
-                              f"{len(self.indices_by_pid)}; lower p in the config.")
+            raise HavanaError(
+                f"P×K sampler needs at least p={p} identities but the data has "
+                f"{len(self.indices_by_pid)}; lower p in the config."
+            )
         self.p, self.k, self.seed = p, k, seed
         self.epoch = 0
         self._plan: tuple[int, list[list[int]]] | None = None
@@ -45,7 +49,7 @@ class PKSampler(torch.utils.data.Sampler[list[int]]):
                 chunks[pid] = [rng.choice(indices, size=self.k, replace=True).tolist()]
             else:
                 order = rng.permutation(indices)
-                chunks[pid] = [order[i:i + self.k].tolist() for i in range(0, len(order) - self.k + 1, self.k)]
+                chunks[pid] = [order[i : i + self.k].tolist() for i in range(0, len(order) - self.k + 1, self.k)]
         return chunks
 
     def _build_plan(self) -> list[list[int]]:

@@ -1,4 +1,5 @@
-"""Synthetic re-ID dataset: pedestrian-like images rendered in the Market-1501 layout and naming, deterministic per seed.
+"""Synthetic re-ID dataset: pedestrian-like images rendered in the Market-1501 layout and naming, deterministic per
+seed.
 
 Each identity has its own appearance (clothing colours and patterns, sleeves, trousers/shorts/skirt, build, height,
 hair, bag, hat); each camera has its own colour cast, brightness, background and preferred viewpoint; each shot
@@ -19,10 +20,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from havana import atomic
 from havana.data.datasets import SPLITS, Synthetic
 from havana.errors import HavanaError
-from havana.progress import progress
+from havana.utils import atomic
+from havana.utils.progress import progress
 
 VIEWS = ("front", "back", "left", "right")
 SKIN = ((224, 180, 150), (198, 140, 105), (150, 100, 70), (95, 65, 45))
@@ -48,15 +49,19 @@ class SynthConfig:
 
     def validate(self) -> None:
         """Raise HavanaError naming the first parameter outside its range."""
-        checks = [(self.ids >= 4, f"--ids must be at least 4 (2 train and 2 test identities), not {self.ids}"),
-                  (2 <= self.cameras <= 9, f"--cameras must be between 2 and 9, not {self.cameras}"),
-                  (self.images_per_id >= 2, f"--images-per-id must be at least 2, not {self.images_per_id}"),
-                  (self.height >= 32 and self.width >= 16,
-                   f"--height must be at least 32 and --width at least 16, not {self.height}x{self.width}"),
-                  (0.0 <= self.difficulty <= 1.0, f"--difficulty must be between 0 and 1, not {self.difficulty}"),
-                  (0.0 <= self.distractors <= 1.0, f"--distractors must be between 0 and 1, not {self.distractors}"),
-                  (0.0 <= self.junk <= 1.0, f"--junk must be between 0 and 1, not {self.junk}"),
-                  (self.seed >= 0, f"--seed must be at least 0, not {self.seed}")]
+        checks = [
+            (self.ids >= 4, f"--ids must be at least 4 (2 train and 2 test identities), not {self.ids}"),
+            (2 <= self.cameras <= 9, f"--cameras must be between 2 and 9, not {self.cameras}"),
+            (self.images_per_id >= 2, f"--images-per-id must be at least 2, not {self.images_per_id}"),
+            (
+                self.height >= 32 and self.width >= 16,
+                f"--height must be at least 32 and --width at least 16, not {self.height}x{self.width}",
+            ),
+            (0.0 <= self.difficulty <= 1.0, f"--difficulty must be between 0 and 1, not {self.difficulty}"),
+            (0.0 <= self.distractors <= 1.0, f"--distractors must be between 0 and 1, not {self.distractors}"),
+            (0.0 <= self.junk <= 1.0, f"--junk must be between 0 and 1, not {self.junk}"),
+            (self.seed >= 0, f"--seed must be at least 0, not {self.seed}"),
+        ]
         for ok, message in checks:
             if not ok:
                 raise HavanaError(f"{message}; pick a value in range.")
@@ -116,13 +121,20 @@ def make_identity(rng: np.random.Generator, difficulty: float) -> Identity:
     colours = palette(difficulty)
     pick = lambda: colours[int(rng.integers(len(colours)))]  # noqa: E731
     return Identity(
-        upper=_jitter(pick(), rng, 12), upper_second=_jitter(pick(), rng, 12),
+        upper=_jitter(pick(), rng, 12),
+        upper_second=_jitter(pick(), rng, 12),
         upper_pattern=str(rng.choice(["solid", "solid", "hstripes", "vstripes", "check", "split"])),
-        lower=_jitter(pick(), rng, 12), lower_kind=str(rng.choice(["trousers", "trousers", "trousers", "shorts", "skirt"])),
-        long_sleeves=bool(rng.random() < 0.6), shoes=_jitter((40, 35, 30), rng, 30),
-        skin=SKIN[int(rng.integers(len(SKIN)))], hair=HAIR[int(rng.integers(len(HAIR)))], long_hair=bool(rng.random() < 0.35),
-        build=float(rng.uniform(0.85, 1.15)), stature=float(rng.uniform(0.80, 0.94)),
-        bag=str(rng.choice(["none", "none", "backpack", "shoulder"])), bag_colour=_jitter(pick(), rng, 20),
+        lower=_jitter(pick(), rng, 12),
+        lower_kind=str(rng.choice(["trousers", "trousers", "trousers", "shorts", "skirt"])),
+        long_sleeves=bool(rng.random() < 0.6),
+        shoes=_jitter((40, 35, 30), rng, 30),
+        skin=SKIN[int(rng.integers(len(SKIN)))],
+        hair=HAIR[int(rng.integers(len(HAIR)))],
+        long_hair=bool(rng.random() < 0.35),
+        build=float(rng.uniform(0.85, 1.15)),
+        stature=float(rng.uniform(0.80, 0.94)),
+        bag=str(rng.choice(["none", "none", "backpack", "shoulder"])),
+        bag_colour=_jitter(pick(), rng, 20),
         hat=_jitter(pick(), rng, 10) if rng.random() < 0.2 else None,
     )
 
@@ -132,12 +144,19 @@ def make_camera(rng: np.random.Generator, difficulty: float, index: int) -> Came
     cast = tuple(float(v) for v in 1.0 + rng.uniform(-0.3, 0.3, size=3) * difficulty)
     wall = tuple(int(v) for v in rng.integers(70, 200, size=3))
     ground = tuple(int(v) for v in rng.integers(60, 160, size=3))
-    return Camera(cast=cast, brightness=float(1.0 + rng.uniform(-0.35, 0.25) * difficulty), wall=wall, ground=ground,
-                  view=VIEWS[(index + int(rng.integers(4))) % 4], blur=float(rng.uniform(0.0, 1.2) * difficulty))
+    return Camera(
+        cast=cast,
+        brightness=float(1.0 + rng.uniform(-0.35, 0.25) * difficulty),
+        wall=wall,
+        ground=ground,
+        view=VIEWS[(index + int(rng.integers(4))) % 4],
+        blur=float(rng.uniform(0.0, 1.2) * difficulty),
+    )
 
 
-def _background(draw: ImageDraw.ImageDraw, size: tuple[int, int], camera: Camera, rng: np.random.Generator,
-                difficulty: float) -> None:
+def _background(
+    draw: ImageDraw.ImageDraw, size: tuple[int, int], camera: Camera, rng: np.random.Generator, difficulty: float
+) -> None:
     """Wall, ground plane and clutter (boxes, poles, windows) in muted colours."""
     w, h = size
     horizon = int(h * rng.uniform(0.55, 0.75))
@@ -150,13 +169,19 @@ def _background(draw: ImageDraw.ImageDraw, size: tuple[int, int], camera: Camera
         draw.rectangle([x0, y0, x0 + bw, y0 + bh], fill=colour)
 
 
-def _limb(draw: ImageDraw.ImageDraw, top: tuple[float, float], bottom: tuple[float, float], width: float,
-          colour: tuple[int, int, int]) -> None:
+def _limb(
+    draw: ImageDraw.ImageDraw,
+    top: tuple[float, float],
+    bottom: tuple[float, float],
+    width: float,
+    colour: tuple[int, int, int],
+) -> None:
     draw.line([top, bottom], fill=colour, width=max(1, int(round(width))))
 
 
-def _person(draw: ImageDraw.ImageDraw, person: Identity, view: str, cx: float, feet: float, height: float,
-            phase: float) -> None:
+def _person(
+    draw: ImageDraw.ImageDraw, person: Identity, view: str, cx: float, feet: float, height: float, phase: float
+) -> None:
     """Draw a pedestrian standing on y=`feet`, centred on x=`cx`, `height` pixels tall, seen from `view`."""
     side = view in ("left", "right")
     facing = -1.0 if view == "left" else 1.0
@@ -175,21 +200,40 @@ def _person(draw: ImageDraw.ImageDraw, person: Identity, view: str, cx: float, f
     if person.bag == "backpack" and view != "front":
         bx = cx - facing * torso_w * 0.55 if side else cx
         bw = torso_w * (0.55 if side else 0.8)
-        draw.rounded_rectangle([bx - bw / 2, shoulder + 0.02 * height, bx + bw / 2, hip - 0.04 * height],
-                               radius=max(1, int(r * 0.4)), fill=person.bag_colour)
+        draw.rounded_rectangle(
+            [bx - bw / 2, shoulder + 0.02 * height, bx + bw / 2, hip - 0.04 * height],
+            radius=max(1, int(r * 0.4)),
+            fill=person.bag_colour,
+        )
     # legs
     leg_x = (0.0, 0.0) if side else (-0.22 * torso_w, 0.22 * torso_w)
     legs_colour = person.skin if person.lower_kind != "trousers" else person.lower
     for sign, dx in zip((1.0, -1.0), leg_x):
         foot_x = cx + dx + sign * swing * (1.0 if side else 0.35)
         knee_x = (cx + dx + foot_x) / 2
-        _limb(draw, (cx + dx, hip), (knee_x, knee), limb_w, person.lower if person.lower_kind != "skirt" else person.skin)
+        _limb(
+            draw, (cx + dx, hip), (knee_x, knee), limb_w, person.lower if person.lower_kind != "skirt" else person.skin
+        )
         _limb(draw, (knee_x, knee), (foot_x, ankle), limb_w * 0.9, legs_colour)
-        draw.ellipse([foot_x - limb_w * 0.7 + facing * limb_w * 0.3 * side, ankle - 0.01 * height,
-                      foot_x + limb_w * 0.7 + facing * limb_w * 0.3 * side, feet], fill=person.shoes)
+        draw.ellipse(
+            [
+                foot_x - limb_w * 0.7 + facing * limb_w * 0.3 * side,
+                ankle - 0.01 * height,
+                foot_x + limb_w * 0.7 + facing * limb_w * 0.3 * side,
+                feet,
+            ],
+            fill=person.shoes,
+        )
     if person.lower_kind == "skirt":
-        draw.polygon([(cx - torso_w * 0.45, hip - 0.02 * height), (cx + torso_w * 0.45, hip - 0.02 * height),
-                      (cx + torso_w * 0.7, knee), (cx - torso_w * 0.7, knee)], fill=person.lower)
+        draw.polygon(
+            [
+                (cx - torso_w * 0.45, hip - 0.02 * height),
+                (cx + torso_w * 0.45, hip - 0.02 * height),
+                (cx + torso_w * 0.7, knee),
+                (cx - torso_w * 0.7, knee),
+            ],
+            fill=person.lower,
+        )
     # torso with its pattern
     box = [cx - torso_w / 2, shoulder, cx + torso_w / 2, hip]
     draw.rounded_rectangle(box, radius=max(1, int(r * 0.5)), fill=person.upper)
@@ -210,8 +254,11 @@ def _person(draw: ImageDraw.ImageDraw, person: Identity, view: str, cx: float, f
         draw.rectangle([x0 + 1, (y0 + y1) / 2, x1 - 1, y1 - 1], fill=person.upper_second)
     if person.bag == "backpack" and view == "front":  # straps
         for dx in (-0.25, 0.25):
-            draw.line([(cx + dx * torso_w, shoulder), (cx + dx * torso_w, hip - 0.08 * height)],
-                      fill=person.bag_colour, width=max(1, int(limb_w * 0.3)))
+            draw.line(
+                [(cx + dx * torso_w, shoulder), (cx + dx * torso_w, hip - 0.08 * height)],
+                fill=person.bag_colour,
+                width=max(1, int(limb_w * 0.3)),
+            )
     # arms
     arm_x = (facing * 0.1 * torso_w,) if side else (-0.5 * torso_w - limb_w * 0.4, 0.5 * torso_w + limb_w * 0.4)
     for sign, dx in zip((-1.0, 1.0), arm_x):
@@ -221,21 +268,33 @@ def _person(draw: ImageDraw.ImageDraw, person: Identity, view: str, cx: float, f
         _limb(draw, elbow, hand, limb_w * 0.75, person.upper if person.long_sleeves else person.skin)
     if person.bag == "shoulder":
         bx = cx + (0.5 * torso_w + limb_w) * (facing if side else 1.0)
-        draw.line([(cx - 0.3 * torso_w, shoulder), (bx, hip - 0.05 * height)], fill=person.bag_colour, width=max(1, int(limb_w * 0.25)))
+        draw.line(
+            [(cx - 0.3 * torso_w, shoulder), (bx, hip - 0.05 * height)],
+            fill=person.bag_colour,
+            width=max(1, int(limb_w * 0.25)),
+        )
         draw.rectangle([bx - limb_w, hip - 0.06 * height, bx + limb_w, hip + 0.06 * height], fill=person.bag_colour)
     # head, hair, hat
     draw.ellipse([cx - r, head_y - r, cx + r, head_y + r], fill=person.skin if view != "back" else person.hair)
     hair_box = [cx - r * 1.05, head_y - r * 1.1, cx + r * 1.05, head_y + (r * 0.2 if view != "back" else r)]
     draw.chord(hair_box, 180, 360, fill=person.hair)
     if person.long_hair:
-        draw.rectangle([cx - r * (0.3 if side else 1.0) - (facing * r * 0.6 if side else 0), head_y,
-                        cx + r * (0.3 if side else 1.0) - (facing * r * 0.6 if side else 0), head_y + 1.8 * r], fill=person.hair)
+        draw.rectangle(
+            [
+                cx - r * (0.3 if side else 1.0) - (facing * r * 0.6 if side else 0),
+                head_y,
+                cx + r * (0.3 if side else 1.0) - (facing * r * 0.6 if side else 0),
+                head_y + 1.8 * r,
+            ],
+            fill=person.hair,
+        )
     if person.hat is not None:
         draw.chord([cx - r * 1.1, head_y - r * 1.25, cx + r * 1.1, head_y + r * 0.3], 180, 360, fill=person.hat)
 
 
-def render(person: Identity | None, camera: Camera, rng: np.random.Generator, config: SynthConfig, *,
-           junk: bool = False) -> bytes:
+def render(
+    person: Identity | None, camera: Camera, rng: np.random.Generator, config: SynthConfig, *, junk: bool = False
+) -> bytes:
     """One JPEG image of `person` (or a junk crop) seen by `camera`, with the shot's nuisances drawn from `rng`."""
     d = config.difficulty
     size = (config.width * SUPERSAMPLE, config.height * SUPERSAMPLE)
@@ -259,7 +318,9 @@ def render(person: Identity | None, camera: Camera, rng: np.random.Generator, co
             x = rng.uniform(0.1, 0.9) * w
             draw.rectangle([x, 0, x + rng.uniform(0.06, 0.16) * w, h], fill=colour)
         elif kind == 1:
-            draw.rectangle([rng.uniform(-0.3, 0.3) * w, rng.uniform(0.6, 0.8) * h, rng.uniform(0.7, 1.3) * w, h], fill=colour)
+            draw.rectangle(
+                [rng.uniform(-0.3, 0.3) * w, rng.uniform(0.6, 0.8) * h, rng.uniform(0.7, 1.3) * w, h], fill=colour
+            )
         else:
             x = float(rng.choice([-0.15, 0.8])) * w
             draw.ellipse([x, rng.uniform(0.2, 0.5) * h, x + 0.4 * w, h * 1.1], fill=colour)
@@ -303,22 +364,31 @@ def plan(config: SynthConfig) -> list[Shot]:
         queries = {0} | ({1} if count >= 3 else set())  # first image of cams[0] (and of cams[1] with 3+ cameras)
         shots += [Shot(pid, cam, "query" if i in queries else "gallery", i) for i, cam in enumerate(assigned)]
     test_images = sum(s.split != "train" for s in shots)
-    shots += [Shot(0, int(rng.integers(config.cameras)), "gallery", i) for i in range(int(round(config.distractors * test_images)))]
-    shots += [Shot(-1, int(rng.integers(config.cameras)), "gallery", i) for i in range(int(round(config.junk * test_images)))]
+    shots += [
+        Shot(0, int(rng.integers(config.cameras)), "gallery", i)
+        for i in range(int(round(config.distractors * test_images)))
+    ]
+    shots += [
+        Shot(-1, int(rng.integers(config.cameras)), "gallery", i) for i in range(int(round(config.junk * test_images)))
+    ]
     return shots
 
 
 def statistics(shots: list[Shot]) -> dict[str, list[int]]:
     """(ids, images) per split as `prepare` counts them: junk excluded, the distractor pid 0 counted as one id."""
     kept = [s for s in shots if s.pid != -1]
-    return {split: [len({s.pid for s in kept if s.split == split}), sum(s.split == split for s in kept)] for split in SPLITS}
+    return {
+        split: [len({s.pid for s in kept if s.split == split}), sum(s.split == split for s in kept)] for split in SPLITS
+    }
 
 
 def synthesize(config: SynthConfig, out: str | Path) -> Path:
     """Render the dataset into `out/Synthetic-ReID/` atomically and return that folder."""
     config.validate()
     shots = plan(config)
-    cameras = [make_camera(np.random.default_rng([config.seed, 3, c]), config.difficulty, c) for c in range(config.cameras)]
+    cameras = [
+        make_camera(np.random.default_rng([config.seed, 3, c]), config.difficulty, c) for c in range(config.cameras)
+    ]
     identities: dict[int, Identity] = {}
     frames = [0] * config.cameras
     top = Path(out) / Synthetic.top_folder
@@ -329,14 +399,19 @@ def synthesize(config: SynthConfig, out: str | Path) -> Path:
             rng = np.random.default_rng([config.seed, 4, shot.pid + 1, shot.index, shot.camera])
             if shot.pid > 0:
                 if shot.pid not in identities:
-                    identities[shot.pid] = make_identity(np.random.default_rng([config.seed, 5, shot.pid]), config.difficulty)
+                    identities[shot.pid] = make_identity(
+                        np.random.default_rng([config.seed, 5, shot.pid]), config.difficulty
+                    )
                 person = identities[shot.pid]
             else:  # a distractor (pid 0) or a junk crop (pid -1) shows a one-off person
                 person = make_identity(rng, config.difficulty)
             frames[shot.camera] += 1 + int(rng.integers(0, 40))
             frame = frames[shot.camera]
-            name = f"{shot.pid:04d}_c{shot.camera + 1}s{1 + frame // 10000 % 6}_{frame:06d}_01.jpg" if shot.pid >= 0 \
+            name = (
+                f"{shot.pid:04d}_c{shot.camera + 1}s{1 + frame // 10000 % 6}_{frame:06d}_01.jpg"
+                if shot.pid >= 0
                 else f"-1_c{shot.camera + 1}s{1 + frame // 10000 % 6}_{frame:06d}_01.jpg"
+            )
             data = render(person, cameras[shot.camera], rng, config, junk=shot.pid == -1)
             (tmp / Synthetic.subfolders[shot.split] / name).write_bytes(data)
         info = {"generator": "havana synth", "config": asdict(config), "statistics": statistics(shots)}

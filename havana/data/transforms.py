@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torchvision.transforms as T
 
-from havana.extractor_config import TransformConfig
+from havana.models.extractor_config import TransformConfig
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -44,6 +44,12 @@ def train_transform(image_size: tuple[int, int], config: TransformConfig) -> T.C
         steps.append(T.Normalize(IMAGENET_MEAN, IMAGENET_STD))
     if config.random_erasing:
         # After normalisation, value 0 is the ImageNet mean colour: BoT erases with (about) the mean pixel.
-        steps.append(T.RandomErasing(p=config.erasing_p, scale=tuple(config.erasing_scale),
-                                     ratio=(config.erasing_ratio, 1.0 / config.erasing_ratio), value=0))
+        steps.append(
+            T.RandomErasing(
+                p=config.erasing_p,
+                scale=tuple(config.erasing_scale),
+                ratio=(config.erasing_ratio, 1.0 / config.erasing_ratio),
+                value=0,
+            )
+        )
     return T.Compose(steps)

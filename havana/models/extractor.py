@@ -16,10 +16,9 @@ import torchvision
 from torch import nn
 
 from havana.errors import HavanaError
-from havana.extractor_config import ExtractorConfig
+from havana.models.extractor_config import ExtractorConfig
 
-FEATURE_DIMS = {"resnet18": 512, "resnet34": 512, "resnet50": 2048, "resnet101": 2048, "resnet152": 2048,
-                "mgn": 2048}
+FEATURE_DIMS = {"resnet18": 512, "resnet34": 512, "resnet50": 2048, "resnet101": 2048, "resnet152": 2048, "mgn": 2048}
 MGN_REDUCED_DIM = 256  # each of MGN's eight features
 
 
@@ -37,14 +36,18 @@ def imagenet_resnet(arch: str, pretrained: bool, weights: str | os.PathLike | No
     if weights is not None:
         path = Path(weights)
         if not path.is_file():
-            raise HavanaError(f"ImageNet weights file {path} (extractor `weights:`) does not exist; place the "
-                              f"torchvision {arch} state dict there or set `weights: null`.")
+            raise HavanaError(
+                f"ImageNet weights file {path} (extractor `weights:`) does not exist; place the "
+                f"torchvision {arch} state dict there or set `weights: null`."
+            )
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
             model.load_state_dict(state)
         except (RuntimeError, OSError, KeyError, ValueError) as exc:
-            raise HavanaError(f"ImageNet weights file {path} is not a torchvision {arch} state dict "
-                              f"({exc.__class__.__name__}); use the file torchvision publishes.") from None
+            raise HavanaError(
+                f"ImageNet weights file {path} is not a torchvision {arch} state dict "
+                f"({exc.__class__.__name__}); use the file torchvision publishes."
+            ) from None
     elif pretrained:
         enum = torchvision.models.get_model_weights(arch)
         choice = enum.IMAGENET1K_V1  # the weights BoT and fast-reid started from
@@ -53,9 +56,11 @@ def imagenet_resnet(arch: str, pretrained: bool, weights: str | os.PathLike | No
             model.load_state_dict(choice.get_state_dict(progress=False))
         except (OSError, RuntimeError) as exc:  # URLError is an OSError; a truncated download a RuntimeError
             target = Path(torch.hub.get_dir()) / "checkpoints" / file_name
-            raise HavanaError(f"cannot load ImageNet weights for {arch} ({exc.__class__.__name__}: offline?); "
-                              f"download {choice.url} to {target} ($TORCH_HOME/hub/checkpoints/{file_name}), or "
-                              "point the extractor's `weights:` at a local copy, or set `pretrained: false`.") from None
+            raise HavanaError(
+                f"cannot load ImageNet weights for {arch} ({exc.__class__.__name__}: offline?); "
+                f"download {choice.url} to {target} ($TORCH_HOME/hub/checkpoints/{file_name}), or "
+                "point the extractor's `weights:` at a local copy, or set `pretrained: false`."
+            ) from None
     return model
 
 
@@ -85,13 +90,22 @@ def _classifier(dim: int, num_classes: int) -> nn.Linear:
 class BoTExtractor(nn.Module):
     """Bag-of-Tricks baseline: ResNet trunk (last stride configurable), GAP, BNNeck, bias-free classifier."""
 
-    def __init__(self, arch: str, num_classes: int, last_stride: int = 1, pretrained: bool = False,
-                 weights: str | None = None) -> None:
+    def __init__(
+        self, arch: str, num_classes: int, last_stride: int = 1, pretrained: bool = False, weights: str | None = None
+    ) -> None:
         super().__init__()
         resnet = imagenet_resnet(arch, pretrained, weights)
         set_first_block_stride(resnet.layer4, last_stride)
-        self.trunk = nn.Sequential(resnet.conv1, resnet.bn1, resnet.relu, resnet.maxpool,
-                                   resnet.layer1, resnet.layer2, resnet.layer3, resnet.layer4)
+        self.trunk = nn.Sequential(
+            resnet.conv1,
+            resnet.bn1,
+            resnet.relu,
+            resnet.maxpool,
+            resnet.layer1,
+            resnet.layer2,
+            resnet.layer3,
+            resnet.layer4,
+        )
         self.feature_dim = FEATURE_DIMS[arch]
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.bnneck = _bnneck(self.feature_dim)
@@ -110,8 +124,9 @@ class ReducedHead(nn.Module):
 
     def __init__(self, in_dim: int, num_classes: int) -> None:
         super().__init__()
-        self.reduce = nn.Sequential(nn.Conv2d(in_dim, MGN_REDUCED_DIM, 1, bias=False),
-                                    nn.BatchNorm2d(MGN_REDUCED_DIM), nn.ReLU(inplace=True))
+        self.reduce = nn.Sequential(
+            nn.Conv2d(in_dim, MGN_REDUCED_DIM, 1, bias=False), nn.BatchNorm2d(MGN_REDUCED_DIM), nn.ReLU(inplace=True)
+        )
         nn.init.kaiming_normal_(self.reduce[0].weight, mode="fan_in")
         self.bnneck = _bnneck(MGN_REDUCED_DIM)
         self.classifier = _classifier(MGN_REDUCED_DIM, num_classes)
@@ -133,15 +148,20 @@ class MGNExtractor(nn.Module):
     def __init__(self, num_classes: int, pretrained: bool = False, weights: str | None = None) -> None:
         super().__init__()
         resnet = imagenet_resnet("resnet50", pretrained, weights)
-        self.trunk = nn.Sequential(resnet.conv1, resnet.bn1, resnet.relu, resnet.maxpool,
-                                   resnet.layer1, resnet.layer2, resnet.layer3[0])
+        self.trunk = nn.Sequential(
+            resnet.conv1, resnet.bn1, resnet.relu, resnet.maxpool, resnet.layer1, resnet.layer2, resnet.layer3[0]
+        )
         stage4 = nn.Sequential(*resnet.layer3[1:])
         global_conv5 = resnet.layer4
         part_conv5 = copy.deepcopy(resnet.layer4)
         set_first_block_stride(part_conv5, 1)
-        self.branches = nn.ModuleList([nn.Sequential(copy.deepcopy(stage4), copy.deepcopy(global_conv5)),
-                                       nn.Sequential(copy.deepcopy(stage4), copy.deepcopy(part_conv5)),
-                                       nn.Sequential(copy.deepcopy(stage4), copy.deepcopy(part_conv5))])
+        self.branches = nn.ModuleList(
+            [
+                nn.Sequential(copy.deepcopy(stage4), copy.deepcopy(global_conv5)),
+                nn.Sequential(copy.deepcopy(stage4), copy.deepcopy(part_conv5)),
+                nn.Sequential(copy.deepcopy(stage4), copy.deepcopy(part_conv5)),
+            ]
+        )
         self.parts = (1, 2, 3)  # horizontal stripes per branch, besides each branch's global feature
         self.heads = nn.ModuleList([ReducedHead(2048, num_classes) for _ in range(3 + 2 + 3)])
         self.feature_dim = FEATURE_DIMS["mgn"]
@@ -156,8 +176,10 @@ class MGNExtractor(nn.Module):
         normed = [after for _, after in outputs]
         if not self.training:
             return torch.cat(normed, dim=1)
-        return ExtractorOutput(logits=[head.classifier(n) for head, n in zip(self.heads, normed)],
-                               triplet_features=[before for before, _ in outputs[:3]])
+        return ExtractorOutput(
+            logits=[head.classifier(n) for head, n in zip(self.heads, normed)],
+            triplet_features=[before for before, _ in outputs[:3]],
+        )
 
 
 def build_extractor(config: ExtractorConfig, num_classes: int) -> nn.Module:
@@ -165,36 +187,47 @@ def build_extractor(config: ExtractorConfig, num_classes: int) -> nn.Module:
     strides: global branch 2, part branches 1)."""
     if config.arch == "mgn":
         return MGNExtractor(num_classes, pretrained=config.pretrained, weights=config.weights)
-    return BoTExtractor(config.arch, num_classes, last_stride=config.last_stride, pretrained=config.pretrained,
-                        weights=config.weights)
+    return BoTExtractor(
+        config.arch, num_classes, last_stride=config.last_stride, pretrained=config.pretrained, weights=config.weights
+    )
 
 
 def save_extractor(path: str | os.PathLike, model: nn.Module, config: ExtractorConfig, num_classes: int) -> None:
     """Write a self-describing `model.pt` (config, num_classes, state dict) atomically."""
-    from havana.atomic import atomic_path
-    from havana.provenance import to_plain
+    from havana.utils.atomic import atomic_path
+    from havana.utils.provenance import to_plain
 
     with atomic_path(path) as tmp:
-        torch.save({"config": to_plain(config), "num_classes": num_classes,
-                    "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}, tmp)
+        torch.save(
+            {
+                "config": to_plain(config),
+                "num_classes": num_classes,
+                "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            },
+            tmp,
+        )
 
 
-def load_extractor(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[nn.Module, ExtractorConfig]:
+def load_extractor(
+    path: str | os.PathLike, map_location: str | torch.device = "cpu"
+) -> tuple[nn.Module, ExtractorConfig]:
     """Rebuild a trained extractor from `model.pt` (eval mode, no ImageNet download) and return it with its config."""
-    from havana import torch_io
     from havana.config import from_mapping
+    from havana.utils import torch_io
 
     path = Path(path)
     if not path.is_file():
         raise HavanaError(f"extractor checkpoint {path} does not exist; run `havana train-extractor` first.")
-    saved = torch_io.load(path, what="extractor checkpoint", advice="rerun `havana train-extractor`",
-                          map_location=map_location)
+    saved = torch_io.load(
+        path, what="extractor checkpoint", advice="rerun `havana train-extractor`", map_location=map_location
+    )
     try:
         config = from_mapping(ExtractorConfig, {**saved["config"], "pretrained": False, "weights": None}, str(path))
         with torch.device("meta"):  # no random initialisation: every tensor comes from the checkpoint
             model = build_extractor(config, saved["num_classes"])
         model.load_state_dict(saved["state_dict"], assign=True)
     except (KeyError, RuntimeError, TypeError) as exc:
-        raise HavanaError(f"{path} is not a havana extractor checkpoint ({exc.__class__.__name__}); "
-                          "rerun `havana train-extractor`.") from None
+        raise HavanaError(
+            f"{path} is not a havana extractor checkpoint ({exc.__class__.__name__}); rerun `havana train-extractor`."
+        ) from None
     return model.eval(), config

@@ -4,7 +4,8 @@ the ablation-row loss (Eq. 5-14, Algorithm 1) as a pure function of a batch.
 Readings (DESIGN.md): f_mu, f_sigma and the decoder are Linear-act-Linear of feature width; f_sigma outputs a
 log-variance; the classifier reads z_mu; q(v | z, y) and p(z | v, y) take a sample and the one-hot identity (a
 Linear on [s, onehot(y)] is written as Linear(s) + an embedding of y, the same function without the one-hot matmul).
-The covariance constraint fixes z_sigma = I: f_sigma is not built and L_klz becomes L_reconz + KL(N(z_mu, I) || N(0, I)).
+The covariance constraint fixes z_sigma = I: f_sigma is not built and L_klz becomes L_reconz + KL(N(z_mu, I) || N(0,
+I)).
 Loss scale (paper silent): reconstruction MSEs and KL terms are per-element means, so a global 1/D scales the whole
 ELBO and beta keeps its beta-VAE meaning while alpha weighs the ELBO against the per-sample cls and triplet losses.
 """
@@ -12,17 +13,18 @@ ELBO and beta keeps its beta-VAE meaning while alpha weighs the ELBO against the
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
-from typing import ClassVar, Optional
+from typing import Any, ClassVar
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from havana import losses
-from havana.config import Limit, above, at_least, between
-from havana.atomic import atomic_path
+from havana.config import Limit, above, at_least, between, from_mapping, section
 from havana.errors import HavanaError
+from havana.models import losses
+from havana.utils.atomic import atomic_path
 
 ACTIVATIONS = {"relu": nn.ReLU, "leaky_relu": nn.LeakyReLU, "gelu": nn.GELU, "tanh": nn.Tanh}
 TERMS = ("cls", "triplet", "jst", "reconx", "klz", "reconz", "klv")
@@ -47,14 +49,19 @@ class RowConfig:
     klv: bool = False  # L_klv = KL(q(v|z,y) || N(0, I))
     constraint: bool = False  # covariance constraint C: z_sigma = I
     alpha: float = 0.2  # ELBO weight (Sect. 4.3: 0.2)
-    beta: Optional[float] = None  # KL weight; None = the dataset's default (heads.beta_by_dataset: Market 1, MSMT 2)
+    beta: float | None = None  # KL weight; None = the dataset's default (heads.beta_by_dataset: Market 1, MSMT 2)
     gamma: float = 0.5  # JS triplet margin, on the JS-in-bits scale [0, 1] (Table 4: 0.5)
     js_divergence: str = "mean_dim"  # D_JS of Eq. 9: mean over dimensions of the per-dimension JS in bits, or "joint"
     lam: float = 1.0  # weight of the (JS) triplet loss (Sect. 4.3: 1.0)
     triplet_margin: float = 0.3  # Euclidean triplet margin (paper silent; BoT's 0.3)
 
-    LIMITS: ClassVar[dict[str, Limit]] = {"alpha": at_least(0), "beta": at_least(0), "gamma": at_least(0),
-                                          "lam": at_least(0), "triplet_margin": at_least(0)}
+    LIMITS: ClassVar[dict[str, Limit]] = {
+        "alpha": at_least(0),
+        "beta": at_least(0),
+        "gamma": at_least(0),
+        "lam": at_least(0),
+        "triplet_margin": at_least(0),
+    }
 
     def __post_init__(self) -> None:
         if self.triplet and self.jst:
@@ -62,17 +69,29 @@ class RowConfig:
         if self.reconz and not self.constraint:
             raise HavanaError("reconz is the covariance constraint's rewrite of L_klz; set constraint: true with it.")
         if self.js_divergence not in losses.JS_DIVERGENCES:
-            raise HavanaError(f"unknown js_divergence '{self.js_divergence}'; choose one of "
-                              f"{', '.join(losses.JS_DIVERGENCES)}.")
+            raise HavanaError(
+                f"unknown js_divergence '{self.js_divergence}'; choose one of {', '.join(losses.JS_DIVERGENCES)}."
+            )
 
     @property
     def uses_hvd(self) -> bool:
         """HVD is built when klv or reconz is on; without C, klz then measures KL(q(z | x) || p(z | v, y))."""
         return self.klv or self.reconz
 
-    def with_beta(self, default_beta: float) -> "RowConfig":
+    def with_beta(self, default_beta: float) -> RowConfig:
         """This row with beta resolved from the dataset default when it is None."""
         return self if self.beta is not None else replace(self, beta=float(default_beta))
+
+
+def resolve_row(config: Mapping[str, Any], row: str, dataset: str) -> RowConfig:
+    """`heads.rows.<row>` as trained on `dataset`: its beta, or the dataset's `heads.beta_by_dataset` entry when the
+    row leaves beta null. The one resolution used by training, `havana plan` and the figures: a dataset missing from
+    beta_by_dataset is the same one-sentence error in all three."""
+    config = dict(config)
+    resolved = from_mapping(RowConfig, section(config, "heads", "rows", row), f"heads.rows.{row}")
+    if resolved.beta is not None:
+        return resolved
+    return resolved.with_beta(section(config, "heads", "beta_by_dataset", dataset))
 
 
 @dataclass
@@ -87,14 +106,20 @@ class HeadTrainConfig:
     optimizer: str = "adam"  # paper silent; its anchor (reid-strong-baseline) trains with Adam, which lr 1e-5 fits
     label_smoothing: float = 0.1  # BoT's epsilon
     activation: str = "relu"  # MLP non-linearity (paper: "simple MLPs with non-linear activations")
-    variation_dim: Optional[int] = None  # size of v; None = the latent size (paper silent)
+    variation_dim: int | None = None  # size of v; None = the latent size (paper silent)
     device: str = "auto"  # "auto" (a free GPU when present), "cpu", "cuda", "cuda:N"
     checkpoint_minutes: float = 10.0  # checkpoint after this much wall-clock time and on SIGTERM; 0: every epoch
 
-    LIMITS: ClassVar[dict[str, Limit]] = {"epochs": at_least(1), "lr": above(0), "weight_decay": at_least(0),
-                                          "p": at_least(1), "k": at_least(1), "variation_dim": at_least(1),
-                                          "label_smoothing": between(0, 1, high_open=True),
-                                          "checkpoint_minutes": at_least(0)}
+    LIMITS: ClassVar[dict[str, Limit]] = {
+        "epochs": at_least(1),
+        "lr": above(0),
+        "weight_decay": at_least(0),
+        "p": at_least(1),
+        "k": at_least(1),
+        "variation_dim": at_least(1),
+        "label_smoothing": between(0, 1, high_open=True),
+        "checkpoint_minutes": at_least(0),
+    }
 
 
 @dataclass
@@ -103,9 +128,9 @@ class HeadConfig:
 
     feature_dim: int  # input x: extractor feature size (2048 for ResNet-50, 512 for ResNet-18/34)
     num_classes: int  # training identities
-    latent_dim: Optional[int] = None  # z size; None = feature_dim (Sect. 4.4 counts a 2048 -> 2048 MLP)
-    hidden_dim: Optional[int] = None  # MLP width; None = feature_dim
-    variation_dim: Optional[int] = None  # v size; None = latent_dim
+    latent_dim: int | None = None  # z size; None = feature_dim (Sect. 4.4 counts a 2048 -> 2048 MLP)
+    hidden_dim: int | None = None  # MLP width; None = feature_dim
+    variation_dim: int | None = None  # v size; None = latent_dim
     hvd: bool = False  # build q(v | z, y) and p(z | v, y)
     constraint: bool = False  # z_sigma = I (no f_sigma)
     activation: str = "relu"
@@ -143,8 +168,14 @@ class HavanaHead(nn.Module):
     def __init__(self, config: HeadConfig) -> None:
         super().__init__()
         self.config = config
-        f, h, z, v, c, act = (config.feature_dim, config.hidden_dim, config.latent_dim, config.variation_dim,
-                              config.num_classes, config.activation)
+        f, h, z, v, c, act = (
+            config.feature_dim,
+            config.hidden_dim,
+            config.latent_dim,
+            config.variation_dim,
+            config.num_classes,
+            config.activation,
+        )
         self.f_mu = _mlp(f, h, z, act)
         self.f_sigma = None if config.constraint else _mlp(f, h, z, act)
         self.decoder = _mlp(z, h, f, act)
@@ -173,14 +204,26 @@ def noise_widths(row: RowConfig, config: HeadConfig) -> dict[str, int]:
 
 def term_weights(row: RowConfig) -> dict[str, float]:
     """Each on term's weight in the total: cls 1, (triplet | jst) lam, reconx alpha, klz / klv / reconz alpha beta."""
-    weights = {"cls": 1.0, "triplet": row.lam, "jst": row.lam, "reconx": row.alpha,
-               "klz": row.alpha * row.beta, "klv": row.alpha * row.beta, "reconz": row.alpha * row.beta}
+    weights = {
+        "cls": 1.0,
+        "triplet": row.lam,
+        "jst": row.lam,
+        "reconx": row.alpha,
+        "klz": row.alpha * row.beta,
+        "klv": row.alpha * row.beta,
+        "reconz": row.alpha * row.beta,
+    }
     return {name: weights[name] for name in TERMS if getattr(row, name)}
 
 
-def _loss_terms(model: HavanaHead, x: torch.Tensor, labels: torch.Tensor, row: RowConfig, label_smoothing: float,
-                noise: dict[str, torch.Tensor] | None = None
-                ) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+def _loss_terms(
+    model: HavanaHead,
+    x: torch.Tensor,
+    labels: torch.Tensor,
+    row: RowConfig,
+    label_smoothing: float,
+    noise: dict[str, torch.Tensor] | None = None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """(z_mu, {term: value}, triplet mining info) of one batch; only the row's terms are computed. `noise` holds the
     reparameterisation draws named by noise_widths ([batch, width] each); None: drawn here from torch's global RNG."""
     noise = noise or {}
@@ -227,8 +270,14 @@ def _loss_terms(model: HavanaHead, x: torch.Tensor, labels: torch.Tensor, row: R
     return z_mu, terms, info
 
 
-def head_loss(model: HavanaHead, x: torch.Tensor, labels: torch.Tensor, row: RowConfig, label_smoothing: float = 0.1,
-              noise: dict[str, torch.Tensor] | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def head_loss(
+    model: HavanaHead,
+    x: torch.Tensor,
+    labels: torch.Tensor,
+    row: RowConfig,
+    label_smoothing: float = 0.1,
+    noise: dict[str, torch.Tensor] | None = None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Algorithm 1 for one batch: (total, {term: value}) with only the row's terms computed (off terms: no graph).
 
     total = cls + lam (triplet | jst) + alpha (reconx + beta (klz + klv [+ reconz under C])).
@@ -242,8 +291,9 @@ def head_loss(model: HavanaHead, x: torch.Tensor, labels: torch.Tensor, row: Row
 DIAGNOSTICS = ("hard_pos", "hard_neg", "active", *(f"grad_{term}" for term in TERMS))
 
 
-def loss_diagnostics(model: HavanaHead, x: torch.Tensor, labels: torch.Tensor, row: RowConfig,
-                     label_smoothing: float = 0.1) -> dict[str, float]:
+def loss_diagnostics(
+    model: HavanaHead, x: torch.Tensor, labels: torch.Tensor, row: RowConfig, label_smoothing: float = 0.1
+) -> dict[str, float]:
     """What shows that each term is alive, measured on one batch (no parameter update):
 
     hard_pos / hard_neg: mean over anchors of the hardest positive's and hardest negative's divergence (JS in bits
@@ -253,19 +303,32 @@ def loss_diagnostics(model: HavanaHead, x: torch.Tensor, labels: torch.Tensor, r
     """
     z_mu, terms, info = _loss_terms(model, x, labels, row, label_smoothing)
     weights = term_weights(row)
-    norms = {name: torch.autograd.grad(weights[name] * value, z_mu, retain_graph=True)[0].norm()
-             for name, value in terms.items()}
+    norms = {
+        name: torch.autograd.grad(weights[name] * value, z_mu, retain_graph=True)[0].norm()
+        for name, value in terms.items()
+    }
     total_norm = sum(norms.values()).clamp_min(1e-30)
-    result = {"hard_pos": info.get("dist_ap", 0.0), "hard_neg": info.get("dist_an", 0.0),
-              "active": info.get("active", 0.0)}
+    result = {
+        "hard_pos": info.get("dist_ap", 0.0),
+        "hard_neg": info.get("dist_an", 0.0),
+        "active": info.get("active", 0.0),
+    }
     result.update({f"grad_{name}": norms[name] / total_norm if name in norms else 0.0 for name in TERMS})
     return {name: float(value) for name, value in result.items()}
 
 
 def build_head(feature_dim: int, num_classes: int, row: RowConfig, train: HeadTrainConfig) -> HavanaHead:
     """The head a row needs: HVD only when a term uses it, f_sigma only without the constraint."""
-    return HavanaHead(HeadConfig(feature_dim=feature_dim, num_classes=num_classes, variation_dim=train.variation_dim,
-                                 hvd=row.uses_hvd, constraint=row.constraint, activation=train.activation))
+    return HavanaHead(
+        HeadConfig(
+            feature_dim=feature_dim,
+            num_classes=num_classes,
+            variation_dim=train.variation_dim,
+            hvd=row.uses_hvd,
+            constraint=row.constraint,
+            activation=train.activation,
+        )
+    )
 
 
 def save_head(path: str | os.PathLike, model: HavanaHead) -> None:
@@ -276,10 +339,11 @@ def save_head(path: str | os.PathLike, model: HavanaHead) -> None:
 
 def load_head(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> HavanaHead:
     """Rebuild a head from its self-describing checkpoint, in eval mode."""
-    from havana import torch_io
+    from havana.utils import torch_io
 
-    payload = torch_io.load(path, what="head checkpoint", advice="run `havana train-head` to create it again",
-                            map_location=map_location)
+    payload = torch_io.load(
+        path, what="head checkpoint", advice="run `havana train-head` to create it again", map_location=map_location
+    )
     try:
         model = HavanaHead(HeadConfig(**payload["config"]))
         model.load_state_dict(payload["state_dict"])

@@ -4,18 +4,18 @@ Each figure's settings class declares the files it reads (`reads`, through havan
 figure rule's Snakemake input); `write_figure` checks they all exist (a missing one is an error naming it) and
 `figN(config, settings, layout, out)` reads them, turns them into plot data with a pure function (exposed for tests),
 draws, and saves a PNG atomically. Datasets outside active_datasets get no panel. Heads shown in Figs. 5 and 6 are the
-first seed's, encoded in the figure job from head.pt and the features (havana.scoring.encode): no head's
+first seed's, encoded in the figure job from head.pt and the features (havana.evaluation.scoring.encode): no head's
 embeddings are stored.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import matplotlib
 
@@ -24,16 +24,26 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from havana.atomic import atomic_path  # noqa: E402
 from havana.config import from_mapping, section  # noqa: E402
+from havana.data.datasets import dataset_title  # noqa: E402
 from havana.errors import HavanaError  # noqa: E402
 from havana.layout import BASELINE, Layout, active_datasets, require  # noqa: E402
 from havana.layout import seeds as config_seeds  # noqa: E402
-from havana.report import tables  # noqa: E402
+from havana.report import model  # noqa: E402
+from havana.utils.atomic import atomic_path  # noqa: E402
 
 DPI = 100  # every figure: size in inches × DPI pixels, no tight bounding box, so the PNG size is known
-STYLE = {"font.size": 8, "axes.titlesize": 9, "axes.labelsize": 8, "legend.fontsize": 7, "xtick.labelsize": 7,
-         "ytick.labelsize": 7, "axes.spines.top": False, "axes.spines.right": False, "figure.dpi": DPI}
+STYLE = {
+    "font.size": 8,
+    "axes.titlesize": 9,
+    "axes.labelsize": 8,
+    "legend.fontsize": 7,
+    "xtick.labelsize": 7,
+    "ytick.labelsize": 7,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "figure.dpi": DPI,
+}
 BASELINE_COLOR, HAVANA_COLOR, SOTA_COLOR = "tab:blue", "tab:red", "tab:green"
 CORRECT_COLOR, WRONG_COLOR = "#1a9641", "#d7191c"
 FIG7_TERMS = (("klv", r"$\mathcal{L}_{klv}$"), ("klz", r"$\mathcal{L}_{klz}$"), ("reconz", r"$\mathcal{L}_{reconz}$"))
@@ -49,7 +59,7 @@ class Fig5Config:
     top_k: int = 10  # gallery results per query
     seed: int = 0  # seeds the choice of queries
 
-    def on(self, active: Sequence[str]) -> "Fig5Config | None":
+    def on(self, active: Sequence[str]) -> Fig5Config | None:
         return self if self.dataset in active else None
 
     def runs(self) -> list[tuple[str, str]]:
@@ -70,7 +80,7 @@ class Fig6Config:
     max_per_id: int = 20  # images per identity at most, so t-SNE stays quick
     seed: int = 0  # seeds the identity draw and t-SNE (random_state)
 
-    def on(self, active: Sequence[str]) -> "Fig6Config | None":
+    def on(self, active: Sequence[str]) -> Fig6Config | None:
         return self if self.dataset in active else None
 
     def runs(self) -> list[tuple[str, str]]:
@@ -78,8 +88,9 @@ class Fig6Config:
 
     def reads(self, layout: Layout, seeds: Sequence[int]) -> list[str]:
         ds, ex = self.dataset, self.extractor
-        return [layout.features(ds, ex)] + [layout.head_file(ds, ex, row, seeds[0], "head")
-                                            for row in (self.row_mu, self.row_sigma)]
+        return [layout.features(ds, ex)] + [
+            layout.head_file(ds, ex, row, seeds[0], "head") for row in (self.row_mu, self.row_sigma)
+        ]
 
 
 @dataclass(frozen=True)
@@ -89,15 +100,18 @@ class Fig7Config:
     with_c: str = "havana"  # row trained with the covariance constraint
     without_c: str = "vnae_jst_hvd"  # row trained without it
 
-    def on(self, active: Sequence[str]) -> "Fig7Config | None":
+    def on(self, active: Sequence[str]) -> Fig7Config | None:
         return self if self.dataset in active else None
 
     def runs(self) -> list[tuple[str, str]]:
         return [(self.extractor, self.with_c), (self.extractor, self.without_c)]
 
     def reads(self, layout: Layout, seeds: Sequence[int]) -> list[str]:
-        return [layout.head_file(self.dataset, self.extractor, row, seed, "history")
-                for row in (self.with_c, self.without_c) for seed in seeds]
+        return [
+            layout.head_file(self.dataset, self.extractor, row, seed, "history")
+            for row in (self.with_c, self.without_c)
+            for seed in seeds
+        ]
 
 
 @dataclass(frozen=True)
@@ -107,7 +121,7 @@ class Fig8Config:
     rows: list[str]  # heads.rows names of the alpha × beta grid (alpha, beta read from each row)
     metric: str = "mAP"  # bar height, plain features, mean over seeds
 
-    def on(self, active: Sequence[str]) -> "Fig8Config | None":
+    def on(self, active: Sequence[str]) -> Fig8Config | None:
         datasets = [dataset for dataset in self.datasets if dataset in active]
         return dataclasses.replace(self, datasets=datasets) if datasets else None
 
@@ -115,8 +129,9 @@ class Fig8Config:
         return [(self.extractor, row) for row in self.rows]
 
     def reads(self, layout: Layout, seeds: Sequence[int]) -> list[str]:
-        return [layout.metrics(ds, self.extractor, row, seed) for ds in self.datasets for row in self.rows
-                for seed in seeds]
+        return [
+            layout.metrics(ds, self.extractor, row, seed) for ds in self.datasets for row in self.rows for seed in seeds
+        ]
 
 
 @dataclass(frozen=True)
@@ -133,7 +148,7 @@ class Fig9Config:
     row: str = "havana"  # the head row applied to each extractor (red)
     sota: SotaConfig | None = None  # the green point
 
-    def on(self, active: Sequence[str]) -> "Fig9Config | None":
+    def on(self, active: Sequence[str]) -> Fig9Config | None:
         datasets = [dataset for dataset in self.datasets if dataset in active]
         return dataclasses.replace(self, datasets=datasets) if datasets else None
 
@@ -141,11 +156,16 @@ class Fig9Config:
         return [(extractor, row) for extractor in self.extractors for row in (BASELINE, self.row)]
 
     def reads(self, layout: Layout, seeds: Sequence[int]) -> list[str]:
-        return [layout.metrics(ds, extractor, row, seed) for ds in self.datasets for extractor, row in self.runs()
-                for seed in seeds]
+        return [
+            layout.metrics(ds, extractor, row, seed)
+            for ds in self.datasets
+            for extractor, row in self.runs()
+            for seed in seeds
+        ]
 
 
 # ---------------------------------------------------------------- paths and readers (the IO edge)
+
 
 @dataclass
 class TestEmbeddings:
@@ -163,13 +183,21 @@ class TestEmbeddings:
 
 def _test_embeddings(data: Any, query: np.ndarray, gallery: np.ndarray) -> TestEmbeddings:
     q, g = data["query"], data["gallery"]
-    return TestEmbeddings(query=query, gallery=gallery, q_pids=q.pids, g_pids=g.pids, q_camids=q.camids,
-                          g_camids=g.camids, q_paths=q.paths, g_paths=g.paths)
+    return TestEmbeddings(
+        query=query,
+        gallery=gallery,
+        q_pids=q.pids,
+        g_pids=g.pids,
+        q_camids=q.camids,
+        g_camids=g.camids,
+        q_paths=q.paths,
+        g_paths=g.paths,
+    )
 
 
 def read_test_embeddings(path: str | os.PathLike) -> TestEmbeddings | None:
     """Plain-view query/gallery rows of a feature file; None if it is absent."""
-    from havana.features import read_features
+    from havana.data.features import read_features
 
     if not Path(path).is_file():
         return None
@@ -179,15 +207,17 @@ def read_test_embeddings(path: str | os.PathLike) -> TestEmbeddings | None:
 
 def head_test_embeddings(features: Path, head: Path, part: str = "mu") -> TestEmbeddings | None:
     """Plain-view query/gallery rows of a head's z_mu (`part` "mu") or z_logvar ("logvar"), encoded here from head.pt
-    and the features through havana.scoring (no head's embeddings are stored); None when either file is absent."""
-    from havana import scoring
+    and the features through havana.evaluation.scoring (no head's embeddings are stored); None when either file is
+    absent."""
+    from havana.evaluation import scoring
 
     if not Path(features).is_file() or not Path(head).is_file():
         return None
     data = scoring.read_test_features(features)
     model = scoring.load_head_for(head, data, features)
-    encoded = [scoring.encode(model, data[name].features[:, :1], logvar=part == "logvar")
-               for name in scoring.TEST_SPLITS]
+    encoded = [
+        scoring.encode(model, data[name].features[:, :1], logvar=part == "logvar") for name in scoring.TEST_SPLITS
+    ]
     query, gallery = (getattr(e, part)[:, 0] for e in encoded)
     return _test_embeddings(data, query, gallery)
 
@@ -197,16 +227,18 @@ def read_histories(layout: Layout, dataset: str, extractor: str, row: str, seeds
     return [pd.read_csv(layout.head_file(dataset, extractor, row, seed, "history")) for seed in seeds]
 
 
-def mean_metric(layout: Layout, dataset: str, extractor: str, row: str, seeds: Sequence[int],
-                metric: str = "mAP") -> float | None:
+def mean_metric(
+    layout: Layout, dataset: str, extractor: str, row: str, seeds: Sequence[int], metric: str = "mAP"
+) -> float | None:
     """Mean over the seeds of one plain metric, in percent."""
     keys = {(dataset, extractor, row, seed) for seed in seeds}
-    found = tables.collect_metrics(layout, keys, "a figure")
-    values = [tables.metric_percent(found[key], key, metric, flip=False) for key in sorted(found)]
+    found = model.collect_metrics(layout, keys, "a figure")
+    values = [model.metric_percent(found[key], key, metric, flip=False) for key in sorted(found)]
     return float(np.mean(values)) if values else None
 
 
 # ---------------------------------------------------------------- pure computations behind the plots
+
 
 def retrieval_correctness(q_pids: np.ndarray, g_pids: np.ndarray, ranked: np.ndarray) -> np.ndarray:
     """[Q, K] booleans: does the k-th retrieved gallery image of each query show the query's identity (False where
@@ -215,11 +247,11 @@ def retrieval_correctness(q_pids: np.ndarray, g_pids: np.ndarray, ranked: np.nda
     return (ranked >= 0) & (np.asarray(g_pids)[np.maximum(ranked, 0)] == np.asarray(q_pids)[:, None])
 
 
-def choose_queries(q_pids: np.ndarray, q_camids: np.ndarray, g_pids: np.ndarray, g_camids: np.ndarray,
-                   count: int, seed: int) -> np.ndarray:
+def choose_queries(
+    q_pids: np.ndarray, q_camids: np.ndarray, g_pids: np.ndarray, g_camids: np.ndarray, count: int, seed: int
+) -> np.ndarray:
     """`count` query indices (sorted), drawn with `seed` among queries with a true match in another camera."""
-    valid = [i for i in range(len(q_pids))
-             if np.any((g_pids == q_pids[i]) & (g_camids != q_camids[i]))]
+    valid = [i for i in range(len(q_pids)) if np.any((g_pids == q_pids[i]) & (g_camids != q_camids[i]))]
     rng = np.random.default_rng(seed)
     return np.sort(rng.choice(np.asarray(valid, dtype=np.int64), size=min(count, len(valid)), replace=False))
 
@@ -254,8 +286,9 @@ def tsne_2d(points: np.ndarray, seed: int) -> np.ndarray:
 
     points = np.asarray(points, dtype=np.float64)
     with threadpool_limits(limits=1):
-        return TSNE(n_components=2, perplexity=tsne_perplexity(len(points)), init="pca", random_state=seed,
-                    learning_rate="auto").fit_transform(points)
+        return TSNE(
+            n_components=2, perplexity=tsne_perplexity(len(points)), init="pca", random_state=seed, learning_rate="auto"
+        ).fit_transform(points)
 
 
 def loss_band(histories: Sequence[pd.DataFrame], term: str) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
@@ -276,21 +309,11 @@ def loss_band(histories: Sequence[pd.DataFrame], term: str) -> tuple[np.ndarray,
     return curves[0][0][:length], stack.mean(axis=0), stack.std(axis=0)
 
 
-def row_alpha_beta(config: Mapping[str, Any], row: str, dataset: str) -> tuple[float, float]:
-    """(alpha, beta) of `heads.rows.<row>`; beta null means the dataset's default from heads.beta_by_dataset."""
-    entry = section(config, "heads", "rows", row)
-    alpha = float(entry.get("alpha", 0.2))
-    beta = entry.get("beta")
-    if beta is None:
-        heads = config.get("heads", {}) or {}
-        by_dataset = heads.get("beta_by_dataset") or {}
-        beta = by_dataset.get(dataset, 1.0)
-    return alpha, float(beta)
-
-
-def ab_grid(points: Mapping[str, tuple[float, float]], values: Mapping[str, float | None]
-            ) -> tuple[list[float], list[float], np.ndarray]:
-    """(sorted alphas, sorted betas, matrix [A, B] of values, NaN where a row has no value) from row -> (alpha, beta)."""
+def ab_grid(
+    points: Mapping[str, tuple[float, float]], values: Mapping[str, float | None]
+) -> tuple[list[float], list[float], np.ndarray]:
+    """(sorted alphas, sorted betas, matrix [A, B] of values, NaN where a row has no value) from row -> (alpha,
+    beta)."""
     alphas = sorted({alpha for alpha, _ in points.values()})
     betas = sorted({beta for _, beta in points.values()})
     grid = np.full((len(alphas), len(betas)), np.nan)
@@ -307,11 +330,12 @@ def head_test_parameters(feature_dim: int) -> int:
 
 
 def extractor_test_parameters(config: Mapping[str, Any], extractor: str) -> tuple[int, int]:
-    """(test-time parameters, feature dim) of an extractor: its architecture built without weights, classifiers excluded."""
+    """(test-time parameters, feature dim) of an extractor: its architecture built without weights, classifiers
+    excluded."""
     import torch
 
-    from havana.extractor_config import extractor_config
     from havana.models.extractor import FEATURE_DIMS, build_extractor
+    from havana.models.extractor_config import extractor_config
 
     settings = dataclasses.replace(extractor_config(dict(config), extractor), pretrained=False, weights=None)
     with torch.device("meta"):
@@ -332,9 +356,13 @@ class GainPoint:
     gain: float  # map_percent minus the reference's
 
 
-def fig9_points(extractors: Sequence[str], params: Mapping[str, tuple[int, int]],
-                baseline_map: Mapping[str, float | None], havana_map: Mapping[str, float | None],
-                sota: tuple[str, float, float] | None = None) -> list[GainPoint]:
+def fig9_points(
+    extractors: Sequence[str],
+    params: Mapping[str, tuple[int, int]],
+    baseline_map: Mapping[str, float | None],
+    havana_map: Mapping[str, float | None],
+    sota: tuple[str, float, float] | None = None,
+) -> list[GainPoint]:
     """Baseline (extractor parameters) and HAVANA (plus f_mu parameters) points relative to the first extractor's
     baseline, plus the SOTA point (label, params in millions, mAP); [] when the reference has no result."""
     reference = extractors[0]
@@ -345,12 +373,15 @@ def fig9_points(extractors: Sequence[str], params: Mapping[str, tuple[int, int]]
     points = []
     for extractor in extractors:
         count, dim = params[extractor]
-        for series, source, total in (("baseline", baseline_map, count),
-                                      ("havana", havana_map, count + head_test_parameters(dim))):
+        for series, source, total in (
+            ("baseline", baseline_map, count),
+            ("havana", havana_map, count + head_test_parameters(dim)),
+        ):
             value = source.get(extractor)
             if value is not None:
-                points.append(GainPoint(series, extractor, total / 1e6, total / 1e6 - reference_m, value,
-                                        value - reference_map))
+                points.append(
+                    GainPoint(series, extractor, total / 1e6, total / 1e6 - reference_m, value, value - reference_map)
+                )
     if sota is not None:
         label, params_m, value = sota
         points.append(GainPoint("sota", label, params_m, params_m - reference_m, value, value - reference_map))
@@ -359,11 +390,21 @@ def fig9_points(extractors: Sequence[str], params: Mapping[str, tuple[int, int]]
 
 # ---------------------------------------------------------------- drawing helpers
 
+
 def no_data(ax: plt.Axes, what: str) -> None:
     """Turn `ax` into a panel that says which inputs are missing."""
     ax.set_axis_off()
-    ax.text(0.5, 0.5, f"no data for {what}", ha="center", va="center", wrap=True, fontsize=8, color="0.3",
-            transform=ax.transAxes)
+    ax.text(
+        0.5,
+        0.5,
+        f"no data for {what}",
+        ha="center",
+        va="center",
+        wrap=True,
+        fontsize=8,
+        color="0.3",
+        transform=ax.transAxes,
+    )
 
 
 def save_png(fig: plt.Figure, out: str | os.PathLike) -> Path:
@@ -377,6 +418,7 @@ def save_png(fig: plt.Figure, out: str | os.PathLike) -> Path:
 
 
 # ---------------------------------------------------------------- Fig. 5: retrieval grid
+
 
 def _load_thumbnail(path: Path | None) -> np.ndarray:
     """An RGB thumbnail of the image at `path`, or a grey tile when it cannot be found."""
@@ -396,15 +438,18 @@ def fig5_size(num_queries: int, top_k: int) -> tuple[float, float]:
 def fig5(config: Mapping[str, Any], settings: Fig5Config, layout: Layout, out: str | os.PathLike) -> Path:
     """Top-k retrieval for a few seeded queries: baseline row above HAVANA row, green/red borders for right/wrong."""
     from havana.data.datasets import read_manifest
-    from havana.evaluation import EvaluationConfig, topk_indices
+    from havana.evaluation.rank import EvaluationConfig, topk_indices
 
     seed = config_seeds(config)[0]
     features = layout.features(settings.dataset, settings.extractor)
     baseline = read_test_embeddings(features)
-    havana = head_test_embeddings(features, layout.head_file(settings.dataset, settings.extractor, settings.row, seed, "head"))
+    havana = head_test_embeddings(
+        features, layout.head_file(settings.dataset, settings.extractor, settings.row, seed, "head")
+    )
     reference = baseline if baseline is not None else havana
-    queries = choose_queries(reference.q_pids, reference.q_camids, reference.g_pids, reference.g_camids,
-                             settings.num_queries, settings.seed)
+    queries = choose_queries(
+        reference.q_pids, reference.q_camids, reference.g_pids, reference.g_camids, settings.num_queries, settings.seed
+    )
     manifest_path = Path(layout.manifest(settings.dataset))
     manifest = read_manifest(manifest_path)
     known = set(manifest["path"])
@@ -416,8 +461,9 @@ def fig5(config: Mapping[str, Any], settings: Fig5Config, layout: Layout, out: s
     metric = from_mapping(EvaluationConfig, config.get("evaluation") or {}, "evaluation").metric
     methods = [("Baseline", baseline), (f"HAVANA ({settings.row})", havana)]
     with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(2 * max(1, len(queries)), settings.top_k + 1, figsize=fig5_size(len(queries), settings.top_k),
-                                 squeeze=False)
+        fig, axes = plt.subplots(
+            2 * max(1, len(queries)), settings.top_k + 1, figsize=fig5_size(len(queries), settings.top_k), squeeze=False
+        )
         for ax in axes.flat:
             ax.set_xticks([])
             ax.set_yticks([])
@@ -428,9 +474,16 @@ def fig5(config: Mapping[str, Any], settings: Fig5Config, layout: Layout, out: s
                         ax.set_axis_off()
                     no_data(axes[2 * q + method_index][settings.top_k // 2], f"{title} on {settings.dataset}")
                 continue
-            ranked = topk_indices(data.query[queries], data.gallery, settings.top_k, metric=metric,
-                                  q_pids=data.q_pids[queries], g_pids=data.g_pids,
-                                  q_camids=data.q_camids[queries], g_camids=data.g_camids)
+            ranked = topk_indices(
+                data.query[queries],
+                data.gallery,
+                settings.top_k,
+                metric=metric,
+                q_pids=data.q_pids[queries],
+                g_pids=data.g_pids,
+                q_camids=data.q_camids[queries],
+                g_camids=data.g_camids,
+            )
             correct = retrieval_correctness(data.q_pids[queries], data.g_pids, ranked)
             for q, query in enumerate(queries):
                 row = axes[2 * q + method_index]
@@ -453,28 +506,39 @@ def fig5(config: Mapping[str, Any], settings: Fig5Config, layout: Layout, out: s
                         spine.set_color(CORRECT_COLOR if correct[q, k] else WRONG_COLOR)
                         spine.set_linewidth(3)
         width, height = fig5_size(len(queries), settings.top_k)
-        fig.suptitle(f"Fig. 5: top-{settings.top_k} retrieval, {tables.dataset_title(settings.dataset)} "
-                     f"({settings.extractor})\ngreen: same identity, red: different identity")
+        fig.suptitle(
+            f"Fig. 5: top-{settings.top_k} retrieval, {dataset_title(settings.dataset)} "
+            f"({settings.extractor})\ngreen: same identity, red: different identity"
+        )
         fig.subplots_adjust(left=0.3 / width, right=0.99, top=1 - 0.75 / height, bottom=0.01, wspace=0.08, hspace=0.15)
         return save_png(fig, out)
 
 
 # ---------------------------------------------------------------- Fig. 6: t-SNE
 
+
 def fig6_size() -> tuple[float, float]:
     return 12.0, 4.2
 
 
 def fig6(config: Mapping[str, Any], settings: Fig6Config, layout: Layout, out: str | os.PathLike) -> Path:
-    """t-SNE of the same images of `num_ids` seeded identities: baseline, HAVANA-mu (z_mu), HAVANA-sigma (exp(½ logvar))."""
+    """t-SNE of the same images of `num_ids` seeded identities: baseline, HAVANA-mu (z_mu), HAVANA-sigma (exp(½
+    logvar))."""
     seed = config_seeds(config)[0]
     ds, ex = settings.dataset, settings.extractor
     features = layout.features(ds, ex)
     panels = [
         ("Baseline", read_test_embeddings(features), None),
-        (r"HAVANA-$\mu$", head_test_embeddings(features, layout.head_file(ds, ex, settings.row_mu, seed, "head")), None),
-        (r"HAVANA-$\sigma$", head_test_embeddings(features, layout.head_file(ds, ex, settings.row_sigma, seed, "head"),
-                                                  "logvar"), lambda logvar: np.exp(0.5 * logvar)),
+        (
+            r"HAVANA-$\mu$",
+            head_test_embeddings(features, layout.head_file(ds, ex, settings.row_mu, seed, "head")),
+            None,
+        ),
+        (
+            r"HAVANA-$\sigma$",
+            head_test_embeddings(features, layout.head_file(ds, ex, settings.row_sigma, seed, "head"), "logvar"),
+            lambda logvar: np.exp(0.5 * logvar),
+        ),
     ]
     available = [data for _, data, _ in panels if data is not None]
     reference = available[0]
@@ -489,8 +553,10 @@ def fig6(config: Mapping[str, Any], settings: Fig6Config, layout: Layout, out: s
                 no_data(ax, f"{title} ({ds}/{ex})")
                 continue
             if not np.array_equal(np.concatenate([data.q_pids, data.g_pids]), pids):
-                raise HavanaError(f"the {title} embeddings of {ds}/{ex} do not list the same images as the features; "
-                                  "rerun the pipeline on the current features.")
+                raise HavanaError(
+                    f"the {title} embeddings of {ds}/{ex} do not list the same images as the features; "
+                    "rerun the pipeline on the current features."
+                )
             points = np.concatenate([data.query, data.gallery])[rows]
             points = transform(points) if transform is not None else points
             if len(rows) < 4:
@@ -503,17 +569,18 @@ def fig6(config: Mapping[str, Any], settings: Fig6Config, layout: Layout, out: s
             ax.set_title(title)
             ax.set_xticks([])
             ax.set_yticks([])
-        handles, labels = next(((ax.get_legend_handles_labels()) for ax in axes if ax.get_legend_handles_labels()[0]),
-                               ([], []))
+        handles, labels = next(
+            ((ax.get_legend_handles_labels()) for ax in axes if ax.get_legend_handles_labels()[0]), ([], [])
+        )
         if handles:
             fig.legend(handles, labels, title="identity", loc="center right", ncol=1)
-        fig.suptitle(f"Fig. 6: t-SNE of {len(ids)} random identities ({tables.dataset_title(ds)}, {ex}, "
-                     f"{len(rows)} images)")
+        fig.suptitle(f"Fig. 6: t-SNE of {len(ids)} random identities ({dataset_title(ds)}, {ex}, {len(rows)} images)")
         fig.subplots_adjust(left=0.02, right=0.9, top=0.86, bottom=0.04, wspace=0.08)
         return save_png(fig, out)
 
 
 # ---------------------------------------------------------------- Fig. 7: loss curves
+
 
 def fig7_size() -> tuple[float, float]:
     return 11.0, 3.4
@@ -543,25 +610,36 @@ def fig7(config: Mapping[str, Any], settings: Fig7Config, layout: Layout, out: s
             ax.set_xlabel("epoch")
             ax.set_ylabel("loss")
             ax.legend()
-        fig.suptitle(f"Fig. 7: loss curves with and without the covariance constraint "
-                     f"({tables.dataset_title(settings.dataset)}, {settings.extractor})")
+        fig.suptitle(
+            f"Fig. 7: loss curves with and without the covariance constraint "
+            f"({dataset_title(settings.dataset)}, {settings.extractor})"
+        )
         fig.subplots_adjust(left=0.06, right=0.99, top=0.84, bottom=0.15, wspace=0.25)
         return save_png(fig, out)
 
 
 # ---------------------------------------------------------------- Fig. 8: alpha × beta bars
 
+
 def fig8_size(num_datasets: int) -> tuple[float, float]:
     return 5.0 * max(1, num_datasets), 4.2
 
 
-def fig8_grid(config: Mapping[str, Any], layout: Layout, settings: Fig8Config, dataset: str
-              ) -> tuple[list[float], list[float], np.ndarray]:
+def fig8_grid(
+    config: Mapping[str, Any], layout: Layout, settings: Fig8Config, dataset: str
+) -> tuple[list[float], list[float], np.ndarray]:
     """The alpha × beta matrix of mean metric over seeds for one dataset (NaN where the grid has no row)."""
+    from havana.models.head import resolve_row  # torch: imported to draw, not when the rules read FIGURES
+
     seeds = config_seeds(config)
-    points = {row: row_alpha_beta(config, row, dataset) for row in settings.rows}
-    values = {row: mean_metric(layout, dataset, settings.extractor, row, seeds, settings.metric)
-              for row in settings.rows}
+    points = {
+        row: (resolved.alpha, resolved.beta)
+        for row in settings.rows
+        for resolved in [resolve_row(config, row, dataset)]
+    }
+    values = {
+        row: mean_metric(layout, dataset, settings.extractor, row, seeds, settings.metric) for row in settings.rows
+    }
     return ab_grid(points, values)
 
 
@@ -573,27 +651,42 @@ def fig8(config: Mapping[str, Any], settings: Fig8Config, layout: Layout, out: s
     title states that spread in points."""
     grids = {dataset: fig8_grid(config, layout, settings, dataset) for dataset in settings.datasets}
     with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(1, len(settings.datasets), figsize=fig8_size(len(settings.datasets)), squeeze=False,
-                                 layout="constrained")
+        fig, axes = plt.subplots(
+            1, len(settings.datasets), figsize=fig8_size(len(settings.datasets)), squeeze=False, layout="constrained"
+        )
         for ax, dataset in zip(axes[0], settings.datasets):
             alphas, betas, grid = grids[dataset]
             if not np.isfinite(grid).any():
                 no_data(ax, f"the α×β grid on {dataset}")
                 continue
             low, high = float(np.nanmin(grid)), float(np.nanmax(grid))
-            image = ax.imshow(np.ma.masked_invalid(grid.T), origin="lower", cmap="viridis", aspect="auto",
-                              vmin=low, vmax=high if high > low else low + 1e-6)
+            image = ax.imshow(
+                np.ma.masked_invalid(grid.T),
+                origin="lower",
+                cmap="viridis",
+                aspect="auto",
+                vmin=low,
+                vmax=high if high > low else low + 1e-6,
+            )
             for a, b in np.ndindex(grid.shape):
                 value = grid[a, b]
                 shade = 0.0 if not np.isfinite(value) or high <= low else (value - low) / (high - low)
-                ax.text(a, b, "n/a" if not np.isfinite(value) else f"{value:.1f}", ha="center", va="center",
-                        fontsize=7, color="black" if shade > 0.6 else "white" if np.isfinite(value) else "0.4")
+                ax.text(
+                    a,
+                    b,
+                    "n/a" if not np.isfinite(value) else f"{value:.1f}",
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="black" if shade > 0.6 else "white" if np.isfinite(value) else "0.4",
+                )
             ax.set_xticks(range(len(alphas)), [f"{a:g}" for a in alphas])
             ax.set_yticks(range(len(betas)), [f"{b:g}" for b in betas])
             ax.set_xlabel(r"$\alpha$ (ELBO weight)")
             ax.set_ylabel(r"$\beta$ (KL weight)")
-            ax.set_title(f"{tables.dataset_title(dataset)}: {settings.metric} {low:.1f}–{high:.1f} "
-                         f"(spread {high - low:.1f} points)")
+            ax.set_title(
+                f"{dataset_title(dataset)}: {settings.metric} {low:.1f}–{high:.1f} (spread {high - low:.1f} points)"
+            )
             fig.colorbar(image, ax=ax, label=f"{settings.metric} (%)", shrink=0.9)
         fig.suptitle(f"Fig. 8: {settings.metric} over the α × β grid ({settings.extractor}, mean over seeds)")
         return save_png(fig, out)
@@ -601,12 +694,14 @@ def fig8(config: Mapping[str, Any], settings: Fig8Config, layout: Layout, out: s
 
 # ---------------------------------------------------------------- Fig. 9: gain vs parameters
 
+
 def fig9_size(num_datasets: int) -> tuple[float, float]:
     return 5.0 * max(1, num_datasets), 4.2
 
 
 def fig9(config: Mapping[str, Any], settings: Fig9Config, layout: Layout, out: str | os.PathLike) -> Path:
-    """mAP gain vs parameters relative to the first extractor's baseline: baselines (blue), HAVANA (red), SOTA (green)."""
+    """mAP gain vs parameters relative to the first extractor's baseline: baselines (blue), HAVANA (red), SOTA
+    (green)."""
     seeds = config_seeds(config)
     params = {extractor: extractor_test_parameters(config, extractor) for extractor in settings.extractors}
     panels = {}
@@ -614,15 +709,22 @@ def fig9(config: Mapping[str, Any], settings: Fig9Config, layout: Layout, out: s
         baseline = {e: mean_metric(layout, dataset, e, BASELINE, seeds) for e in settings.extractors}
         havana = {e: mean_metric(layout, dataset, e, settings.row, seeds) for e in settings.extractors}
         sota = settings.sota
-        sota_point = ((sota.label, sota.params_m, sota.values[dataset])
-                      if sota and sota.params_m is not None and dataset in sota.values else None)
+        sota_point = (
+            (sota.label, sota.params_m, sota.values[dataset])
+            if sota and sota.params_m is not None and dataset in sota.values
+            else None
+        )
         panels[dataset] = fig9_points(settings.extractors, params, baseline, havana, sota_point)
     colors = {"baseline": BASELINE_COLOR, "havana": HAVANA_COLOR, "sota": SOTA_COLOR}
-    names = {"baseline": "baseline", "havana": f"HAVANA ({settings.row})",
-             "sota": f"{settings.sota.label} (SOTA)" if settings.sota else "SOTA"}
+    names = {
+        "baseline": "baseline",
+        "havana": f"HAVANA ({settings.row})",
+        "sota": f"{settings.sota.label} (SOTA)" if settings.sota else "SOTA",
+    }
     with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(1, len(settings.datasets), figsize=fig9_size(len(settings.datasets)), squeeze=False,
-                                 layout="constrained")  # titles, labels and the legend below the axes all fit
+        fig, axes = plt.subplots(
+            1, len(settings.datasets), figsize=fig9_size(len(settings.datasets)), squeeze=False, layout="constrained"
+        )  # titles, labels and the legend below the axes all fit
         for ax, dataset in zip(axes[0], settings.datasets):
             points = panels[dataset]
             if not points:
@@ -632,43 +734,58 @@ def fig9(config: Mapping[str, Any], settings: Fig9Config, layout: Layout, out: s
                 chosen = [p for p in points if p.series == series]
                 if not chosen:
                     continue
-                ax.plot([p.delta_params_m for p in chosen], [p.gain for p in chosen], marker="o" if series != "sota" else "*",
-                        markersize=6 if series != "sota" else 12, linestyle="-" if series != "sota" else "none",
-                        color=colors[series], label=names[series])
+                ax.plot(
+                    [p.delta_params_m for p in chosen],
+                    [p.gain for p in chosen],
+                    marker="o" if series != "sota" else "*",
+                    markersize=6 if series != "sota" else 12,
+                    linestyle="-" if series != "sota" else "none",
+                    color=colors[series],
+                    label=names[series],
+                )
                 for p in chosen:
-                    ax.annotate(p.label.replace("bot_", ""), (p.delta_params_m, p.gain), textcoords="offset points",
-                                xytext=(3, 3), fontsize=6)
+                    ax.annotate(
+                        p.label.replace("bot_", ""),
+                        (p.delta_params_m, p.gain),
+                        textcoords="offset points",
+                        xytext=(3, 3),
+                        fontsize=6,
+                    )
             origin = next(p for p in points if p.series == "baseline" and p.label == settings.extractors[0])
             ax.margins(x=0.15, y=0.1)
             ax.axhline(0, color="0.7", linewidth=0.8)
             ax.axvline(0, color="0.7", linewidth=0.8)
-            ax.set_title(f"{tables.dataset_title(dataset)}\norigin: {settings.extractors[0]} baseline, "
-                         f"{origin.params_m:.1f}M parameters, mAP {origin.map_percent:.1f}")
+            ax.set_title(
+                f"{dataset_title(dataset)}\norigin: {settings.extractors[0]} baseline, "
+                f"{origin.params_m:.1f}M parameters, mAP {origin.map_percent:.1f}"
+            )
             ax.set_xlabel("parameters increment (M)")
             ax.set_ylabel("mAP gain (points)")
             ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3, frameon=False)  # outside the data
         missing_sota = settings.sota is not None and settings.sota.params_m is None
-        fig.suptitle("Fig. 9: mAP gain against test-time parameters"
-                     + (f"\n({settings.sota.label} not drawn: its parameter count is not configured)" if missing_sota else ""))
+        fig.suptitle(
+            "Fig. 9: mAP gain against test-time parameters"
+            + (f"\n({settings.sota.label} not drawn: its parameter count is not configured)" if missing_sota else "")
+        )
         return save_png(fig, out)
 
 
 @dataclass(frozen=True)
 class Figure:
-    """One figure this pipeline draws: its settings class (config `figures.<name>`), drawing function and file title."""
+    """One figure this pipeline draws: its settings class (config `figures.<name>`) and drawing function."""
 
     settings: type
     draw: Callable[..., Path]
-    title: str  # the PNG is figures/<name>_<title>.png
 
 
-# The one list of figures: the rules, the CLI's choices and the schema (tested) follow it.
+# The drawing function of every figure of layout.FIGURE_TITLES (tested: the same keys); the rules, the CLI's choices
+# and the schema follow that list.
 FIGURES: dict[str, Figure] = {
-    "fig5": Figure(Fig5Config, fig5, "retrieval"),
-    "fig6": Figure(Fig6Config, fig6, "tsne"),
-    "fig7": Figure(Fig7Config, fig7, "loss_curves"),
-    "fig8": Figure(Fig8Config, fig8, "alpha_beta"),
-    "fig9": Figure(Fig9Config, fig9, "cost"),
+    "fig5": Figure(Fig5Config, fig5),
+    "fig6": Figure(Fig6Config, fig6),
+    "fig7": Figure(Fig7Config, fig7),
+    "fig8": Figure(Fig8Config, fig8),
+    "fig9": Figure(Fig9Config, fig9),
 }
 
 
@@ -689,7 +806,9 @@ def write_figure(config: Mapping[str, Any], name: str, out: str | os.PathLike, l
     layout = layout or Layout.of(config)
     chosen = active_settings(config, name)
     if chosen is None:
-        raise HavanaError(f"figures.{name} draws no dataset of active_datasets ({', '.join(active_datasets(config))}); "
-                          "add its dataset there or drop the figure.")
+        raise HavanaError(
+            f"figures.{name} draws no dataset of active_datasets ({', '.join(active_datasets(config))}); "
+            "add its dataset there or drop the figure."
+        )
     require(chosen.reads(layout, config_seeds(config)), f"figure {name}")
     return FIGURES[name].draw(config, chosen, layout, out)

@@ -8,14 +8,16 @@ green reproduced, red not reproduced, grey not run; cells without a paper value 
 from __future__ import annotations
 
 import html
-from typing import Sequence
+from collections.abc import Sequence
 
-from havana.report import summary, tables
-from havana.report.tables import TableModel
+from havana.data.datasets import dataset_title
+from havana.report import model as table_model
+from havana.report.model import TableModel
 
-VERDICT_CLASSES = {summary.REPRODUCED: "ok", summary.NOT_REPRODUCED: "bad", summary.NOT_RUN: "missing"}
+VERDICT_CLASSES = {table_model.REPRODUCED: "ok", table_model.NOT_REPRODUCED: "bad", table_model.NOT_RUN: "missing"}
 STYLE = """
-body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; font-size: 13px; margin: 12px; color: #222; }
+body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; font-size: 13px; margin: 12px;
+       color: #222; }
 caption { caption-side: top; text-align: left; font-weight: 600; padding: 4px 0 8px; }
 table.havana { border-collapse: collapse; }
 table.havana th, table.havana td { padding: 3px 8px; border-bottom: 1px solid #ddd; white-space: nowrap; }
@@ -29,14 +31,18 @@ table.havana tr.group td { font-style: italic; background: #f4f4f4; }
 p.note { max-width: 70em; color: #444; }
 span.legend { padding: 1px 6px; margin-right: 6px; }
 """
-LEGEND = ('<p class="note">Δ = reproduced − paper, in points: <span class="legend ok">reproduced</span>'
-          '<span class="legend bad">not reproduced</span><span class="legend missing">missing</span> '
-          '({rule})</p>')
+LEGEND = (
+    '<p class="note">Δ = reproduced − paper, in points: <span class="legend ok">reproduced</span>'
+    '<span class="legend bad">not reproduced</span><span class="legend missing">missing</span> '
+    "({rule})</p>"
+)
 
 
 def _page(title: str, body: str) -> str:
-    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
-            f"<style>{STYLE}</style></head>\n<body>\n{body}\n</body></html>\n")
+    return (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+        f"<style>{STYLE}</style></head>\n<body>\n{body}\n</body></html>\n"
+    )
 
 
 def _cell(text: str, classes: str = "num") -> str:
@@ -47,42 +53,54 @@ def render_table(model: TableModel, tolerance: float) -> str:
     """One paper table as an HTML page: two header rows (column titles spanning ours / paper / Δ), group rows."""
     lead = 2 if model.has_dataset_column else 1
     top = '<th rowspan="2">Method</th>' + ('<th rowspan="2">Dataset</th>' if lead == 2 else "")
-    top += "".join(f'<th colspan="3">{html.escape(tables.column_title(c))}</th>' for c in model.columns)
+    top += "".join(f'<th colspan="3">{html.escape(table_model.column_title(c))}</th>' for c in model.columns)
     sub = "<th>ours</th><th>paper</th><th>Δ</th>" * len(model.columns)
     rows, group = [], None
     for row in model.rows:
         if row.group != group:
             group = row.group
-            rows.append(f'<tr class="group"><td colspan="{lead + 3 * len(model.columns)}">{html.escape(group)}</td></tr>')
-        cells = [_cell(row.label, "label")] + ([_cell(tables.dataset_title(row.dataset), "label")] if lead == 2 else [])
+            rows.append(
+                f'<tr class="group"><td colspan="{lead + 3 * len(model.columns)}">{html.escape(group)}</td></tr>'
+            )
+        cells = [_cell(row.label, "label")] + ([_cell(dataset_title(row.dataset), "label")] if lead == 2 else [])
         if row.spec is None:
             for value in row.reported:
-                cells += [_cell(""), _cell(tables.paper_text(value), "num paper"), _cell("")]
+                cells += [_cell(""), _cell(table_model.paper_text(value), "num paper"), _cell("")]
         else:
             for cell in row.cells:
-                judged = "" if cell.paper is None else " " + VERDICT_CLASSES[summary.verdict(cell, tolerance)]
-                cells += [_cell(tables.cell_text(cell)), _cell(tables.paper_text(cell.paper), "num paper"),
-                          _cell(tables.delta_text(cell), "num" + judged)]
+                judged = "" if cell.paper is None else " " + VERDICT_CLASSES[table_model.verdict(cell, tolerance)]
+                cells += [
+                    _cell(table_model.cell_text(cell)),
+                    _cell(table_model.paper_text(cell.paper), "num paper"),
+                    _cell(table_model.delta_text(cell), "num" + judged),
+                ]
         rows.append("<tr>" + "".join(cells) + "</tr>")
-    display = tables.display_name(model.name)
+    display = table_model.display_name(model.name)
     title = model.caption if model.caption.startswith(display) else f"{display}. {model.caption}"
-    body = (f'<table class="havana" id="{html.escape(model.name)}"><caption>{html.escape(title)}</caption>\n'
-            f"<thead><tr>{top}</tr><tr>{sub}</tr></thead>\n<tbody>\n" + "\n".join(rows) + "\n</tbody></table>\n"
-            + LEGEND.format(rule=html.escape(summary.rule_text(tolerance)))
-            + f'\n<p class="note">{html.escape(model.note)}</p>')
+    body = (
+        f'<table class="havana" id="{html.escape(model.name)}"><caption>{html.escape(title)}</caption>\n'
+        f"<thead><tr>{top}</tr><tr>{sub}</tr></thead>\n<tbody>\n"
+        + "\n".join(rows)
+        + "\n</tbody></table>\n"
+        + LEGEND.format(rule=html.escape(table_model.rule_text(tolerance)))
+        + f'\n<p class="note">{html.escape(model.note)}</p>'
+    )
     return _page(title, body)
 
 
-def render_summary(verdicts: Sequence[summary.Verdict], tolerance: float) -> str:
+def render_summary(verdicts: Sequence[table_model.Verdict], tolerance: float) -> str:
     """The reproduction summary as an HTML page: counts and rule, then one row per judged cell, verdict coloured."""
-    head = "".join(f"<th>{html.escape(name)}</th>" for name in summary.HEADINGS)
+    head = "".join(f"<th>{html.escape(name)}</th>" for name in table_model.HEADINGS)
     rows = []
     for item in verdicts:
-        fields = summary.verdict_fields(item)
+        fields = table_model.verdict_fields(item)
         classes = ["label", "label", "label", "num", "num paper", "num", VERDICT_CLASSES[item.verdict], "label"]
         rows.append("<tr>" + "".join(_cell(text, cls) for text, cls in zip(fields, classes)) + "</tr>")
-    body = (f'<table class="havana" id="summary"><caption>Reproduction summary: '
-            f"{html.escape(summary.counts_text(verdicts))}</caption>\n<thead><tr>{head}</tr></thead>\n<tbody>\n"
-            + "\n".join(rows) + "\n</tbody></table>\n"
-            + f'<p class="note">{html.escape(summary.rule_text(tolerance))}</p>')
+    body = (
+        f'<table class="havana" id="summary"><caption>Reproduction summary: '
+        f"{html.escape(table_model.counts_text(verdicts))}</caption>\n<thead><tr>{head}</tr></thead>\n<tbody>\n"
+        + "\n".join(rows)
+        + "\n</tbody></table>\n"
+        + f'<p class="note">{html.escape(table_model.rule_text(tolerance))}</p>'
+    )
     return _page("Reproduction summary", body)

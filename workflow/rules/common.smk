@@ -1,9 +1,9 @@
 # Shared by every rule: the layout, each job's config file, the cross-reference checks and the targets. Every path,
-# the cells of every table and figure and what each job reads come from the library's declaration (havana/layout.py),
-# which the report readers use too, so the rules' inputs and the library's reads cannot drift apart.
+# the cells of every table and figure and what each job reads come from the library's declaration (havana/layout.py,
+# havana/dag/jobs.py), which the report readers use too, so the rules' inputs and the library's reads cannot drift.
 #
 # How jobs receive their config: the library never reads Snakemake's `config` object. Each job gets, as
-# `params.config`, a file holding only the config sections its CLI reads (havana.layout.job_sections), as Snakemake
+# `params.config`, a file holding only the config sections its CLI reads (havana.jobs.job_sections), as Snakemake
 # resolved them (the active config file, `--config key=value` overrides, schema defaults). The file is named by the
 # digest of its content and written once, atomically, so two invocations with different settings never overwrite each
 # other's file, and the path changes exactly when the settings the job reads change: Snakemake's params rerun-trigger
@@ -17,8 +17,10 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 
 from havana import layout
+from havana.dag import jobs
+from havana.data.datasets import is_synthetic
 from havana.errors import HavanaError
-from havana.tracking import run_name
+from havana.utils.tracking import run_name
 
 SEEDS = [int(seed) for seed in config["seeds"]]
 config["seeds"] = SEEDS  # `--config 'seeds=[0,1]'` arrives as strings; the CLI reads integers
@@ -41,21 +43,21 @@ os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PAT
 
 
 def declared(function, *args, **kwargs):
-    """Call a havana.layout declaration; a config mistake stops the run with its one sentence, not a traceback."""
+    """Call a havana.layout or havana.dag.jobs declaration; a config mistake stops the run with its one sentence, not a traceback."""
     try:
         return function(*args, **kwargs)
     except HavanaError as exc:
         raise WorkflowError(str(exc)) from None
 
 
-declared(layout.check_references, config)
+declared(jobs.check_references, config)
 PAPER_TABLES = layout.table_names(config)
-FIGURES = [name for name in declared(layout.figure_names, config) if declared(layout.figure_reads, config, name)]
+FIGURES = [name for name in declared(jobs.figure_names, config) if declared(jobs.figure_reads, config, name)]
 
 
 def job_config(job):
     """params.config of a wildcard rule: the path of the job's config file (see the top of this file)."""
-    return lambda wildcards: declared(layout.write_job_config, config, job, **wildcards)
+    return lambda wildcards: declared(jobs.write_job_config, config, job, **wildcards)
 
 
 def tracking_args(*run_names):
@@ -84,7 +86,7 @@ def prepare_source(wildcards):
     """`--archive PATH` or `--url URL [--sha256 HEX]` for one dataset, from datasets.<ds>, quoted for the shell (an
     archive path may hold spaces)."""
     entry = config["datasets"][wildcards.dataset]
-    if "synth" in entry:
+    if is_synthetic(wildcards.dataset):
         return f"--archive {shlex.quote(LAYOUT.synthetic_archive(wildcards.dataset))}"
     checksum = f" --sha256 {shlex.quote(str(entry['sha256']))}" if entry.get("sha256") else ""
     if entry.get("url"):
@@ -94,7 +96,7 @@ def prepare_source(wildcards):
 
 def prepare_inputs(wildcards):
     """A synthetic dataset's rendered folder; real datasets have no input (their archive is checked by prepare)."""
-    if "synth" in config["datasets"][wildcards.dataset]:
+    if is_synthetic(wildcards.dataset):
         return [LAYOUT.synthetic_archive(wildcards.dataset)]
     return []
 

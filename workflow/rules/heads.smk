@@ -1,5 +1,5 @@
 # HAVANA heads: one training job per (dataset, extractor, ablation row) that trains the row's head for every seed in
-# `seeds`, stacked in one process on one GPU (havana.train_head); each seed keeps its own folder, MLflow run and
+# `seeds`, stacked in one process on one GPU (havana.engine.train_head); each seed keeps its own folder, MLflow run and
 # provenance, and equals the head it would give trained alone.
 
 

@@ -1,6 +1,6 @@
 # Tables 2-6, the reproduction summary and Figures 5-9: one rule per configured table (named after it: table2 ...
 # table6, so `snakemake table3` builds one table) and per figure (fig5 ... fig9), plus the `figures` target. Inputs
-# are exactly the files the library reads (havana.layout.table_reads / summary_reads / figure_reads). Every output is
+# are exactly the files the library reads (havana.jobs.table_reads / summary_reads / figure_reads). Every output is
 # wrapped in report() with its caption from workflow/report/ for `snakemake --report`.
 
 
@@ -10,7 +10,7 @@ for _table in PAPER_TABLES:
         name:
             _table
         input:
-            declared(layout.table_reads, config, _table),
+            declared(jobs.table_reads, config, _table),
         output:
             **table_outputs(_table),
         log:
@@ -19,7 +19,7 @@ for _table in PAPER_TABLES:
         conda:
             CONDA_ENV
         params:
-            config=declared(layout.write_job_config, config, "table", name=_table),
+            config=declared(jobs.write_job_config, config, "table", name=_table),
             table=_table,
             prefix=lambda wildcards, output: output.md[: -len(".md")],
         shell:
@@ -28,7 +28,7 @@ for _table in PAPER_TABLES:
 
 rule reproduction_summary:
     input:
-        declared(layout.summary_reads, config),
+        declared(jobs.summary_reads, config),
     output:
         **table_outputs(layout.SUMMARY),
     log:
@@ -37,7 +37,7 @@ rule reproduction_summary:
     conda:
         CONDA_ENV
     params:
-        config=declared(layout.write_job_config, config, layout.SUMMARY),
+        config=declared(jobs.write_job_config, config, layout.SUMMARY),
         prefix=lambda wildcards, output: output.md[: -len(".md")],
     shell:
         "havana summary --config {params.config} --out-prefix {params.prefix} > {log} 2>&1"
@@ -49,7 +49,7 @@ for _figure in FIGURES:
         name:
             _figure
         input:
-            declared(layout.figure_reads, config, _figure),
+            declared(jobs.figure_reads, config, _figure),
         output:
             report(
                 LAYOUT.figure(_figure),
@@ -63,7 +63,7 @@ for _figure in FIGURES:
         conda:
             CONDA_ENV
         params:
-            config=declared(layout.write_job_config, config, "figure", name=_figure),
+            config=declared(jobs.write_job_config, config, "figure", name=_figure),
             figure=_figure,
         shell:
             # Fig. 5 also shows dataset images, read from resources_dir (not declared: thousands of files)

@@ -10,21 +10,23 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 
-from havana import __version__, provenance
+from havana import __version__
 from havana.data.datasets import read_manifest
+from havana.data.features import SPLITS, FeatureSplit, FeatureWriter
 from havana.data.images import ManifestImages, MultiViewImages, ordered_batches
 from havana.data.transforms import normalize_batch, plain_transform, train_transform
-from havana.device import select_device
-from havana.extractor_config import ExtractionConfig, ExtractorConfig
-from havana.features import SPLITS, FeatureSplit, FeatureWriter
 from havana.models.extractor import load_extractor
-from havana.progress import progress
+from havana.models.extractor_config import ExtractionConfig, ExtractorConfig
+from havana.utils import provenance
+from havana.utils.device import select_device
+from havana.utils.progress import progress
 
 READ_AHEAD = 8  # batches of un-augmented images read at a time when the model runs on CPU
 
@@ -59,12 +61,20 @@ def embed_with_flip(model: torch.nn.Module, images: torch.Tensor, device: torch.
     return embed_views(model, torch.stack([images, images.flip(-1)], dim=1), device, fast)
 
 
-def extract_features(manifest: str | os.PathLike, model_path: str | os.PathLike, out: str | os.PathLike, *,
-                     extraction: ExtractionConfig | None = None, overrides: Mapping[str, Any] | None = None,
-                     dataset: str | None = None, extractor: str | None = None) -> ExtractionSummary:
+def extract_features(
+    manifest: str | os.PathLike,
+    model_path: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    extraction: ExtractionConfig | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    dataset: str | None = None,
+    extractor: str | None = None,
+) -> ExtractionSummary:
     """Write `out` (HDF5, DESIGN.md schema) with the features of every split in `manifest`.
 
-    `extraction` defaults to the settings saved with the model, `overrides` replace some of its fields; `dataset` and `extractor` default to the manifest's
+    `extraction` defaults to the settings saved with the model, `overrides` replace some of its fields; `dataset` and
+    `extractor` default to the manifest's
     folder name and the model's folder name.
     """
     manifest, model_path, out = Path(manifest), Path(model_path), Path(out)
@@ -76,34 +86,53 @@ def extract_features(manifest: str | os.PathLike, model_path: str | os.PathLike,
     model = model.to(device)
     if fast:
         model = model.to(memory_format=torch.channels_last)
-    attrs = {"dataset": dataset or manifest.parent.name, "extractor": extractor or model_path.parent.name,
-             "checkpoint_sha256": provenance.file_sha256(model_path),
-             "manifest_sha256": provenance.file_sha256(manifest),
-             "config_hash": provenance.config_hash({"extractor": config, "extraction": extraction}),
-             "image_size": list(config.image_size), "views": extraction.views, "created_by": f"havana {__version__}"}
+    attrs = {
+        "dataset": dataset or manifest.parent.name,
+        "extractor": extractor or model_path.parent.name,
+        "checkpoint_sha256": provenance.file_sha256(model_path),
+        "manifest_sha256": provenance.file_sha256(manifest),
+        "config_hash": provenance.config_hash({"extractor": config, "extraction": extraction}),
+        "image_size": list(config.image_size),
+        "views": extraction.views,
+        "created_by": f"havana {__version__}",
+    }
     counts: dict[str, int] = {}
     with FeatureWriter(out, attrs) as writer, torch.inference_mode():
         for split in SPLITS:
             split_rows = rows[rows["split"] == split].reset_index(drop=True)
             views = extraction.views if split == "train" else 2
             writer.create_split(split, views, model.feature_dim)
-            counts[split] = _extract_split(model, config, extraction, manifest.parent, split, split_rows, writer,
-                                           device, fast)
+            counts[split] = _extract_split(
+                model, config, extraction, manifest.parent, split, split_rows, writer, device, fast
+            )
     provenance.write_beside(out, {"extractor": config, "extraction": extraction, "attrs": attrs})
     return ExtractionSummary(path=out, rows=counts, views=extraction.views, dim=model.feature_dim)
 
 
-def _extract_split(model, config: ExtractorConfig, extraction: ExtractionConfig, root: Path, split: str, rows,
-                   writer: FeatureWriter, device: torch.device, fast: bool) -> int:
+def _extract_split(
+    model,
+    config: ExtractorConfig,
+    extraction: ExtractionConfig,
+    root: Path,
+    split: str,
+    rows,
+    writer: FeatureWriter,
+    device: torch.device,
+    fast: bool,
+) -> int:
     """Stream one split's features into `writer`; returns the number of images."""
     if rows.empty:
         return 0
     plain = plain_transform(config.image_size)
     if split == "train":
-        views = config.transforms if extraction.random_erasing is None else dataclasses.replace(
-            config.transforms, random_erasing=extraction.random_erasing)
-        data = MultiViewImages(root, rows, plain, train_transform(config.image_size, views),
-                               views=extraction.views, seed=extraction.seed)
+        views = (
+            config.transforms
+            if extraction.random_erasing is None
+            else dataclasses.replace(config.transforms, random_erasing=extraction.random_erasing)
+        )
+        data = MultiViewImages(
+            root, rows, plain, train_transform(config.image_size, views), views=extraction.views, seed=extraction.seed
+        )
         batch_size = max(1, extraction.batch_size // extraction.views)  # images per forward stays batch_size
     else:
         data = ManifestImages(root, rows, plain)
@@ -116,9 +145,14 @@ def _extract_split(model, config: ExtractorConfig, extraction: ExtractionConfig,
     workers = extraction.num_workers if device.type == "cuda" else 0
     augmented = split == "train" and extraction.views > 1
     threads, read_ahead = (1, 1) if augmented else (torch.get_num_threads(), READ_AHEAD)
-    batches = progress(ordered_batches(data, batch_size, workers=workers, threads=threads, read_ahead=read_ahead,
-                                       pin_memory=device.type == "cuda"),
-                       f"extract {split}", -(-len(data) // batch_size), unit="batch")
+    batches = progress(
+        ordered_batches(
+            data, batch_size, workers=workers, threads=threads, read_ahead=read_ahead, pin_memory=device.type == "cuda"
+        ),
+        f"extract {split}",
+        -(-len(data) // batch_size),
+        unit="batch",
+    )
     for batch in batches:
         if split == "train":
             images, augmented, pids, camids, indices = batch
@@ -127,8 +161,15 @@ def _extract_split(model, config: ExtractorConfig, extraction: ExtractionConfig,
         else:
             images, pids, camids, indices = batch
             features = embed_with_flip(model, _normalized(images, config, device), device, fast)
-        writer.append(split, FeatureSplit(features=features.cpu().numpy(), pids=pids.numpy(), camids=camids.numpy(),
-                                          paths=[data.paths[i] for i in indices.tolist()]))
+        writer.append(
+            split,
+            FeatureSplit(
+                features=features.cpu().numpy(),
+                pids=pids.numpy(),
+                camids=camids.numpy(),
+                paths=[data.paths[i] for i in indices.tolist()],
+            ),
+        )
     return len(data)
 
 

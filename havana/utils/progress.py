@@ -11,8 +11,9 @@ from __future__ import annotations
 import math
 import sys
 import time
+from collections.abc import Iterable, Iterator
 from datetime import datetime
-from typing import IO, Any, Iterable, Iterator, TypeVar
+from typing import IO, Any, TypeVar
 
 LINE_INTERVAL_S = 60.0  # a batch-level line at most this often in a log (epoch loops log every epoch)
 T = TypeVar("T")
@@ -52,9 +53,18 @@ def format_value(value: Any) -> str:
 class Progress:
     """Count work done toward `total` and show it: a bar on a terminal, else a line per `every_s` seconds."""
 
-    def __init__(self, desc: str, total: int | None = None, *, unit: str = "it", initial: int = 0,
-                 every_s: float = LINE_INTERVAL_S, final_line: bool = True, unit_scale: bool = False,
-                 stream: IO[str] | None = None):
+    def __init__(
+        self,
+        desc: str,
+        total: int | None = None,
+        *,
+        unit: str = "it",
+        initial: int = 0,
+        every_s: float = LINE_INTERVAL_S,
+        final_line: bool = True,
+        unit_scale: bool = False,
+        stream: IO[str] | None = None,
+    ):
         self.desc, self.total, self.unit, self.every_s = desc, total, unit, every_s
         self.final_line, self.unit_scale = final_line, unit_scale
         self.stream = stream if stream is not None else sys.stderr
@@ -65,8 +75,16 @@ class Progress:
         if _is_terminal(self.stream):
             from tqdm import tqdm
 
-            self.bar = tqdm(total=total, initial=initial, desc=desc, unit=unit, unit_scale=unit_scale,
-                            file=self.stream, dynamic_ncols=True, leave=final_line)
+            self.bar = tqdm(
+                total=total,
+                initial=initial,
+                desc=desc,
+                unit=unit,
+                unit_scale=unit_scale,
+                file=self.stream,
+                dynamic_ncols=True,
+                leave=final_line,
+            )
 
     def update(self, n: int = 1, **fields: Any) -> None:
         """Add `n` units done; `fields` (losses, lr, ...) are shown with the count until replaced."""
@@ -112,7 +130,7 @@ class Progress:
         elif finished and self.final_line and self.count != self.logged_count:
             self.write_line()
 
-    def __enter__(self) -> "Progress":
+    def __enter__(self) -> Progress:
         return self
 
     def __exit__(self, exc_type: Any, *exc_info: Any) -> None:

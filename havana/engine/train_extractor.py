@@ -1,5 +1,6 @@
 """Extractor training engine (BoT recipe): P×K batches, label-smoothed CE + batch-hard triplet, Adam with warm-up and
-step decay, checkpoints by wall-clock interval and on SIGTERM (havana.checkpointing) with exact resume, a NaN guard,
+step decay, checkpoints by wall-clock interval and on SIGTERM (havana.utils.checkpointing) with exact resume, a NaN
+guard,
 per-epoch MLflow metrics and a progress bar.
 
 `DIR/checkpoint.pt` holds model, optimizer, scheduler and the RNG states of the epoch's start; written inside an
@@ -17,29 +18,29 @@ import math
 import os
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 
-from havana import provenance
-from havana.checkpointing import CHECKPOINT, Checkpointer, ignore_sigterm, restore_rng_states, rng_states
 from havana.data.datasets import read_manifest
 from havana.data.images import ManifestImages, label_map, loader_batches
 from havana.data.sampler import PKSampler
 from havana.data.transforms import train_transform
-from havana.device import select_device
 from havana.errors import HavanaError
-from havana.extractor_config import ExtractorConfig, ExtractorTrainConfig
-from havana.losses import batch_hard_triplet_loss, cross_entropy_label_smoothing
+from havana.layout import MODEL_FILE
 from havana.models.extractor import ExtractorOutput, build_extractor, save_extractor
-from havana.progress import Progress
-from havana.seeding import seed_everything
-from havana.tracking import job_run
-
-MODEL = "model.pt"
+from havana.models.extractor_config import ExtractorConfig, ExtractorTrainConfig
+from havana.models.losses import batch_hard_triplet_loss, cross_entropy_label_smoothing
+from havana.utils import provenance
+from havana.utils.checkpointing import CHECKPOINT, Checkpointer, ignore_sigterm, restore_rng_states, rng_states
+from havana.utils.device import select_device
+from havana.utils.progress import Progress
+from havana.utils.seeding import seed_everything
+from havana.utils.tracking import job_run
 
 
 @dataclass
@@ -69,13 +70,15 @@ def seed_worker(worker_id: int) -> None:
     ignore_sigterm()
 
 
-def extractor_loss(output: ExtractorOutput, labels: torch.Tensor, train: ExtractorTrainConfig
-                   ) -> tuple[torch.Tensor, dict[str, float]]:
+def extractor_loss(
+    output: ExtractorOutput, labels: torch.Tensor, train: ExtractorTrainConfig
+) -> tuple[torch.Tensor, dict[str, float]]:
     """Sum of label-smoothed CE over every classifier and batch-hard triplet over every triplet feature (BoT; fast-reid
     sums MGN's eight CE and three triplet terms the same way); returns the total and its parts for logging."""
     ce = sum(cross_entropy_label_smoothing(logits.float(), labels, train.label_smoothing) for logits in output.logits)
-    triplet = sum(batch_hard_triplet_loss(feature.float(), labels, train.triplet_margin)[0]
-                  for feature in output.triplet_features)
+    triplet = sum(
+        batch_hard_triplet_loss(feature.float(), labels, train.triplet_margin)[0] for feature in output.triplet_features
+    )
     accuracy = (output.logits[0].argmax(dim=1) == labels).float().mean()
     return ce + triplet, {"ce": ce.item(), "triplet": triplet.item(), "accuracy": accuracy.item()}
 
@@ -83,15 +86,24 @@ def extractor_loss(output: ExtractorOutput, labels: torch.Tensor, train: Extract
 def _checkpoint_key(config: ExtractorConfig, seed: int, manifest_sha: str) -> dict[str, Any]:
     """What a checkpoint must match to be resumed (the number of epochs may grow)."""
     plain = provenance.to_plain(config)
-    plain["train"] = {k: v for k, v in plain["train"].items()
-                      if k not in ("epochs", "num_workers", "device", "checkpoint_minutes")}
+    plain["train"] = {
+        k: v for k, v in plain["train"].items() if k not in ("epochs", "num_workers", "device", "checkpoint_minutes")
+    }
     plain["extraction"] = None  # extraction settings do not affect training
     return {"config_hash": provenance.config_hash(plain), "seed": seed, "manifest_sha256": manifest_sha}
 
 
-def train_extractor(manifest: str | os.PathLike, config: ExtractorConfig, out_dir: str | os.PathLike, *,
-                    seed: int = 0, tracking_uri: str | None = None, experiment: str = "extractors",
-                    run_name: str = "train_extractor", tags: dict[str, str] | None = None) -> TrainResult:
+def train_extractor(
+    manifest: str | os.PathLike,
+    config: ExtractorConfig,
+    out_dir: str | os.PathLike,
+    *,
+    seed: int = 0,
+    tracking_uri: str | None = None,
+    experiment: str = "extractors",
+    run_name: str = "train_extractor",
+    tags: dict[str, str] | None = None,
+) -> TrainResult:
     """Train `config`'s extractor on the manifest's train split, checkpointing into `out_dir`; write `model.pt`."""
     manifest, out_dir = Path(manifest), Path(out_dir)
     train = config.train
@@ -108,14 +120,20 @@ def train_extractor(manifest: str | os.PathLike, config: ExtractorConfig, out_di
     model = build_extractor(config, num_classes=len(labels)).to(device)
     if fast:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=train.lr,
-                                 weight_decay=train.weight_decay)
+    optimizer = torch.optim.Adam(
+        [p for p in model.parameters() if p.requires_grad], lr=train.lr, weight_decay=train.weight_decay
+    )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: warmup_multistep_factor(epoch, train))
     dataset = ManifestImages(manifest.parent, rows, train_transform(config.image_size, config.transforms), labels)
     sampler = PKSampler(rows["pid"].tolist(), p=train.p, k=train.k, seed=seed)
-    loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=train.num_workers,
-                                         pin_memory=device.type == "cuda", worker_init_fn=seed_worker,
-                                         persistent_workers=False)
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        num_workers=train.num_workers,
+        pin_memory=device.type == "cuda",
+        worker_init_fn=seed_worker,
+        persistent_workers=False,
+    )
 
     key = _checkpoint_key(config, seed, manifest_sha)
     checkpointer = Checkpointer(out_dir / CHECKPOINT, train.checkpoint_minutes)
@@ -123,8 +141,10 @@ def train_extractor(manifest: str | os.PathLike, config: ExtractorConfig, out_di
     saved = checkpointer.load(device, advice="delete it to train this extractor from the start")
     if saved is not None:
         if saved["key"] != key:
-            raise HavanaError(f"{checkpointer.path} was written for a different config, seed or manifest; delete it "
-                              "to train from scratch or restore the original settings.")
+            raise HavanaError(
+                f"{checkpointer.path} was written for a different config, seed or manifest; delete it "
+                "to train from scratch or restore the original settings."
+            )
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
@@ -133,15 +153,32 @@ def train_extractor(manifest: str | os.PathLike, config: ExtractorConfig, out_di
 
     def save(epoch: int, epoch_rng: dict[str, Any], within: dict[str, Any] | None, where: str) -> None:
         """Checkpoint at the start of `epoch` (0-based), or inside it after within["step"] steps."""
-        checkpointer.save({"key": key, "epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                           "scheduler": scheduler.state_dict(), "rng": epoch_rng, "within": within}, where)
+        checkpointer.save(
+            {
+                "key": key,
+                "epoch": epoch,
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "rng": epoch_rng,
+                "within": within,
+            },
+            where,
+        )
 
-    params = {"extractor": provenance.to_plain(config), "seed": seed, "manifest": str(manifest),
-              "manifest_sha256": manifest_sha, "num_classes": len(labels), "train_images": len(rows)}
+    params = {
+        "extractor": provenance.to_plain(config),
+        "seed": seed,
+        "manifest": str(manifest),
+        "manifest_sha256": manifest_sha,
+        "num_classes": len(labels),
+        "train_images": len(rows),
+    }
     metrics: dict[str, float] = {}
     with job_run(tracking_uri, experiment, run_name, out_dir, params, tags=tags) as run, checkpointer:
-        shown = Progress(f"train-extractor {out_dir.name}", train.epochs, unit="epoch", initial=start_epoch,
-                         every_s=0)  # one line per epoch in a log
+        shown = Progress(
+            f"train-extractor {out_dir.name}", train.epochs, unit="epoch", initial=start_epoch, every_s=0
+        )  # one line per epoch in a log
         for epoch in range(start_epoch, train.epochs):
             epoch_rng = rng_states()
 
@@ -149,8 +186,18 @@ def train_extractor(manifest: str | os.PathLike, config: ExtractorConfig, out_di
                 if checkpointer.due(epoch_end=False):
                     save(epoch, epoch_rng, {**within, "rng": rng_states()}, f"epoch {epoch + 1}, step {within['step']}")
 
-            metrics = _train_one_epoch(model, loader, sampler, optimizer, train, device, fast, epoch,
-                                       resume if epoch == start_epoch else None, after_step)
+            metrics = _train_one_epoch(
+                model,
+                loader,
+                sampler,
+                optimizer,
+                train,
+                device,
+                fast,
+                epoch,
+                resume if epoch == start_epoch else None,
+                after_step,
+            )
             metrics["lr"] = optimizer.param_groups[0]["lr"]
             scheduler.step()
             run.log_epoch(epoch + 1, metrics)
@@ -158,19 +205,27 @@ def train_extractor(manifest: str | os.PathLike, config: ExtractorConfig, out_di
             if epoch + 1 < train.epochs and checkpointer.due(epoch_end=True):
                 save(epoch + 1, rng_states(), None, f"epoch {epoch + 1}")
         shown.close()
-        model_path = out_dir / MODEL
+        model_path = out_dir / MODEL_FILE
         save_extractor(model_path, model, config, len(labels))
         provenance.write_beside(model_path, params)
         run.log_metrics({f"final_{k}": v for k, v in metrics.items()})
-        run.log_artifact(model_path.with_name(MODEL + ".provenance.yaml"))
+        run.log_artifact(model_path.with_name(MODEL_FILE + ".provenance.yaml"))
     checkpointer.remove()
     return TrainResult(model_path=model_path, epochs=train.epochs, last_metrics=metrics)
 
 
-def _train_one_epoch(model: torch.nn.Module, loader: torch.utils.data.DataLoader, sampler: PKSampler,
-                     optimizer: torch.optim.Optimizer, train: ExtractorTrainConfig, device: torch.device,
-                     fast: bool, epoch: int, resume: dict[str, Any] | None = None,
-                     after_step: Callable[[dict[str, Any]], None] | None = None) -> dict[str, float]:
+def _train_one_epoch(
+    model: torch.nn.Module,
+    loader: torch.utils.data.DataLoader,
+    sampler: PKSampler,
+    optimizer: torch.optim.Optimizer,
+    train: ExtractorTrainConfig,
+    device: torch.device,
+    fast: bool,
+    epoch: int,
+    resume: dict[str, Any] | None = None,
+    after_step: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, float]:
     """One pass over the sampler's batches; returns the epoch's mean loss terms and throughput.
 
     `resume` (a mid-epoch checkpoint's {"step", "sums", "images", "rng"}, with the epoch-start RNG already restored)
@@ -182,8 +237,9 @@ def _train_one_epoch(model: torch.nn.Module, loader: torch.utils.data.DataLoader
     images_seen, skip, started = 0, 0, time.perf_counter()
     if resume is not None:
         sums, images_seen, skip = dict(resume["sums"]), resume["images"], resume["step"]
-    bar = Progress(f"epoch {epoch + 1}/{train.epochs}", len(loader), unit="batch",
-                   final_line=False)  # in a log: a line a minute within long epochs; the epoch line follows
+    bar = Progress(
+        f"epoch {epoch + 1}/{train.epochs}", len(loader), unit="batch", final_line=False
+    )  # in a log: a line a minute within long epochs; the epoch line follows
     for iteration, (images, labels, _camids, _indices) in enumerate(loader_batches(loader)):
         if iteration < skip:
             if iteration + 1 == skip:
@@ -198,9 +254,11 @@ def _train_one_epoch(model: torch.nn.Module, loader: torch.utils.data.DataLoader
         loss, parts = extractor_loss(output, labels, train)
         loss_value = loss.item()
         if not math.isfinite(loss_value):
-            raise HavanaError(f"extractor training diverged: the loss is {loss_value} at epoch {epoch + 1}, "
-                              f"iteration {iteration + 1}; lower the learning rate or check the images. The last "
-                              "checkpoint is kept.")
+            raise HavanaError(
+                f"extractor training diverged: the loss is {loss_value} at epoch {epoch + 1}, "
+                f"iteration {iteration + 1}; lower the learning rate or check the images. The last "
+                "checkpoint is kept."
+            )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -23,11 +23,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from havana import atomic
 from havana.errors import HavanaError
+from havana.utils import atomic
 
 CHECKPOINT = "checkpoint.pt"
-DEFAULT_MINUTES = 10.0  # heads.train.checkpoint_minutes and extractors.<name>.train.checkpoint_minutes
 
 
 class Preempted(HavanaError):
@@ -36,9 +35,13 @@ class Preempted(HavanaError):
 
 def rng_states(generators: dict[str, torch.Generator] | None = None) -> dict[str, Any]:
     """Every RNG state a training step draws from: python, numpy, torch CPU and CUDA, plus named generators."""
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            "generators": {name: g.get_state() for name, g in (generators or {}).items()}}
+    return {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "generators": {name: g.get_state() for name, g in (generators or {}).items()},
+    }
 
 
 def restore_rng_states(states: dict[str, Any], generators: dict[str, torch.Generator] | None = None) -> None:
@@ -76,7 +79,7 @@ class Checkpointer:
     def _on_sigterm(self, signum: int, frame: FrameType | None) -> None:
         self.stop_requested = True
 
-    def __enter__(self) -> "Checkpointer":
+    def __enter__(self) -> Checkpointer:
         self._last = time.monotonic()
         if threading.current_thread() is threading.main_thread():
             self._previous = signal.signal(signal.SIGTERM, self._on_sigterm)
@@ -97,12 +100,13 @@ class Checkpointer:
 
     def load(self, map_location: torch.device | str, advice: str) -> dict[str, Any] | None:
         """The saved state, None when there is no checkpoint, HavanaError (ending with `advice`) when it is damaged."""
-        from havana import torch_io
+        from havana.utils import torch_io
 
         if not self.path.is_file():
             return None
-        return torch_io.load(self.path, what="training checkpoint", advice=advice, map_location=map_location,
-                             weights_only=False)
+        return torch_io.load(
+            self.path, what="training checkpoint", advice=advice, map_location=map_location, weights_only=False
+        )
 
     def save(self, state: dict[str, Any], where: str) -> None:
         """Write `state` atomically; after SIGTERM, then stop with Preempted naming `where` ("epoch 3, step 40")."""
@@ -113,8 +117,10 @@ class Checkpointer:
         self.bytes_written += size
         self._last = time.monotonic()
         if self.stop_requested:
-            raise Preempted(f"stopped by SIGTERM after {where}; the state is saved in {self.path}, so rerunning the "
-                            "same command resumes from there with the same result.")
+            raise Preempted(
+                f"stopped by SIGTERM after {where}; the state is saved in {self.path}, so rerunning the "
+                "same command resumes from there with the same result."
+            )
 
     def remove(self) -> None:
         """Delete the checkpoint: the job's final outputs exist."""

@@ -39,8 +39,11 @@ def chunk_rows(columns: int, elements: int = CHUNK_ELEMENTS) -> int:
 
 def squared_norms(features: torch.Tensor, rows: int = 1 << 14) -> torch.Tensor:
     """|x|^2 of every row, a block of rows at a time (no temporary as large as the features)."""
-    return torch.cat([(block * block).sum(dim=1) for block in features.split(rows)]) if len(features) else \
-        features.new_zeros(0)
+    return (
+        torch.cat([(block * block).sum(dim=1) for block in features.split(rows)])
+        if len(features)
+        else features.new_zeros(0)
+    )
 
 
 class DistanceFunction:
@@ -59,8 +62,9 @@ class DistanceFunction:
         queries_sq = _finite((queries * queries).sum(dim=1, keepdim=True))
         if self.metric == "cosine":
             queries = F.normalize(queries, dim=1)
-            dist = torch.addmm(torch.ones((), dtype=queries.dtype, device=queries.device), queries, self.gallery.T,
-                               alpha=-1.0)
+            dist = torch.addmm(
+                torch.ones((), dtype=queries.dtype, device=queries.device), queries, self.gallery.T, alpha=-1.0
+            )
         else:
             dist = torch.addmm(self.gallery_sq[None, :], queries, self.gallery.T, alpha=-2.0)
             dist.add_(queries_sq)
@@ -70,19 +74,21 @@ class DistanceFunction:
 def _finite(norms: torch.Tensor) -> torch.Tensor:
     """`norms` unchanged, or HavanaError when a feature vector holds NaN, inf or values too large to square."""
     if not bool(torch.isfinite(norms).all()):
-        raise HavanaError("the features contain NaN, infinite or overflowing values (a diverged model?); retrain or "
-                          "re-extract them.")
+        raise HavanaError(
+            "the features contain NaN, infinite or overflowing values (a diverged model?); retrain or re-extract them."
+        )
     return norms
 
 
-def pairwise_distance(query_features: Any, gallery_features: Any, metric: str = "euclidean", *,
-                      chunk_size: int | None = None) -> torch.Tensor:
+def pairwise_distance(
+    query_features: Any, gallery_features: Any, metric: str = "euclidean", *, chunk_size: int | None = None
+) -> torch.Tensor:
     """The full [Q, G] float32 distance matrix, built chunk by chunk (for small problems and for tests)."""
     queries = as_tensor(query_features, dtype=torch.float32)
     gallery = as_tensor(gallery_features, device=queries.device, dtype=torch.float32)
     distance = DistanceFunction(gallery, metric)
     rows = chunk_size or chunk_rows(len(gallery))
-    blocks = [distance(queries[start:start + rows]) for start in range(0, len(queries), rows)]
+    blocks = [distance(queries[start : start + rows]) for start in range(0, len(queries), rows)]
     return torch.cat(blocks) if blocks else queries.new_zeros((0, len(gallery)))
 
 

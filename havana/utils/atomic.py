@@ -1,4 +1,5 @@
-"""Atomic outputs: write under a temporary name in the destination folder, then rename, so a crash leaves no partial file.
+"""Atomic outputs: write under a temporary name in the destination folder, then rename, so a crash leaves no partial
+file.
 
 The output gets the mode the user's umask gives a new file (mkstemp alone makes it 0600, unreadable to colleagues on a
 shared folder). A temporary is named `.<name>.<pid>@<host>.<random>.tmp`, so the next write of the same output removes
@@ -18,8 +19,9 @@ import shutil
 import socket
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from havana.errors import HavanaError
 

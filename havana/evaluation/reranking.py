@@ -9,16 +9,16 @@ the published algorithm's, except that V is kept in float64 where the original r
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 
-from havana.distance import DistanceFunction, chunk_rows, paired_distance, ranking_keys, row_groups
 from havana.errors import HavanaError
-from havana.progress import progress as shown_progress
+from havana.evaluation.distance import DistanceFunction, chunk_rows, paired_distance, ranking_keys, row_groups
+from havana.utils.progress import progress as shown_progress
 
 PAIRS_PER_CHUNK = 1 << 14  # feature pairs gathered at once when weighting the expanded neighbour sets
 TERMS_PER_STEP = 1 << 22  # (query, item, gallery) terms of the Jaccard join held at once
@@ -45,11 +45,11 @@ def _nearest(features: torch.Tensor, metric: str, k: int, rows: int, progress: b
     nearest = np.empty((len(features), k), dtype=np.int64)
     row_max = np.empty(len(features), dtype=np.float64)
     starts = range(0, len(features), rows)
-    for start in (shown_progress(starts, "re-rank neighbours", unit="chunk") if progress else starts):
-        block = distance(features[start:start + rows])
-        row_max[start:start + len(block)] = block.amax(dim=1).double().cpu().numpy()
+    for start in shown_progress(starts, "re-rank neighbours", unit="chunk") if progress else starts:
+        block = distance(features[start : start + rows])
+        row_max[start : start + len(block)] = block.amax(dim=1).double().cpu().numpy()
         keys = ranking_keys(block)
-        nearest[start:start + len(block)] = torch.topk(keys, k, dim=1, largest=False).indices.cpu().numpy()
+        nearest[start : start + len(block)] = torch.topk(keys, k, dim=1, largest=False).indices.cpu().numpy()
     return nearest, row_max
 
 
@@ -66,7 +66,8 @@ def _reciprocal(nearest: np.ndarray, k: int) -> sp.csr_matrix:
 
 
 def _expanded_sets(nearest: np.ndarray, k1: int) -> sp.csr_matrix:
-    """R*(i): R(i, k1) united with every R(c, k1/2), c in R(i, k1), that shares more than 2/3 of its items with R(i, k1)."""
+    """R*(i): R(i, k1) united with every R(c, k1/2), c in R(i, k1), that shares more than 2/3 of its items with R(i,
+    k1)."""
     reciprocal = _reciprocal(nearest, k1 + 1)
     half = _reciprocal(nearest, int(np.around(k1 / 2)) + 1)
     half_size = np.diff(half.indptr)
@@ -79,25 +80,33 @@ def _expanded_sets(nearest: np.ndarray, k1: int) -> sp.csr_matrix:
     return expanded
 
 
-def _encodings(features: torch.Tensor, metric: str, nearest: np.ndarray, row_max: np.ndarray,
-               config: RerankConfig) -> sp.csr_matrix:
+def _encodings(
+    features: torch.Tensor, metric: str, nearest: np.ndarray, row_max: np.ndarray, config: RerankConfig
+) -> sp.csr_matrix:
     """The sparse vectors V (Eq. 7, Gaussian-kernel weights on R*), averaged over the k2 nearest items (Eq. 11)."""
     expanded = _expanded_sets(nearest, config.k1)
     rows = np.repeat(np.arange(len(nearest)), np.diff(expanded.indptr))
     columns = expanded.indices
     dist = np.empty(len(columns), dtype=np.float64)
     for start in range(0, len(columns), PAIRS_PER_CHUNK):
-        left = torch.as_tensor(rows[start:start + PAIRS_PER_CHUNK], device=features.device)
-        right = torch.as_tensor(columns[start:start + PAIRS_PER_CHUNK], device=features.device)
-        dist[start:start + len(left)] = paired_distance(features[left], features[right], metric).double().cpu().numpy()
+        left = torch.as_tensor(rows[start : start + PAIRS_PER_CHUNK], device=features.device)
+        right = torch.as_tensor(columns[start : start + PAIRS_PER_CHUNK], device=features.device)
+        dist[start : start + len(left)] = (
+            paired_distance(features[left], features[right], metric).double().cpu().numpy()
+        )
     weight = np.exp(-dist / np.maximum(row_max[rows], np.finfo(np.float64).tiny))
     row_sum = np.bincount(rows, weights=weight, minlength=len(nearest))
     encodings = sp.csr_matrix((weight / row_sum[rows], columns.copy(), expanded.indptr.copy()), shape=expanded.shape)
     if config.k2 == 1:
         return encodings
     n = len(nearest)
-    averaging = sp.csr_matrix((np.full(n * config.k2, 1.0 / config.k2),
-                               (np.repeat(np.arange(n), config.k2), nearest[:, :config.k2].ravel())), shape=(n, n))
+    averaging = sp.csr_matrix(
+        (
+            np.full(n * config.k2, 1.0 / config.k2),
+            (np.repeat(np.arange(n), config.k2), nearest[:, : config.k2].ravel()),
+        ),
+        shape=(n, n),
+    )
     return (averaging @ encodings).tocsr()
 
 
@@ -120,8 +129,11 @@ def _jaccard_block(query_rows: sp.csr_matrix, gallery_by_item: sp.csr_matrix, ga
     With rows summing to 1, sum(max) = 2 - sum(min). Rows are joined in groups of about TERMS_PER_STEP terms.
     """
     lengths = np.diff(gallery_by_item.indptr)[query_rows.indices]
-    per_row = np.bincount(np.repeat(np.arange(query_rows.shape[0]), np.diff(query_rows.indptr)), weights=lengths,
-                          minlength=query_rows.shape[0])
+    per_row = np.bincount(
+        np.repeat(np.arange(query_rows.shape[0]), np.diff(query_rows.indptr)),
+        weights=lengths,
+        minlength=query_rows.shape[0],
+    )
     result = np.empty((query_rows.shape[0], gallery_size), dtype=np.float32)
     for first_row, last_row in row_groups(per_row.astype(np.int64).tolist(), TERMS_PER_STEP):
         shared = _shared_mass(query_rows[first_row:last_row], gallery_by_item, gallery_size)
@@ -130,21 +142,30 @@ def _jaccard_block(query_rows: sp.csr_matrix, gallery_by_item: sp.csr_matrix, ga
     return result
 
 
-def rerank_distance_chunks(query_features: torch.Tensor, gallery_features: torch.Tensor, config: RerankConfig, *,
-                           metric: str = "euclidean", chunk_size: int | None = None,
-                           progress: bool = False) -> Iterator[tuple[int, torch.Tensor]]:
+def rerank_distance_chunks(
+    query_features: torch.Tensor,
+    gallery_features: torch.Tensor,
+    config: RerankConfig,
+    *,
+    metric: str = "euclidean",
+    chunk_size: int | None = None,
+    progress: bool = False,
+) -> Iterator[tuple[int, torch.Tensor]]:
     """(start, [b, G] re-ranked distance block) for consecutive query chunks; float32 on the features' device."""
     features = torch.cat([query_features, gallery_features])
     num_query, num_gallery = len(query_features), len(gallery_features)
     if len(features) < config.k1 + 1:
-        raise HavanaError(f"re-ranking with k1={config.k1} needs more than {config.k1} query+gallery items, got "
-                          f"{len(features)}; lower k1 or evaluate without re-ranking.")
+        raise HavanaError(
+            f"re-ranking with k1={config.k1} needs more than {config.k1} query+gallery items, got "
+            f"{len(features)}; lower k1 or evaluate without re-ranking."
+        )
     nearest, row_max = _nearest(features, metric, config.k1 + 1, chunk_rows(len(features)), progress)
     encodings = _encodings(features, metric, nearest, row_max, config)
     del features
     gallery_by_item = encodings[num_query:].T.tocsr()
-    query_scale = torch.as_tensor(np.maximum(row_max[:num_query], np.finfo(np.float32).tiny), dtype=torch.float32,
-                                  device=query_features.device)
+    query_scale = torch.as_tensor(
+        np.maximum(row_max[:num_query], np.finfo(np.float32).tiny), dtype=torch.float32, device=query_features.device
+    )
     distance = DistanceFunction(gallery_features, metric)
     rows = chunk_size or chunk_rows(num_gallery)
     for start in range(0, num_query, rows):
@@ -155,8 +176,13 @@ def rerank_distance_chunks(query_features: torch.Tensor, gallery_features: torch
         yield start, final.clamp_min_(0.0)
 
 
-def k_reciprocal_distance(query_features: torch.Tensor, gallery_features: torch.Tensor,
-                          config: RerankConfig = RerankConfig(), *, metric: str = "euclidean") -> torch.Tensor:
+def k_reciprocal_distance(
+    query_features: torch.Tensor,
+    gallery_features: torch.Tensor,
+    config: RerankConfig = RerankConfig(),
+    *,
+    metric: str = "euclidean",
+) -> torch.Tensor:
     """The whole re-ranked [Q, G] distance matrix (small problems; evaluate() consumes the chunks instead)."""
     blocks = [block for _, block in rerank_distance_chunks(query_features, gallery_features, config, metric=metric)]
     return torch.cat(blocks)

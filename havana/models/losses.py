@@ -72,21 +72,28 @@ def hard_mining(distances: torch.Tensor, pids: torch.Tensor) -> tuple[torch.Tens
     return hardest_positive, hardest_negative
 
 
-def _margin_loss(positive: torch.Tensor, negative: torch.Tensor, margin: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def _margin_loss(
+    positive: torch.Tensor, negative: torch.Tensor, margin: float
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     loss = F.relu(positive - negative + margin).mean()
-    info = {"dist_ap": positive.mean().detach(), "dist_an": negative.mean().detach(),
-            "active": (positive - negative + margin > 0).float().mean()}
+    info = {
+        "dist_ap": positive.mean().detach(),
+        "dist_an": negative.mean().detach(),
+        "active": (positive - negative + margin > 0).float().mean(),
+    }
     return loss, info
 
 
-def batch_hard_triplet_loss(embeddings: torch.Tensor, pids: torch.Tensor, margin: float = 0.3
-                            ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def batch_hard_triplet_loss(
+    embeddings: torch.Tensor, pids: torch.Tensor, margin: float = 0.3
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Eq. 7 with batch-hard mining on Euclidean distances: mean over anchors of max(d_ap - d_an + margin, 0)."""
     return _margin_loss(*hard_mining(pairwise_euclidean(embeddings), pids), margin)
 
 
-def gaussian_kl(mu1: torch.Tensor, logvar1: torch.Tensor | None, mu2: torch.Tensor, logvar2: torch.Tensor | None
-                ) -> torch.Tensor:
+def gaussian_kl(
+    mu1: torch.Tensor, logvar1: torch.Tensor | None, mu2: torch.Tensor, logvar2: torch.Tensor | None
+) -> torch.Tensor:
     """KL(N(mu1, exp(logvar1)) || N(mu2, exp(logvar2))) of diagonal Gaussians, summed over the last dimension."""
     logvar1 = torch.zeros_like(mu1) if logvar1 is None else logvar1
     logvar2 = torch.zeros_like(mu2) if logvar2 is None else logvar2
@@ -116,7 +123,8 @@ def _expected_softplus_gaussian(mean: torch.Tensor, std: torch.Tensor, num_nodes
 
 
 def js_isotropic_from_sq_distance(squared_distance: torch.Tensor, num_nodes: int = 64) -> torch.Tensor:
-    """JS (nats) between N(mu1, I) and N(mu2, I) given |mu1 - mu2|^2: log 2 - E_t[softplus(d t - d^2/2)], t ~ N(0, 1)."""
+    """JS (nats) between N(mu1, I) and N(mu2, I) given |mu1 - mu2|^2: log 2 - E_t[softplus(d t - d^2/2)], t ~ N(0,
+    1)."""
     d = squared_distance.clamp_min(1e-12).sqrt()
     return (LOG2 - _expected_softplus_gaussian(-0.5 * squared_distance, d, num_nodes)).clamp_min(0.0)
 
@@ -164,8 +172,16 @@ def _fill_logvars(mu1, logvar1, mu2, logvar2):
     return torch.broadcast_tensors(mu1, logvar1, mu2, logvar2)
 
 
-def gaussian_js(mu1: torch.Tensor, logvar1: torch.Tensor | None, mu2: torch.Tensor, logvar2: torch.Tensor | None, *,
-                num_nodes: int = 64, exact_dims: int = 2, general_nodes: int = GENERAL_NODES) -> torch.Tensor:
+def gaussian_js(
+    mu1: torch.Tensor,
+    logvar1: torch.Tensor | None,
+    mu2: torch.Tensor,
+    logvar2: torch.Tensor | None,
+    *,
+    num_nodes: int = 64,
+    exact_dims: int = 2,
+    general_nodes: int = GENERAL_NODES,
+) -> torch.Tensor:
     """Joint Jensen-Shannon divergence (nats, in [0, log 2]) of two diagonal Gaussians over the last dimension.
 
     Both log-variances None: identity covariances, exact up to quadrature error (num_nodes Gauss-Hermite nodes).
@@ -176,14 +192,21 @@ def gaussian_js(mu1: torch.Tensor, logvar1: torch.Tensor | None, mu2: torch.Tens
         return js_isotropic_from_sq_distance((mu1 - mu2).pow(2).sum(dim=-1), num_nodes)
     mu1, logvar1, mu2, logvar2 = _fill_logvars(mu1, logvar1, mu2, logvar2)
     expected = 0.0
-    for offset, quadratic, linear in (_log_ratio_coefficients(mu1, logvar1, mu2, logvar2),
-                                      _log_ratio_coefficients(mu2, logvar2, mu1, logvar1)):
+    for offset, quadratic, linear in (
+        _log_ratio_coefficients(mu1, logvar1, mu2, logvar2),
+        _log_ratio_coefficients(mu2, logvar2, mu1, logvar1),
+    ):
         expected = expected + _expected_kernel_quadratic(offset.sum(-1), quadratic, linear, exact_dims, general_nodes)
     return (LOG2 - 0.5 * expected).clamp(0.0, LOG2)
 
 
-def gaussian_js_per_dim(mu1: torch.Tensor, logvar1: torch.Tensor | None, mu2: torch.Tensor,
-                        logvar2: torch.Tensor | None, num_nodes: int = DIM_NODES) -> torch.Tensor:
+def gaussian_js_per_dim(
+    mu1: torch.Tensor,
+    logvar1: torch.Tensor | None,
+    mu2: torch.Tensor,
+    logvar2: torch.Tensor | None,
+    num_nodes: int = DIM_NODES,
+) -> torch.Tensor:
     """JS divergence (nats, in [0, log 2]) of each pair of 1-D marginals, elementwise (broadcasts); no sum.
 
     A 1-D JS is one Gauss-Hermite integral per frame (module docstring); identity covariances (both None) use the
@@ -194,15 +217,22 @@ def gaussian_js_per_dim(mu1: torch.Tensor, logvar1: torch.Tensor | None, mu2: to
     mu1, logvar1, mu2, logvar2 = _fill_logvars(mu1, logvar1, mu2, logvar2)
     nodes, weights = _rule(num_nodes, mu1)
     expected = 0.0
-    for offset, quadratic, linear in (_log_ratio_coefficients(mu1, logvar1, mu2, logvar2),
-                                      _log_ratio_coefficients(mu2, logvar2, mu1, logvar1)):
+    for offset, quadratic, linear in (
+        _log_ratio_coefficients(mu1, logvar1, mu2, logvar2),
+        _log_ratio_coefficients(mu2, logvar2, mu1, logvar1),
+    ):
         u = offset.unsqueeze(-1) + quadratic.unsqueeze(-1) * (nodes.pow(2) - 1.0) + linear.unsqueeze(-1) * nodes
         expected = expected + (_js_kernel(u) * weights).sum(-1)
     return (LOG2 - 0.5 * expected).clamp(0.0, LOG2)
 
 
-def js_bits(mu1: torch.Tensor, logvar1: torch.Tensor | None, mu2: torch.Tensor, logvar2: torch.Tensor | None,
-            divergence: str = "mean_dim") -> torch.Tensor:
+def js_bits(
+    mu1: torch.Tensor,
+    logvar1: torch.Tensor | None,
+    mu2: torch.Tensor,
+    logvar2: torch.Tensor | None,
+    divergence: str = "mean_dim",
+) -> torch.Tensor:
     """The JS triplet's divergence in bits, in [0, 1], over the last dimension (broadcasts).
 
     "mean_dim" (default): the mean over dimensions of the per-dimension JS; "joint": the JS of the joint diagonal
@@ -215,21 +245,32 @@ def js_bits(mu1: torch.Tensor, logvar1: torch.Tensor | None, mu2: torch.Tensor, 
     raise HavanaError(f"unknown JS divergence '{divergence}'; choose one of {', '.join(JS_DIVERGENCES)}.")
 
 
-def pairwise_js_bits(mu: torch.Tensor, logvar: torch.Tensor | None = None, divergence: str = "mean_dim",
-                     chunk_elements: int = PAIRWISE_CHUNK) -> torch.Tensor:
+def pairwise_js_bits(
+    mu: torch.Tensor,
+    logvar: torch.Tensor | None = None,
+    divergence: str = "mean_dim",
+    chunk_elements: int = PAIRWISE_CHUNK,
+) -> torch.Tensor:
     """B x B matrix of js_bits between the rows of a batch, computed in blocks of anchors to bound memory
     (about `chunk_elements` quadrature values at a time); the joint isotropic case uses one matmul."""
     if divergence == "joint" and logvar is None:
         squared = mu.pow(2).sum(dim=1)
         d2 = (squared.unsqueeze(1) + squared.unsqueeze(0) - 2.0 * mu @ mu.t()).clamp_min(0.0)
         return js_isotropic_from_sq_distance(d2) / LOG2
-    per_anchor = mu.shape[0] * (mu.shape[1] * DIM_NODES if divergence == "mean_dim" else GENERAL_NODES ** 2)
+    per_anchor = mu.shape[0] * (mu.shape[1] * DIM_NODES if divergence == "mean_dim" else GENERAL_NODES**2)
     step = max(1, chunk_elements // max(per_anchor, 1))
     blocks = []
     for start in range(0, mu.shape[0], step):
         rows = slice(start, start + step)
-        blocks.append(js_bits(mu[rows].unsqueeze(1), None if logvar is None else logvar[rows].unsqueeze(1),
-                              mu.unsqueeze(0), None if logvar is None else logvar.unsqueeze(0), divergence))
+        blocks.append(
+            js_bits(
+                mu[rows].unsqueeze(1),
+                None if logvar is None else logvar[rows].unsqueeze(1),
+                mu.unsqueeze(0),
+                None if logvar is None else logvar.unsqueeze(0),
+                divergence,
+            )
+        )
     return torch.cat(blocks)
 
 
@@ -254,12 +295,15 @@ def pairwise_gaussian_js(mu: torch.Tensor, logvar: torch.Tensor | None = None) -
 def hard_mining_indices(distances: torch.Tensor, pids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per anchor: the index of its farthest same-id sample and of its nearest different-id sample (batch-hard)."""
     same = pids.unsqueeze(0) == pids.unsqueeze(1)
-    return (distances.masked_fill(~same, float("-inf")).argmax(dim=1),
-            distances.masked_fill(same, float("inf")).argmin(dim=1))
+    return (
+        distances.masked_fill(~same, float("-inf")).argmax(dim=1),
+        distances.masked_fill(same, float("inf")).argmin(dim=1),
+    )
 
 
-def js_triplet_loss(mu: torch.Tensor, logvar: torch.Tensor | None, pids: torch.Tensor, margin: float = 0.5,
-                    divergence: str = "mean_dim") -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def js_triplet_loss(
+    mu: torch.Tensor, logvar: torch.Tensor | None, pids: torch.Tensor, margin: float = 0.5, divergence: str = "mean_dim"
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Eq. 9 with batch-hard mining: max(D(a, p) - D(a, n) + margin, 0) with D = js_bits in [0, 1] (the margin is on
     that scale), p the anchor's hardest positive and n its hardest negative.
 
@@ -269,8 +313,11 @@ def js_triplet_loss(mu: torch.Tensor, logvar: torch.Tensor | None, pids: torch.T
     """
     with torch.no_grad():
         detached = None if logvar is None else logvar.detach()
-        ranking = (pairwise_mean_hellinger(mu.detach(), detached) if divergence == "mean_dim"
-                   else pairwise_js_bits(mu.detach(), detached, divergence))
+        ranking = (
+            pairwise_mean_hellinger(mu.detach(), detached)
+            if divergence == "mean_dim"
+            else pairwise_js_bits(mu.detach(), detached, divergence)
+        )
         positive_index, negative_index = hard_mining_indices(ranking, pids)
     pick = lambda index: None if logvar is None else logvar[index]  # noqa: E731
     positive = js_bits(mu, logvar, mu[positive_index], pick(positive_index), divergence)

@@ -4,32 +4,36 @@ Jobs are the Snakemake DAG's (the same cells and reads the workflow declares: te
 `snakemake -n`). Work is counted from the code's own shapes: the real extractor and head modules are built on the meta
 device (no memory, no weights) and their FLOPs counted with torch.utils.flop_counter, their state dicts sized
 tensor by tensor; dataset sizes are the registry's official statistics (or the synthetic dataset's rendering plan).
-Rates per device kind are data in havana/costs.py, each marked measured or extrapolated.
+Rates per device kind are data in havana/dag/costs.py, each marked measured or extrapolated.
 
 Disk: results/ only (the prepared dataset images live under resources/ and are not counted; logs, MLflow and
 provenance files are a few kB per job). `kept` is what the stage leaves; `written` adds the training checkpoints
 written on the way (weights + Adam's two moments): one per `checkpoint_minutes` of the job's time on the first
-device kind (havana.checkpointing.checkpoints_written), none kept once the job's outputs exist.
+device kind (havana.utils.checkpointing.checkpoints_written), none kept once the job's outputs exist.
 """
 
 from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import torch
 
-from havana import costs, layout
-from havana.checkpointing import checkpoints_written
+from havana import layout
 from havana.config import from_mapping
+from havana.dag import costs
+from havana.dag.jobs import figure_names, figure_reads, table_reads
+from havana.data.datasets import is_synthetic
+from havana.data.features import INDEX_CHUNK_ROWS, SPLITS, feature_chunk_rows
 from havana.errors import HavanaError
-from havana.extractor_config import ExtractorConfig, extractor_config
-from havana.features import INDEX_CHUNK_ROWS, SPLITS, feature_chunk_rows
 from havana.layout import BASELINE
-from havana.models.head import HeadTrainConfig, RowConfig, build_head
+from havana.models.extractor_config import ExtractorConfig, extractor_config
+from havana.models.head import HeadTrainConfig, build_head, resolve_row
+from havana.utils.checkpointing import checkpoints_written
 
 STAGES = ("prepare", "train_extractor", "extract_features", "train_head", "evaluate", "tables_figures")
 GPU_STAGES = ("train_extractor", "extract_features", "train_head")
@@ -94,15 +98,16 @@ class Plan:
 
 # ----------------------------------------------------------------------------------------------------------- jobs
 
+
 def planned_jobs(config: dict[str, Any]) -> dict[str, list[Job]]:
     """Every job of `snakemake all` for this config, by stage, found as Snakemake finds them: from the files the
     tables and figures read (havana.layout's declaration, the rules' inputs) back to the jobs that write them."""
     config = {**config, "seeds": [int(seed) for seed in config.get("seeds", [0])]}
     where = layout.Layout.of(config)
     tables = layout.table_names(config)
-    drawn = [name for name in layout.figure_names(config) if layout.figure_reads(config, name)]
-    reads = {path for name in tables for path in layout.table_reads(config, name)}
-    reads |= {path for name in drawn for path in layout.figure_reads(config, name)}
+    drawn = [name for name in figure_names(config) if figure_reads(config, name)]
+    reads = {path for name in tables for path in table_reads(config, name)}
+    reads |= {path for name in drawn for path in figure_reads(config, name)}
     evaluated, heads, extractors, datasets = set(), set(), set(), set()
     for path in reads:
         kind, fields = layout.producer(where, path)
@@ -120,10 +125,12 @@ def planned_jobs(config: dict[str, Any]) -> dict[str, list[Job]]:
     datasets |= {dataset for dataset, _ in extractors}
     jobs: dict[str, list[Job]] = {stage: [] for stage in STAGES}
     for dataset in sorted(datasets):
-        if "synth" in config["datasets"].get(dataset, {}):
+        if is_synthetic(dataset):
             jobs["prepare"].append(Job("synthesize", dataset))
         jobs["prepare"].append(Job("prepare", dataset))
-    sources = {(ds, layout.model_source(config, ex)) for ds, ex in extractors}  # an entry with model_from trains nothing
+    sources = {
+        (ds, layout.model_source(config, ex)) for ds, ex in extractors
+    }  # an entry with model_from trains nothing
     jobs["train_extractor"] = [Job("train_extractor", ds, ex) for ds, ex in sorted(sources)]
     jobs["extract_features"] = [Job("extract_features", ds, ex) for ds, ex in sorted(extractors)]
     seeds = tuple(config["seeds"])  # one job per (dataset, extractor, row) trains every seed (workflow/rules/heads.smk)
@@ -135,14 +142,14 @@ def planned_jobs(config: dict[str, Any]) -> dict[str, list[Job]]:
 
 # ------------------------------------------------------------------------------------------------------ datasets
 
+
 def split_sizes(config: dict[str, Any], dataset: str) -> dict[str, tuple[int, int]]:
     """(ids, images) per split as the manifest will hold them: official statistics, or the synthetic render plan."""
     from havana.data import synthetic
     from havana.data.datasets import get_dataset
 
-    entry = config["datasets"].get(dataset, {})
-    if "synth" in entry:
-        settings = synthetic.SynthConfig(**entry["synth"])
+    if is_synthetic(dataset):
+        settings = synthetic.SynthConfig(**config["datasets"][dataset]["synth"])
         return {split: tuple(value) for split, value in synthetic.statistics(synthetic.plan(settings)).items()}
     registry = get_dataset(dataset)()
     statistics = registry.expected_statistics(None)
@@ -153,6 +160,7 @@ def split_sizes(config: dict[str, Any], dataset: str) -> dict[str, tuple[int, in
 
 # -------------------------------------------------------------------------------------------------------- shapes
 
+
 def state_bytes(module: torch.nn.Module) -> int:
     """Bytes of the module's state dict as torch.save writes it (tensor data + a record per tensor)."""
     state = module.state_dict()
@@ -161,8 +169,9 @@ def state_bytes(module: torch.nn.Module) -> int:
 
 def adam_checkpoint_bytes(module: torch.nn.Module) -> int:
     """A training checkpoint: the state dict plus Adam's two moments of every trainable parameter."""
-    moments = sum(2 * (p.numel() * p.element_size() + TORCH_SAVE_BYTES_PER_TENSOR)
-                  for p in module.parameters() if p.requires_grad)
+    moments = sum(
+        2 * (p.numel() * p.element_size() + TORCH_SAVE_BYTES_PER_TENSOR) for p in module.parameters() if p.requires_grad
+    )
     return state_bytes(module) + moments
 
 
@@ -174,7 +183,9 @@ def features_bytes(sizes: dict[str, tuple[int, int]], views: int, dim: int) -> i
         split_views = views if split == "train" else FLIP_VIEWS
         chunk = feature_chunk_rows(split_views, dim)
         total += math.ceil(rows / chunk) * chunk * split_views * dim * FLOAT_BYTES
-        total += math.ceil(rows / INDEX_CHUNK_ROWS) * INDEX_CHUNK_ROWS * (8 + 8 + VLEN_HANDLE_BYTES)  # pids, camids, paths
+        total += (
+            math.ceil(rows / INDEX_CHUNK_ROWS) * INDEX_CHUNK_ROWS * (8 + 8 + VLEN_HANDLE_BYTES)
+        )  # pids, camids, paths
         total += rows * PATH_BYTES
     return total
 
@@ -197,8 +208,11 @@ def extractor_forward_flops(model: torch.nn.Module, image_size: Iterable[int]) -
 
 def head_step_flops(head: torch.nn.Module, batch: int) -> int:
     """Matmul FLOPs of one training step: forward + weight and input gradients of every Linear (6 per weight)."""
-    return sum(6 * batch * module.in_features * module.out_features
-               for module in head.modules() if isinstance(module, torch.nn.Linear))
+    return sum(
+        6 * batch * module.in_features * module.out_features
+        for module in head.modules()
+        if isinstance(module, torch.nn.Linear)
+    )
 
 
 def batches_per_epoch(images: int, ids: int, p: int, k: int) -> int:
@@ -211,13 +225,15 @@ def batches_per_epoch(images: int, ids: int, p: int, k: int) -> int:
 
 # ------------------------------------------------------------------------------------------------------ estimate
 
+
 def _hours(work: float, device_kind: str, name: str) -> float:
     rate = costs.rate(device_kind, name)
     return work / rate.value / 3600 if rate.unit == "FLOP/s" else work * rate.value / 3600
 
 
 def stacked_step_seconds(device_kind: str, flops_per_head: float, heads: int) -> float:
-    """Seconds of one training step of `heads` heads stacked in one process (havana.train_head): the heads' work at
+    """Seconds of one training step of `heads` heads stacked in one process (havana.engine.train_head): the heads'
+    work at
     the device's head rate, or the step's host dispatch where that is longer (a GPU: one vmapped step launches about
     the kernels of one head, whatever the number of heads)."""
     rates = costs.RATES[device_kind]
@@ -232,10 +248,12 @@ def make_plan(config: dict[str, Any], device_kinds: Iterable[str] = (costs.H100,
         if kind not in costs.RATES:
             raise HavanaError(f"no rates for device kind '{kind}'; known: {', '.join(costs.RATES)}.")
     jobs = planned_jobs(config)
-    estimates = {stage: StageEstimate(stage, len(jobs[stage]), {kind: 0.0 for kind in kinds},
-                                      uses_gpu=stage in GPU_STAGES) for stage in STAGES}
+    estimates = {
+        stage: StageEstimate(stage, len(jobs[stage]), {kind: 0.0 for kind in kinds}, uses_gpu=stage in GPU_STAGES)
+        for stage in STAGES
+    }
     sizes = {job.dataset: split_sizes(config, job.dataset) for job in jobs["prepare"]}
-    for dataset, split in sizes.items():
+    for split in sizes.values():
         estimates["prepare"].kept += sum(images for _, images in split.values()) * MANIFEST_ROW_BYTES
     estimates["prepare"].written = estimates["prepare"].kept
 
@@ -263,8 +281,9 @@ def make_plan(config: dict[str, Any], device_kinds: Iterable[str] = (costs.H100,
             for kind in kinds:
                 estimates["train_extractor"].hours[kind] += _hours(3 * forward * seen, kind, "extractor_train")
             model_bytes, checkpoint_bytes = state_bytes(model), adam_checkpoint_bytes(model)
-            checkpoints = checkpoints_written(3600 * _hours(3 * forward * seen, kinds[0], "extractor_train"),
-                                              train.checkpoint_minutes, train.epochs)
+            checkpoints = checkpoints_written(
+                3600 * _hours(3 * forward * seen, kinds[0], "extractor_train"), train.checkpoint_minutes, train.epochs
+            )
             estimates["train_extractor"].kept += model_bytes
             estimates["train_extractor"].written += model_bytes + checkpoints * checkpoint_bytes
         file_bytes = features_bytes(split, views, model.feature_dim)
@@ -272,10 +291,8 @@ def make_plan(config: dict[str, Any], device_kinds: Iterable[str] = (costs.H100,
         estimates["extract_features"].written += file_bytes
 
     train = from_mapping(HeadTrainConfig, config.get("heads", {}).get("train", {}) or {}, "heads.train")
-    betas = config.get("heads", {}).get("beta_by_dataset", {})
     for job in jobs["train_head"]:
-        row = from_mapping(RowConfig, config["heads"]["rows"][job.row], f"heads.rows.{job.row}")
-        row = row.with_beta(betas.get(job.dataset, 1.0))
+        row = resolve_row(config, job.row, job.dataset)
         ids, images = sizes[job.dataset]["train"]
         with torch.device("meta"):
             head = build_head(dims[(job.dataset, job.extractor)], ids, row, train)
@@ -301,12 +318,16 @@ def make_plan(config: dict[str, Any], device_kinds: Iterable[str] = (costs.H100,
     figures = sum(1 for job in jobs["tables_figures"] if job.stage.startswith("fig"))
     estimates["tables_figures"].kept = figures * FIGURE_BYTES + (len(jobs["tables_figures"]) - figures) * TABLE_BYTES
     estimates["tables_figures"].written = estimates["tables_figures"].kept
-    notes = [f"{kind}: {name} {'measured' if rate.measured else 'EXTRAPOLATED'} - {rate.source}"
-             for kind in kinds for name, rate in costs.RATES[kind].items()]
+    notes = [
+        f"{kind}: {name} {'measured' if rate.measured else 'EXTRAPOLATED'} - {rate.source}"
+        for kind in kinds
+        for name, rate in costs.RATES[kind].items()
+    ]
     return Plan([estimates[stage] for stage in STAGES], kinds, notes)
 
 
 # -------------------------------------------------------------------------------------------------------- report
+
 
 def _size(count: int) -> str:
     for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
@@ -322,17 +343,23 @@ def _hours_text(hours: float) -> str:
 def format_plan(plan: Plan) -> str:
     """The plan as a plain-text table: one line per stage and the total, then where every rate comes from."""
     kinds = plan.device_kinds
-    header = f"{'stage':<18}{'jobs':>6}" + "".join(f"{kind + ' h':>12}" for kind in kinds) + f"{'kept':>12}{'written':>12}"
+    header = (
+        f"{'stage':<18}{'jobs':>6}" + "".join(f"{kind + ' h':>12}" for kind in kinds) + f"{'kept':>12}{'written':>12}"
+    )
     lines = [header, "-" * len(header)]
     for stage in [*plan.stages, plan.total()]:
         if stage.stage == "total":
             lines.append("-" * len(header))
         hours = "".join(f"{_hours_text(stage.hours.get(kind, 0.0)):>12}" for kind in kinds)
         marker = "" if stage.uses_gpu or stage.stage == "total" else " (CPU)" if any(stage.hours.values()) else ""
-        lines.append(f"{stage.stage:<18}{stage.jobs:>6}{hours}{_size(stage.kept):>12}{_size(stage.written):>12}{marker}")
+        lines.append(
+            f"{stage.stage:<18}{stage.jobs:>6}{hours}{_size(stage.kept):>12}{_size(stage.written):>12}{marker}"
+        )
     lines.append("")
-    lines.append("hours: device-hours of each stage's jobs run one at a time; the total counts the GPU stages only "
-                 "(evaluate runs on CPU cores). Disk: results/ only.")
+    lines.append(
+        "hours: device-hours of each stage's jobs run one at a time; the total counts the GPU stages only "
+        "(evaluate runs on CPU cores). Disk: results/ only."
+    )
     lines.extend(plan.notes)
     return "\n".join(lines)
 
@@ -344,8 +371,14 @@ def measured_kept(config: dict[str, Any], root: str | os.PathLike = ".") -> dict
     outputs = {
         "train_extractor": [where.model(job.dataset, job.extractor) for job in jobs["train_extractor"]],
         "extract_features": [where.features(job.dataset, job.extractor) for job in jobs["extract_features"]],
-        "train_head": [path for job in jobs["train_head"] for kind in layout.HEAD_FILES
-                       for path in where.head_files(job.dataset, job.extractor, job.row, job.seeds, kind)],
+        "train_head": [
+            path
+            for job in jobs["train_head"]
+            for kind in layout.HEAD_FILES
+            for path in where.head_files(job.dataset, job.extractor, job.row, job.seeds, kind)
+        ],
     }
-    return {stage: sum(Path(path).stat().st_size for path in paths if Path(path).is_file())
-            for stage, paths in outputs.items()}
+    return {
+        stage: sum(Path(path).stat().st_size for path in paths if Path(path).is_file())
+        for stage, paths in outputs.items()
+    }

@@ -16,8 +16,9 @@ from havana.errors import HavanaError
 DAMAGED = (EOFError, RuntimeError, OSError, pickle.UnpicklingError, ValueError, KeyError, TypeError, AttributeError)
 
 
-def load(path: str | os.PathLike, *, what: str, advice: str, map_location: Any = "cpu",
-         weights_only: bool = True) -> Any:
+def load(
+    path: str | os.PathLike, *, what: str, advice: str, map_location: Any = "cpu", weights_only: bool = True
+) -> Any:
     """`torch.load(path)`, or HavanaError "<what> <path> does not exist / is damaged ...; <advice>." (an OSError
     other than a damaged file's EINVAL, e.g. permission denied, is raised as it is for the CLI to describe)."""
     try:

@@ -14,12 +14,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from havana.data.features import FeatureFile, FeatureSplit, read_features
 from havana.errors import HavanaError
-from havana.evaluation import EvaluationConfig, RerankConfig, evaluate, merge_flip
-from havana.features import FeatureFile, FeatureSplit, read_features
+from havana.evaluation.rank import REPORTED_RANKS, EvaluationConfig, RerankConfig, evaluate, merge_flip
 from havana.models.head import HavanaHead, load_head
 
-RANKS = (1, 5, 10)  # reported as R1, R5, R10 beside the full CMC
 ENCODE_CHUNK = 4096  # rows encoded by the head at once
 TEST_SPLITS = ("query", "gallery")
 
@@ -34,37 +33,30 @@ class Encoded:
 
 
 @torch.inference_mode()
-def encode(head: HavanaHead, views: np.ndarray | torch.Tensor, device: torch.device | str = "cpu", *,
-           logvar: bool = False) -> Encoded:
+def encode(
+    head: HavanaHead, views: np.ndarray | torch.Tensor, device: torch.device | str = "cpu", *, logvar: bool = False
+) -> Encoded:
     """z_mu (and z_logvar when `logvar`) of every view of `views` [N, V, D], as float32 arrays, ENCODE_CHUNK rows at a
     time on `device` (the head is moved there)."""
     head = head.to(device).eval()
     flat = torch.as_tensor(views).reshape(-1, views.shape[-1])
     mus, logvars = [], []
     for start in range(0, len(flat), ENCODE_CHUNK):
-        z_mu, z_logvar = head.encode(flat[start:start + ENCODE_CHUNK].to(device, torch.float32))
+        z_mu, z_logvar = head.encode(flat[start : start + ENCODE_CHUNK].to(device, torch.float32))
         mus.append(z_mu.float().cpu())
         if logvar:
             logvars.append(z_logvar.float().cpu())
     shape = (views.shape[0], views.shape[1], -1)
-    return Encoded(torch.cat(mus).reshape(shape).numpy(),
-                   torch.cat(logvars).reshape(shape).numpy() if logvar else None)
-
-
-def check_settings(settings: EvaluationConfig) -> EvaluationConfig:
-    """`settings` when usable, else HavanaError naming the bad value."""
-    if settings.metric not in ("euclidean", "cosine"):
-        raise HavanaError(f"evaluation.metric '{settings.metric}' is unknown; use euclidean or cosine.")
-    if settings.max_rank < max(RANKS):
-        raise HavanaError(f"evaluation.max_rank must be at least {max(RANKS)} to report R10, got {settings.max_rank}.")
-    return settings
+    return Encoded(torch.cat(mus).reshape(shape).numpy(), torch.cat(logvars).reshape(shape).numpy() if logvar else None)
 
 
 def check_test_views(name: str, split: FeatureSplit, path: str | os.PathLike) -> None:
     """HavanaError unless a test split holds [N, 2, D] (plain, flipped) features."""
     if split.features.shape[1] != 2 or len(split.features) == 0:
-        raise HavanaError(f"the '{name}' split of {path} holds features of shape {split.features.shape}, not [N>0, 2, D] "
-                          "(plain, flipped); re-extract it with `havana extract`.")
+        raise HavanaError(
+            f"the '{name}' split of {path} holds features of shape {split.features.shape}, not [N>0, 2, D] "
+            "(plain, flipped); re-extract it with `havana extract`."
+        )
 
 
 def read_test_features(path: str | os.PathLike) -> FeatureFile:
@@ -75,19 +67,26 @@ def read_test_features(path: str | os.PathLike) -> FeatureFile:
     return data
 
 
-def load_head_for(head_path: str | os.PathLike, data: FeatureFile, features_path: str | os.PathLike,
-                  device: torch.device | str = "cpu") -> HavanaHead:
+def load_head_for(
+    head_path: str | os.PathLike,
+    data: FeatureFile,
+    features_path: str | os.PathLike,
+    device: torch.device | str = "cpu",
+) -> HavanaHead:
     """The head at `head_path`, checked to take the feature file's feature size."""
     head = load_head(head_path, map_location=device)
     dim = data["query"].features.shape[-1]
     if head.config.feature_dim != dim:
-        raise HavanaError(f"head {head_path} takes {head.config.feature_dim}-d inputs but {features_path} holds "
-                          f"{dim}-d features; evaluate the head on its own extractor's features.")
+        raise HavanaError(
+            f"head {head_path} takes {head.config.feature_dim}-d inputs but {features_path} holds "
+            f"{dim}-d features; evaluate the head on its own extractor's features."
+        )
     return head
 
 
-def embed_test_splits(data: FeatureFile, head: HavanaHead | None, device: torch.device | str = "cpu", *,
-                      logvar: bool = False) -> dict[str, Encoded]:
+def embed_test_splits(
+    data: FeatureFile, head: HavanaHead | None, device: torch.device | str = "cpu", *, logvar: bool = False
+) -> dict[str, Encoded]:
     """Query and gallery views as the head encodes them, or the raw features (logvar None) without a head."""
     if head is None:
         return {name: Encoded(data[name].features) for name in TEST_SPLITS}
@@ -96,21 +95,37 @@ def embed_test_splits(data: FeatureFile, head: HavanaHead | None, device: torch.
 
 def metrics_entry(result: dict[str, Any]) -> dict[str, Any]:
     """evaluate()'s result with R1/R5/R10 read off the CMC, as written to the metrics JSON."""
-    return {"mAP": result["mAP"], "mINP": result["mINP"], **{f"R{k}": result["cmc"][k - 1] for k in RANKS},
-            "cmc": result["cmc"], "num_valid_queries": result["num_valid_queries"]}
+    return {
+        "mAP": result["mAP"],
+        "mINP": result["mINP"],
+        **{f"R{k}": result["cmc"][k - 1] for k in REPORTED_RANKS},
+        "cmc": result["cmc"],
+        "num_valid_queries": result["num_valid_queries"],
+    }
 
 
-def score(data: FeatureFile, embedded: dict[str, Encoded], settings: EvaluationConfig,
-          device: torch.device | str = "cpu", progress: bool = False) -> dict[str, dict[str, Any]]:
+def score(
+    data: FeatureFile,
+    embedded: dict[str, Encoded],
+    settings: EvaluationConfig,
+    device: torch.device | str = "cpu",
+    progress: bool = False,
+) -> dict[str, dict[str, Any]]:
     """{"plain": metrics of view 0, "flip": metrics of the mean of both views} of query against gallery."""
     query, gallery = data["query"], data["gallery"]
     ids = (query.pids, gallery.pids, query.camids, gallery.camids)
-    options = dict(metric=settings.metric, max_rank=settings.max_rank,
-                   rerank=RerankConfig() if settings.rerank else None, device=device)
+    options = dict(
+        metric=settings.metric,
+        max_rank=settings.max_rank,
+        rerank=RerankConfig() if settings.rerank else None,
+        device=device,
+    )
     label = lambda view: f"evaluate {view}" if progress else None  # the log says which ranking a line is about
     q, g = embedded["query"].mu, embedded["gallery"].mu
-    return {"plain": metrics_entry(evaluate(q[:, 0], g[:, 0], *ids, progress=label("plain"), **options)),
-            "flip": metrics_entry(evaluate(merge_flip(q), merge_flip(g), *ids, progress=label("flip"), **options))}
+    return {
+        "plain": metrics_entry(evaluate(q[:, 0], g[:, 0], *ids, progress=label("plain"), **options)),
+        "flip": metrics_entry(evaluate(merge_flip(q), merge_flip(g), *ids, progress=label("flip"), **options)),
+    }
 
 
 @dataclass
@@ -122,11 +137,15 @@ class Scored:
     embedding_dim: int
 
 
-def score_file(features_path: str | os.PathLike, head_path: str | os.PathLike | None, settings: EvaluationConfig,
-               device: torch.device | str = "cpu", progress: bool = False) -> Scored:
+def score_file(
+    features_path: str | os.PathLike,
+    head_path: str | os.PathLike | None,
+    settings: EvaluationConfig,
+    device: torch.device | str = "cpu",
+    progress: bool = False,
+) -> Scored:
     """Read a feature file's query and gallery, encode them with the head at `head_path` (raw features when None) on
     `device`, and score plain and flip-test embeddings under `settings`."""
-    check_settings(settings)
     data = read_test_features(features_path)
     head = load_head_for(head_path, data, features_path, device) if head_path else None
     embedded = embed_test_splits(data, head, device)

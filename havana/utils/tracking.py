@@ -17,13 +17,15 @@ import random
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, TypeVar
+from typing import Any, TypeVar
 
-from havana import __version__, atomic, provenance
+from havana import __version__
 from havana.errors import HavanaError
+from havana.layout import RUN_ID_FILE
+from havana.utils import atomic, provenance
 
-RUN_ID_FILE = "mlflow_run_id"
 CELL_SEPARATOR = "; "  # between the table cells of the table_cells tag (havana.report.runs splits on it)
 EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")  # the UI opens the runs table, not GenAI traces
 RETRY_ATTEMPTS = 12  # bounded: about a minute of backoff in total before giving up
@@ -64,9 +66,11 @@ def with_retries(call: Callable[[], T], *, attempts: int | None = None) -> T:
             if not _is_transient(exc):
                 raise
             if attempt == attempts:
-                raise HavanaError(f"the MLflow store stayed locked by other jobs through {attempts} attempt(s) over "
-                                  f"{time.monotonic() - started:.0f} s; rerun the job (its run resumes), or give it a "
-                                  "store of its own with --tracking-uri.") from None
+                raise HavanaError(
+                    f"the MLflow store stayed locked by other jobs through {attempts} attempt(s) over "
+                    f"{time.monotonic() - started:.0f} s; rerun the job (its run resumes), or give it a "
+                    "store of its own with --tracking-uri."
+                ) from None
             time.sleep(delay * (0.5 + random.random()))
             delay = min(delay * 2, RETRY_MAX_DELAY_S)
     raise AssertionError("unreachable")
@@ -87,7 +91,7 @@ MLFLOW_STORE_LOGGERS = ("mlflow.store.db.utils", "mlflow.store.tracking.sqlalche
 def _sqlite_file(tracking_uri: str) -> Path | None:
     """The database file of a `sqlite:///path` URI, else None."""
     prefix = "sqlite:///"
-    return Path(tracking_uri[len(prefix):]) if tracking_uri.startswith(prefix) else None
+    return Path(tracking_uri[len(prefix) :]) if tracking_uri.startswith(prefix) else None
 
 
 @contextlib.contextmanager
@@ -120,8 +124,10 @@ def _client(tracking_uri: str):
             raise
         except Exception as exc:  # a damaged or foreign file, a bad URI: MLflow and SQLAlchemy raise many types
             reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-            raise HavanaError(f"MLflow store {tracking_uri} cannot be opened ({reason}); move the file away to start "
-                              "a new store, or fix --tracking-uri.") from None
+            raise HavanaError(
+                f"MLflow store {tracking_uri} cannot be opened ({reason}); move the file away to start "
+                "a new store, or fix --tracking-uri."
+            ) from None
     return client
 
 
@@ -140,15 +146,20 @@ def ensure_experiment(client, tracking_uri: str, name: str) -> str:
     found = with_retries(lambda: client.get_experiment_by_name(name))
     if found is not None:
         if found.lifecycle_stage == "deleted":
-            raise HavanaError(f"MLflow experiment '{name}' is deleted in {tracking_uri}; restore it with "
-                              f"`mlflow experiments restore` or delete it permanently with `mlflow gc`.")
+            raise HavanaError(
+                f"MLflow experiment '{name}' is deleted in {tracking_uri}; restore it with "
+                f"`mlflow experiments restore` or delete it permanently with `mlflow gc`."
+            )
         experiment_id = found.experiment_id
         if found.tags.get(EXPERIMENT_KIND[0]) != EXPERIMENT_KIND[1]:
             with_retries(lambda: client.set_experiment_tag(experiment_id, *EXPERIMENT_KIND))
         return experiment_id
     try:
-        return with_retries(lambda: client.create_experiment(name, artifact_location=_artifact_location(tracking_uri, name),
-                                                             tags=dict([EXPERIMENT_KIND])))
+        return with_retries(
+            lambda: client.create_experiment(
+                name, artifact_location=_artifact_location(tracking_uri, name), tags=dict([EXPERIMENT_KIND])
+            )
+        )
     except MlflowException:
         found = with_retries(lambda: client.get_experiment_by_name(name))  # another job created it first
         if found is None:
@@ -162,8 +173,13 @@ def run_name(row: str, seed: int | str | None, extractor: str, dataset: str) -> 
     return " · ".join((lead, extractor, dataset))
 
 
-def cell_tags(dataset: str, extractor: str, row: str | None = None, seed: int | None = None,
-              table_cells: list[str] | tuple[str, ...] = ()) -> dict[str, str]:
+def cell_tags(
+    dataset: str,
+    extractor: str,
+    row: str | None = None,
+    seed: int | None = None,
+    table_cells: list[str] | tuple[str, ...] = (),
+) -> dict[str, str]:
     """The tags that make runs filterable and groupable in the UI: dataset, extractor, row, seed, table_cells."""
     tags = {"dataset": dataset, "extractor": extractor}
     if row is not None:
@@ -177,14 +193,23 @@ def cell_tags(dataset: str, extractor: str, row: str | None = None, seed: int | 
 
 def source_tags() -> dict[str, str]:
     """MLflow's own source tags (its Source column, git commit, entry point) for this `havana` process."""
-    from mlflow.utils.mlflow_tags import (MLFLOW_GIT_COMMIT, MLFLOW_GIT_DIRTY, MLFLOW_PROJECT_ENTRY_POINT,
-                                          MLFLOW_SOURCE_NAME, MLFLOW_SOURCE_TYPE)
+    from mlflow.utils.mlflow_tags import (
+        MLFLOW_GIT_COMMIT,
+        MLFLOW_GIT_DIRTY,
+        MLFLOW_PROJECT_ENTRY_POINT,
+        MLFLOW_SOURCE_NAME,
+        MLFLOW_SOURCE_TYPE,
+    )
 
     sha = provenance.git_sha()
     command = invoking_command()
-    return {MLFLOW_SOURCE_NAME: f"havana {command.replace('_', '-')}", MLFLOW_SOURCE_TYPE: "LOCAL",
-            MLFLOW_GIT_COMMIT: sha.removesuffix("-dirty"), MLFLOW_GIT_DIRTY: str(sha.endswith("-dirty")).lower(),
-            MLFLOW_PROJECT_ENTRY_POINT: command}
+    return {
+        MLFLOW_SOURCE_NAME: f"havana {command.replace('_', '-')}",
+        MLFLOW_SOURCE_TYPE: "LOCAL",
+        MLFLOW_GIT_COMMIT: sha.removesuffix("-dirty"),
+        MLFLOW_GIT_DIRTY: str(sha.endswith("-dirty")).lower(),
+        MLFLOW_PROJECT_ENTRY_POINT: command,
+    }
 
 
 class JobRun:
@@ -206,7 +231,7 @@ class JobRun:
         now = int(time.time() * 1000)
         entries = [Metric(str(k), float(v), now, int(step)) for k, v in metrics.items() if v is not None]
         for start in range(0, len(entries), MAX_METRICS_PER_BATCH):
-            chunk = entries[start:start + MAX_METRICS_PER_BATCH]
+            chunk = entries[start : start + MAX_METRICS_PER_BATCH]
             with_retries(lambda: self.client.log_batch(self.run_id, metrics=chunk, synchronous=True))
 
     def log_epoch(self, epoch: int, metrics: Mapping[str, float]) -> None:
@@ -229,7 +254,7 @@ class JobRun:
         logged = with_retries(lambda: self.client.get_run(self.run_id)).data.params
         entries = [Param(k, v) for k, v in flatten_params(params).items() if k not in logged]
         for start in range(0, len(entries), MAX_PARAMS_TAGS_PER_BATCH):
-            chunk = entries[start:start + MAX_PARAMS_TAGS_PER_BATCH]
+            chunk = entries[start : start + MAX_PARAMS_TAGS_PER_BATCH]
             with_retries(lambda: self.client.log_batch(self.run_id, params=chunk, synchronous=True))
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
@@ -241,7 +266,7 @@ class JobRun:
 
         entries = [RunTag(str(k), str(v)[:MAX_TAG_VAL_LENGTH]) for k, v in tags.items()]
         for start in range(0, len(entries), MAX_PARAMS_TAGS_PER_BATCH):
-            chunk = entries[start:start + MAX_PARAMS_TAGS_PER_BATCH]
+            chunk = entries[start : start + MAX_PARAMS_TAGS_PER_BATCH]
             with_retries(lambda: self.client.log_batch(self.run_id, tags=chunk, synchronous=True))
 
     def log_artifact(self, path: str | os.PathLike, artifact_path: str | None = None) -> None:
@@ -287,8 +312,14 @@ def _resumable_run(client, experiment_id: str, run_dir: Path, params: dict[str, 
 
 
 @contextlib.contextmanager
-def job_run(tracking_uri: str | None, experiment: str, run_name: str, run_dir: str | os.PathLike,
-            params: Mapping[str, Any], tags: Mapping[str, Any] | None = None) -> Iterator[JobRun]:
+def job_run(
+    tracking_uri: str | None,
+    experiment: str,
+    run_name: str,
+    run_dir: str | os.PathLike,
+    params: Mapping[str, Any],
+    tags: Mapping[str, Any] | None = None,
+) -> Iterator[JobRun]:
     """Open (or resume) the MLflow run of one job and close it FINISHED, or FAILED/KILLED when the body raises.
 
     `experiment` is the dataset name, `run_name` is built from the job's wildcards, `params` is the job's resolved
@@ -309,8 +340,15 @@ def job_run(tracking_uri: str | None, experiment: str, run_name: str, run_dir: s
         with_retries(lambda: client.update_run(run_id, status="RUNNING"))
     run = JobRun(client, run_id)
     run.log_params(params)
-    run.set_tags({"git_sha": provenance.git_sha(), "havana_version": __version__, "rule": invoking_command(),
-                  **source_tags(), **(tags or {})})
+    run.set_tags(
+        {
+            "git_sha": provenance.git_sha(),
+            "havana_version": __version__,
+            "rule": invoking_command(),
+            **source_tags(),
+            **(tags or {}),
+        }
+    )
     _log_config_artifact(run, params)
     try:
         yield run

@@ -6,7 +6,7 @@ Defaults are the paper's BoT recipe (§4.1) as reid-strong-baseline implements i
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Optional
+from typing import Any, ClassVar
 
 from havana.config import Limit, above, at_least, between, from_mapping, section
 from havana.errors import HavanaError
@@ -27,8 +27,12 @@ class TransformConfig:
     erasing_scale: tuple[float, float] = (0.02, 0.4)  # erased area fraction range (BoT sl, sh)
     erasing_ratio: float = 0.3  # aspect ratio range is (r, 1/r) (BoT r1)
 
-    LIMITS: ClassVar[dict[str, Limit]] = {"padding": at_least(0), "erasing_p": between(0, 1),
-                                          "erasing_scale": between(0, 1), "erasing_ratio": between(0, 1, low_open=True)}
+    LIMITS: ClassVar[dict[str, Limit]] = {
+        "padding": at_least(0),
+        "erasing_p": between(0, 1),
+        "erasing_scale": between(0, 1),
+        "erasing_ratio": between(0, 1, low_open=True),
+    }
 
 
 @dataclass
@@ -52,10 +56,20 @@ class ExtractorTrainConfig:
     checkpoint_minutes: float = 10.0  # checkpoint after this much wall-clock time and on SIGTERM; 0: every epoch
 
     LIMITS: ClassVar[dict[str, Limit]] = {
-        "epochs": at_least(1), "lr": above(0), "weight_decay": at_least(0), "warmup_epochs": at_least(0),
-        "warmup_factor": between(0, 1, low_open=True), "milestones": at_least(0), "gamma": between(0, 1, low_open=True),
-        "p": at_least(1), "k": at_least(1), "label_smoothing": between(0, 1, high_open=True),
-        "triplet_margin": at_least(0), "num_workers": at_least(0), "checkpoint_minutes": at_least(0)}
+        "epochs": at_least(1),
+        "lr": above(0),
+        "weight_decay": at_least(0),
+        "warmup_epochs": at_least(0),
+        "warmup_factor": between(0, 1, low_open=True),
+        "milestones": at_least(0),
+        "gamma": between(0, 1, low_open=True),
+        "p": at_least(1),
+        "k": at_least(1),
+        "label_smoothing": between(0, 1, high_open=True),
+        "triplet_margin": at_least(0),
+        "num_workers": at_least(0),
+        "checkpoint_minutes": at_least(0),
+    }
 
 
 @dataclass
@@ -68,7 +82,7 @@ class ExtractionConfig:
     amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
     device: str = "auto"  # "auto" (CUDA when available), "cpu" or "cuda[:i]"
     seed: int = 0  # seeds the per-image augmentation of train views 1..V-1
-    random_erasing: Optional[bool] = None  # train views' random erasing; None: as the extractor was trained (Table 6)
+    random_erasing: bool | None = None  # train views' random erasing; None: as the extractor was trained (Table 6)
 
     LIMITS: ClassVar[dict[str, Limit]] = {"views": at_least(1), "batch_size": at_least(1), "num_workers": at_least(0)}
 
@@ -85,7 +99,7 @@ class ExtractorConfig:
     transforms: TransformConfig = field(default_factory=TransformConfig)  # augmentation switches
     train: ExtractorTrainConfig = field(default_factory=ExtractorTrainConfig)  # optimisation schedule
     extraction: ExtractionConfig = field(default_factory=ExtractionConfig)  # feature extraction settings
-    model_from: Optional[str] = None  # extract with another extractors entry's trained model.pt (no training of its
+    model_from: str | None = None  # extract with another extractors entry's trained model.pt (no training of its
     # own); this entry's `extraction` then sets the views, e.g. Table 6's training views without random erasing
 
     LIMITS: ClassVar[dict[str, Limit]] = {"image_size": at_least(1)}

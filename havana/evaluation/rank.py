@@ -5,7 +5,8 @@ query's pid AND camera are removed; everything else, pid 0 distractors included,
 no remaining true match is skipped. AP is the mean of the precision at each true match; INP (fast-reid) is the number
 of true matches divided by the rank of the last one; CMC[k-1] is the fraction of queries with a true match in the top k.
 
-Ranking rule, stated exactly: distances are float32 (see havana.distance) and ascending; at EQUAL distance the lower
+Ranking rule, stated exactly: distances are float32 (see havana.evaluation.distance) and ascending; at EQUAL distance
+the lower
 gallery index comes first, i.e. the order `numpy.argsort(distances, kind="stable")` gives. Ranks are exact under it.
 
 Speed: no gallery row is sorted. Only each true match's rank is needed, and that is (its position among the query's
@@ -13,28 +14,38 @@ true matches) + (the number of kept non-matches before it). Entries farther than
 precede any match, so one comparison pass drops them; the survivors (a few per query for a trained model, all G in the
 worst case of random features) get exact (row, distance, index) integer keys that are bucketed against the sorted
 true-match keys with searchsorted and counted with a cumulative sum. Memory: one chunk of about 2**25 distances at a
-time (havana.distance.CHUNK_ELEMENTS), whatever the problem size.
+time (havana.evaluation.distance.CHUNK_ELEMENTS), whatever the problem size.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, ClassVar, Iterator
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
 from havana.config import Limit, at_least
-from havana.distance import (DistanceFunction, as_tensor, check_metric, chunk_rows, pairwise_distance, ranking_keys,
-                             row_groups, sortable_bits)
 from havana.errors import HavanaError
-from havana.progress import progress as shown_progress
-from havana.reranking import RerankConfig, rerank_distance_chunks
+from havana.evaluation.distance import (
+    DistanceFunction,
+    as_tensor,
+    check_metric,
+    chunk_rows,
+    pairwise_distance,
+    ranking_keys,
+    row_groups,
+    sortable_bits,
+)
+from havana.evaluation.reranking import RerankConfig, rerank_distance_chunks
+from havana.utils.progress import progress as shown_progress
 
 __all__ = ["EvaluationConfig", "RerankConfig", "evaluate", "merge_flip", "pairwise_distance", "topk_indices"]
 
 JUNK_PID = -1
 SURVIVORS_PER_STEP = 1 << 22  # candidate entries keyed at once (bounds memory when a poor model leaves many)
+REPORTED_RANKS = (1, 5, 10)  # reported as R1, R5, R10 beside the full CMC, so the CMC must reach the last
 
 
 @dataclass
@@ -45,7 +56,10 @@ class EvaluationConfig:
     max_rank: int = 50  # CMC is reported up to this rank
     rerank: bool = False  # k-reciprocal re-ranking with RerankConfig's defaults (k1 20, k2 6, lambda 0.3)
 
-    LIMITS: ClassVar[dict[str, Limit]] = {"max_rank": at_least(1)}
+    LIMITS: ClassVar[dict[str, Limit]] = {"max_rank": at_least(max(REPORTED_RANKS))}
+
+    def __post_init__(self) -> None:
+        check_metric(self.metric)
 
 
 _FLOAT_BITS = 31  # a non-negative float32 read as int32 is below 2**31 and orders like the float
@@ -72,7 +86,7 @@ class _GalleryIndex:
     max_chunk_rows: int  # rows a chunk may hold so that (row, distance, column) fits one int64 key
 
     @classmethod
-    def build(cls, pids: torch.Tensor, camids: torch.Tensor) -> "_GalleryIndex":
+    def build(cls, pids: torch.Tensor, camids: torch.Tensor) -> _GalleryIndex:
         """Index the kept gallery's pids and cameras (both already on the evaluation device)."""
         by_pid = torch.sort(pids, stable=True).indices
         unique_pids, counts = torch.unique_consecutive(pids[by_pid], return_counts=True)
@@ -92,8 +106,9 @@ class _ChunkResult:
     first_rank: np.ndarray  # 0-based rank of the first true match
 
 
-def _score_chunk(dist: torch.Tensor, q_pids: torch.Tensor, q_camids: torch.Tensor,
-                 gallery: _GalleryIndex) -> _ChunkResult:
+def _score_chunk(
+    dist: torch.Tensor, q_pids: torch.Tensor, q_camids: torch.Tensor, gallery: _GalleryIndex
+) -> _ChunkResult:
     """AP, INP and first-match rank of each valid query of a [b, G'] block of non-negative distances over the kept
     gallery (the block is overwritten)."""
     rows_in_chunk, columns_in_chunk = dist.shape
@@ -119,8 +134,9 @@ def _score_chunk(dist: torch.Tensor, q_pids: torch.Tensor, q_camids: torch.Tenso
 
     # Sorted true-match keys of the whole chunk: row-major, so each row's matches form one sorted segment.
     row_grid = torch.arange(rows_in_chunk, device=device)[:, None].expand(-1, width)
-    match_keys = torch.sort(_keys(row_grid[is_match], match_dist[is_match], same_pid_columns[is_match],
-                                  gallery.column_bits)).values
+    match_keys = torch.sort(
+        _keys(row_grid[is_match], match_dist[is_match], same_pid_columns[is_match], gallery.column_bits)
+    ).values
     segment_start = torch.cumsum(match_count, 0) - match_count
     segment_end = segment_start + match_count
 
@@ -157,27 +173,50 @@ def _score_chunk(dist: torch.Tensor, q_pids: torch.Tensor, q_camids: torch.Tenso
     )
 
 
-def _check_inputs(qf: torch.Tensor, gf: torch.Tensor, q_pids: torch.Tensor, g_pids: torch.Tensor,
-                  q_camids: torch.Tensor, g_camids: torch.Tensor) -> None:
+def _check_inputs(
+    qf: torch.Tensor,
+    gf: torch.Tensor,
+    q_pids: torch.Tensor,
+    g_pids: torch.Tensor,
+    q_camids: torch.Tensor,
+    g_camids: torch.Tensor,
+) -> None:
     """HavanaError for inconsistent shapes (non-finite features are caught where their norms are computed)."""
     if qf.ndim != 2 or gf.ndim != 2 or qf.shape[1] != gf.shape[1]:
-        raise HavanaError(f"query features {tuple(qf.shape)} and gallery features {tuple(gf.shape)} must both be "
-                          "[N, D] with the same D; merge views first (merge_flip) and use one extractor for both.")
+        raise HavanaError(
+            f"query features {tuple(qf.shape)} and gallery features {tuple(gf.shape)} must both be "
+            "[N, D] with the same D; merge views first (merge_flip) and use one extractor for both."
+        )
     if len(q_pids) != len(qf) or len(q_camids) != len(qf):
-        raise HavanaError(f"{len(qf)} query features need as many pids and camids, got {len(q_pids)} and {len(q_camids)}.")
+        raise HavanaError(
+            f"{len(qf)} query features need as many pids and camids, got {len(q_pids)} and {len(q_camids)}."
+        )
     if len(g_pids) != len(gf) or len(g_camids) != len(gf):
-        raise HavanaError(f"{len(gf)} gallery features need as many pids and camids, got {len(g_pids)} and {len(g_camids)}.")
+        raise HavanaError(
+            f"{len(gf)} gallery features need as many pids and camids, got {len(g_pids)} and {len(g_camids)}."
+        )
 
 
-def evaluate(query_features: Any, gallery_features: Any, query_pids: Any, gallery_pids: Any, query_camids: Any,
-             gallery_camids: Any, *, metric: str = "euclidean", max_rank: int = 50, rerank: RerankConfig | None = None,
-             chunk_size: int | None = None, device: str | torch.device | None = None,
-             progress: str | None = None) -> dict[str, Any]:
+def evaluate(
+    query_features: Any,
+    gallery_features: Any,
+    query_pids: Any,
+    gallery_pids: Any,
+    query_camids: Any,
+    gallery_camids: Any,
+    *,
+    metric: str = "euclidean",
+    max_rank: int = 50,
+    rerank: RerankConfig | None = None,
+    chunk_size: int | None = None,
+    device: str | torch.device | None = None,
+    progress: str | None = None,
+) -> dict[str, Any]:
     """CMC, mAP and mINP of a query/gallery split under the Market-1501 protocol (module docstring).
 
     Inputs are numpy arrays or torch tensors (features [N, D], cast to float32); the work runs on `device` (default:
     where the query features are) in chunks of `chunk_size` queries; `progress`, if given, labels a
-    progress line per chunk (havana.progress) in the job's log. `rerank` applies k-reciprocal re-ranking first,
+    progress line per chunk (havana.utils.progress) in the job's log. `rerank` applies k-reciprocal re-ranking first,
     on the gallery without its junk (pid -1), as torchreid and fast-reid do.
     Returns {"mAP", "mINP" (fractions), "cmc" (list, cmc[k-1] = Rank-k fraction, length max_rank), "num_valid_queries"}.
     """
@@ -186,8 +225,10 @@ def evaluate(query_features: Any, gallery_features: Any, query_pids: Any, galler
         raise HavanaError(f"max_rank must be a positive integer, got {max_rank!r}.")
     qf = as_tensor(query_features, device=torch.device(device) if device is not None else None, dtype=torch.float32)
     gf = as_tensor(gallery_features, device=qf.device, dtype=torch.float32)
-    q_pids, g_pids, q_camids, g_camids = (as_tensor(v, device=qf.device, dtype=torch.int64)
-                                          for v in (query_pids, gallery_pids, query_camids, gallery_camids))
+    q_pids, g_pids, q_camids, g_camids = (
+        as_tensor(v, device=qf.device, dtype=torch.int64)
+        for v in (query_pids, gallery_pids, query_camids, gallery_camids)
+    )
     _check_inputs(qf, gf, q_pids, g_pids, q_camids, g_camids)
 
     kept = torch.nonzero(g_pids != JUNK_PID).squeeze(1)
@@ -198,17 +239,20 @@ def evaluate(query_features: Any, gallery_features: Any, query_pids: Any, galler
     if rerank is None:
         chunks = _plain_chunks(qf, ranked, metric, rows)
     else:  # junk leaves before the neighbour graph is built, as in torchreid and fast-reid
-        chunks = rerank_distance_chunks(qf, ranked, rerank, metric=metric, chunk_size=rows,
-                                        progress=progress is not None)
+        chunks = rerank_distance_chunks(
+            qf, ranked, rerank, metric=metric, chunk_size=rows, progress=progress is not None
+        )
     results = []
-    for start, block in (shown_progress(chunks, progress, -(-len(qf) // rows), unit="chunk") if progress else chunks):
+    for start, block in shown_progress(chunks, progress, -(-len(qf) // rows), unit="chunk") if progress else chunks:
         stop = start + len(block)
         results.append(_score_chunk(block, q_pids[start:stop], q_camids[start:stop], gallery))
 
     ap = np.concatenate([r.average_precision for r in results]) if results else np.zeros(0)
     if len(ap) == 0:
-        raise HavanaError("no query has a true match in the gallery (same pid, other camera), so nothing can be "
-                          "evaluated; check that query and gallery come from the same dataset's test split.")
+        raise HavanaError(
+            "no query has a true match in the gallery (same pid, other camera), so nothing can be "
+            "evaluated; check that query and gallery come from the same dataset's test split."
+        )
     inp = np.concatenate([r.inverse_negative_penalty for r in results])
     first = np.concatenate([r.first_rank for r in results])
     hits = np.bincount(np.minimum(first, max_rank), minlength=max_rank + 1)[:max_rank]
@@ -224,7 +268,7 @@ def _plain_chunks(qf: torch.Tensor, gf: torch.Tensor, metric: str, rows: int) ->
     """(start, distance block) for consecutive query chunks against the whole gallery."""
     distance = DistanceFunction(gf, metric)
     for start in range(0, len(qf), rows):
-        yield start, distance(qf[start:start + rows])
+        yield start, distance(qf[start : start + rows])
 
 
 def merge_flip(features: Any) -> Any:
@@ -238,9 +282,18 @@ def merge_flip(features: Any) -> Any:
     return features.mean(1) if isinstance(features, torch.Tensor) else np.asarray(features).mean(axis=1)
 
 
-def topk_indices(query_features: Any, gallery_features: Any, k: int = 10, *, metric: str = "euclidean",
-                 q_pids: Any = None, g_pids: Any = None, q_camids: Any = None, g_camids: Any = None,
-                 chunk_size: int | None = None) -> np.ndarray:
+def topk_indices(
+    query_features: Any,
+    gallery_features: Any,
+    k: int = 10,
+    *,
+    metric: str = "euclidean",
+    q_pids: Any = None,
+    g_pids: Any = None,
+    q_camids: Any = None,
+    g_camids: Any = None,
+    chunk_size: int | None = None,
+) -> np.ndarray:
     """The k nearest gallery indices per query [Q, min(k, G)] (int64) in the protocol's ranking order.
 
     With pids and camids given, the protocol's removals apply (junk, same pid and camera) as in evaluate(), and a
@@ -251,8 +304,9 @@ def topk_indices(query_features: Any, gallery_features: Any, k: int = 10, *, met
     gf = as_tensor(gallery_features, device=qf.device, dtype=torch.float32)
     filtered = q_pids is not None
     if filtered:
-        q_pids, g_pids, q_camids, g_camids = (as_tensor(v, device=qf.device, dtype=torch.int64)
-                                              for v in (q_pids, g_pids, q_camids, g_camids))
+        q_pids, g_pids, q_camids, g_camids = (
+            as_tensor(v, device=qf.device, dtype=torch.int64) for v in (q_pids, g_pids, q_camids, g_camids)
+        )
         _check_inputs(qf, gf, q_pids, g_pids, q_camids, g_camids)
     top = min(k, len(gf))
     distance = DistanceFunction(gf, metric)
@@ -263,8 +317,9 @@ def topk_indices(query_features: Any, gallery_features: Any, k: int = 10, *, met
         stop = min(start + rows, len(qf))
         keys = ranking_keys(distance(qf[start:stop]))
         if filtered:
-            removed = (g_pids[None, :] == JUNK_PID) | ((g_pids[None, :] == q_pids[start:stop, None])
-                                                       & (g_camids[None, :] == q_camids[start:stop, None]))
+            removed = (g_pids[None, :] == JUNK_PID) | (
+                (g_pids[None, :] == q_pids[start:stop, None]) & (g_camids[None, :] == q_camids[start:stop, None])
+            )
             keys.masked_fill_(removed, excluded_key)
         nearest = torch.topk(keys, top, dim=1, largest=False, sorted=True)
         indices = nearest.indices.masked_fill(nearest.values == excluded_key, -1)

@@ -16,19 +16,18 @@ import contextlib
 import errno
 import json
 import os
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import h5py
 import numpy as np
 
-from havana.atomic import atomic_path
 from havana.errors import HavanaError
+from havana.utils.atomic import atomic_path
 
 SPLITS = ("train", "query", "gallery")
-ROOT_ATTRS = ("dataset", "extractor", "checkpoint_sha256", "manifest_sha256", "config_hash", "image_size", "views",
-              "created_by")
 _STR = h5py.string_dtype("utf-8")
 SPACE_MARGIN_BYTES = 16 << 20  # free space kept back for HDF5's metadata and chunk caches when the file is closed
 INDEX_CHUNK_ROWS = 4096  # rows per HDF5 chunk of pids, camids and paths
@@ -55,9 +54,11 @@ class FeatureSplit:
         self.paths = [str(p) for p in self.paths]
         n = len(self.features)
         if self.features.ndim != 3 or len(self.pids) != n or len(self.camids) != n or len(self.paths) != n:
-            raise ValueError(f"FeatureSplit needs features [N,V,D] and N pids, camids and paths; got features "
-                             f"{self.features.shape}, {len(self.pids)} pids, {len(self.camids)} camids, "
-                             f"{len(self.paths)} paths")
+            raise ValueError(
+                f"FeatureSplit needs features [N,V,D] and N pids, camids and paths; got features "
+                f"{self.features.shape}, {len(self.pids)} pids, {len(self.camids)} camids, "
+                f"{len(self.paths)} paths"
+            )
 
 
 @dataclass
@@ -114,8 +115,13 @@ class FeatureWriter:
         if split in self._h5:
             return self._h5[split]
         group = self._h5.create_group(split)
-        group.create_dataset("features", shape=(0, views, dim), maxshape=(None, views, dim), dtype=np.float32,
-                             chunks=(feature_chunk_rows(views, dim), views, dim))
+        group.create_dataset(
+            "features",
+            shape=(0, views, dim),
+            maxshape=(None, views, dim),
+            dtype=np.float32,
+            chunks=(feature_chunk_rows(views, dim), views, dim),
+        )
         group.create_dataset("pids", shape=(0,), maxshape=(None,), dtype=np.int64, chunks=(INDEX_CHUNK_ROWS,))
         group.create_dataset("camids", shape=(0,), maxshape=(None,), dtype=np.int64, chunks=(INDEX_CHUNK_ROWS,))
         group.create_dataset("paths", shape=(0,), maxshape=(None,), dtype=_STR, chunks=(INDEX_CHUNK_ROWS,))
@@ -134,15 +140,22 @@ class FeatureWriter:
         n, views, dim = batch.features.shape
         group = self._group(split, views, dim)
         if group["features"].shape[1:] != (views, dim):
-            raise ValueError(f"split {split} holds rows of shape {group['features'].shape[1:]}, "
-                             f"cannot append rows of shape {(views, dim)}")
+            raise ValueError(
+                f"split {split} holds rows of shape {group['features'].shape[1:]}, "
+                f"cannot append rows of shape {(views, dim)}"
+            )
         start = self.rows[split]
-        self._check_space(batch.features.nbytes + 16 * n + sum(len(p) + 16 for p in batch.paths),
-                          group["features"].chunks)
-        for name, values in (("features", batch.features), ("pids", batch.pids), ("camids", batch.camids),
-                             ("paths", np.asarray(batch.paths, dtype=object))):
+        self._check_space(
+            batch.features.nbytes + 16 * n + sum(len(p) + 16 for p in batch.paths), group["features"].chunks
+        )
+        for name, values in (
+            ("features", batch.features),
+            ("pids", batch.pids),
+            ("camids", batch.camids),
+            ("paths", np.asarray(batch.paths, dtype=object)),
+        ):
             group[name].resize(start + n, axis=0)
-            group[name][start:start + n] = values
+            group[name][start : start + n] = values
         self.rows[split] = start + n
         self._h5.flush()
 
@@ -154,8 +167,12 @@ class FeatureWriter:
         free = stats.f_bavail * stats.f_frsize
         needed = batch_bytes + 4 * 4 * int(np.prod(chunks)) + SPACE_MARGIN_BYTES
         if free < needed:
-            raise OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)} (the next batch needs about "
-                                        f"{needed >> 20} MiB with reserve, {free >> 20} MiB are free)", str(self.path))
+            raise OSError(
+                errno.ENOSPC,
+                f"{os.strerror(errno.ENOSPC)} (the next batch needs about "
+                f"{needed >> 20} MiB with reserve, {free >> 20} MiB are free)",
+                str(self.path),
+            )
 
     def close(self) -> Path:
         """Write `complete=1` last, flush, and rename the temporary file to its final name."""
@@ -178,7 +195,7 @@ class FeatureWriter:
         exc = exc or HavanaError("feature writing aborted")
         self._stack.__exit__(type(exc), exc, exc.__traceback__)
 
-    def __enter__(self) -> "FeatureWriter":
+    def __enter__(self) -> FeatureWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -206,10 +223,14 @@ def read_attrs(path: str | os.PathLike) -> dict[str, Any]:
         with h5py.File(path, "r") as h5:
             attrs = {key: _plain(value) for key, value in h5.attrs.items()}
     except OSError:
-        raise HavanaError(f"feature file {path} is not a readable HDF5 file; delete it and rerun `havana extract`.") from None
+        raise HavanaError(
+            f"feature file {path} is not a readable HDF5 file; delete it and rerun `havana extract`."
+        ) from None
     if attrs.get("complete") != 1:
-        raise HavanaError(f"feature file {path} is incomplete (no complete=1 attribute: extraction was interrupted); "
-                          "delete it and rerun `havana extract`.")
+        raise HavanaError(
+            f"feature file {path} is incomplete (no complete=1 attribute: extraction was interrupted); "
+            "delete it and rerun `havana extract`."
+        )
     return attrs
 
 
@@ -220,13 +241,21 @@ def read_features(path: str | os.PathLike, splits: Iterable[str] = SPLITS) -> Fe
     with h5py.File(path, "r") as h5:
         for name in splits:
             if name not in h5:
-                raise HavanaError(f"feature file {path} has no '{name}' split (it has {', '.join(h5)}); "
-                                  "rerun `havana extract` on a manifest with that split.")
+                raise HavanaError(
+                    f"feature file {path} has no '{name}' split (it has {', '.join(h5)}); "
+                    "rerun `havana extract` on a manifest with that split."
+                )
             group = h5[name]
             try:
-                loaded[name] = FeatureSplit(features=group["features"][...], pids=group["pids"][...],
-                                            camids=group["camids"][...], paths=list(group["paths"].asstr()[...]))
+                loaded[name] = FeatureSplit(
+                    features=group["features"][...],
+                    pids=group["pids"][...],
+                    camids=group["camids"][...],
+                    paths=list(group["paths"].asstr()[...]),
+                )
             except (KeyError, ValueError, TypeError, UnicodeDecodeError, AttributeError) as exc:
-                raise HavanaError(f"feature file {path} has an inconsistent '{name}' split ({exc}); it was not "
-                                  "written by `havana extract`, so delete it and rerun `havana extract`.") from None
+                raise HavanaError(
+                    f"feature file {path} has an inconsistent '{name}' split ({exc}); it was not "
+                    "written by `havana extract`, so delete it and rerun `havana extract`."
+                ) from None
     return FeatureFile(attrs=attrs, splits=loaded)

@@ -14,16 +14,23 @@ from typing import Any
 import yaml
 
 from havana import __version__
-from havana import atomic
+from havana.utils import atomic
 
 
 def git_sha(cwd: str | os.PathLike | None = None) -> str:
     """The commit of the working tree (suffixed '-dirty' when tracked files differ), or 'unknown' outside git."""
     cwd = Path(cwd) if cwd is not None else Path(__file__).resolve().parent
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
-                               capture_output=True, text=True, check=True).stdout.strip()
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return f"{sha}-dirty" if dirty else sha
@@ -64,7 +71,7 @@ def record(config: Any) -> dict[str, Any]:
         "config_hash": config_hash(config),
         "git_sha": git_sha(),
         "havana_version": __version__,
-        "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "created_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
 
 

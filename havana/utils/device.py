@@ -59,8 +59,10 @@ def _try_lock(lock_dir: Path, device_id: str) -> int | None:
         try:
             fd = os.open(path, os.O_RDONLY)  # another user's lock file from an older version (0644): flock still works
         except OSError as exc:
-            raise HavanaError(f"GPU lock file {path} cannot be opened ({exc.strerror}); make {lock_dir} writable by "
-                              f"all (chmod 1777) or set {LOCK_DIR_ENV} to a folder you may write.") from None
+            raise HavanaError(
+                f"GPU lock file {path} cannot be opened ({exc.strerror}); make {lock_dir} writable by "
+                f"all (chmod 1777) or set {LOCK_DIR_ENV} to a folder you may write."
+            ) from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -83,11 +85,14 @@ def lock_folder(lock_dir: str | os.PathLike | None = None) -> Path:
             os.chmod(path, 0o1777)
         except FileExistsError:
             if not path.is_dir():
-                raise HavanaError(f"GPU lock folder {path} is a file, not a folder; remove it or set {LOCK_DIR_ENV} "
-                                  "to a folder.") from None
+                raise HavanaError(
+                    f"GPU lock folder {path} is a file, not a folder; remove it or set {LOCK_DIR_ENV} to a folder."
+                ) from None
         except OSError as exc:
-            raise HavanaError(f"GPU lock folder {path} cannot be created ({exc.strerror}); set {LOCK_DIR_ENV} to a "
-                              "folder you may write.") from None
+            raise HavanaError(
+                f"GPU lock folder {path} cannot be created ({exc.strerror}); set {LOCK_DIR_ENV} to a "
+                "folder you may write."
+            ) from None
     return path
 
 
@@ -101,13 +106,15 @@ def wait_seconds() -> float:
     except ValueError:
         value = float("nan")
     if not value >= 0:
-        raise HavanaError(f"{WAIT_ENV}={text!r} is not a number of seconds (0 or more; 'inf' waits forever); "
-                          "fix or unset it.")
+        raise HavanaError(
+            f"{WAIT_ENV}={text!r} is not a number of seconds (0 or more; 'inf' waits forever); fix or unset it."
+        )
     return value
 
 
-def claim_gpu(candidates: list[str], lock_dir: str | os.PathLike | None = None, wait_s: float | None = None,
-              poll_s: float = 1.0) -> str:
+def claim_gpu(
+    candidates: list[str], lock_dir: str | os.PathLike | None = None, wait_s: float | None = None, poll_s: float = 1.0
+) -> str:
     """Claim the first free device among `candidates` and return its id; the lock lives until the process exits.
 
     When all are held (more GPU jobs than GPUs, e.g. no `--resources gpu=N`), waits up to `wait_s` seconds (env
@@ -130,11 +137,17 @@ def claim_gpu(candidates: list[str], lock_dir: str | os.PathLike | None = None, 
                 _held[device_id] = fd
                 return device_id
         if time.monotonic() >= deadline:
-            raise HavanaError(f"all {len(candidates)} GPU(s) ({', '.join(candidates)}) are held by other jobs "
-                              f"(locks in {lock_dir}); run with --resources gpu=N no larger than the GPU count.")
+            raise HavanaError(
+                f"all {len(candidates)} GPU(s) ({', '.join(candidates)}) are held by other jobs "
+                f"(locks in {lock_dir}); run with --resources gpu=N no larger than the GPU count."
+            )
         if not announced:
-            print(f"havana: all {len(candidates)} GPU(s) are held by other jobs; waiting for one to free up "
-                  f"(pass --resources gpu=N to Snakemake to avoid this).", file=sys.stderr, flush=True)
+            print(
+                f"havana: all {len(candidates)} GPU(s) are held by other jobs; waiting for one to free up "
+                f"(pass --resources gpu=N to Snakemake to avoid this).",
+                file=sys.stderr,
+                flush=True,
+            )
             announced = True
         time.sleep(poll_s)
 
@@ -167,6 +180,8 @@ def select_device(requested: str = "auto"):
             chosen_index = 0
     if not torch.cuda.is_available():
         if requested == "cuda":
-            raise HavanaError("device cuda was asked for but torch cannot use the GPU (CPU-only build or driver); use cpu.")
+            raise HavanaError(
+                "device cuda was asked for but torch cannot use the GPU (CPU-only build or driver); use cpu."
+            )
         return torch.device("cpu")
     return torch.device(f"cuda:{chosen_index}")

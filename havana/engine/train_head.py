@@ -13,10 +13,12 @@ moments unchanged) for the remaining steps. Randomness is re-seeded at the start
 from the checkpoint of epoch e continues exactly as if never stopped; a mid-epoch checkpoint also holds the step, the
 loss sums so far and the generators' states after that step.
 
-Algorithm 1 per head, checkpoints by wall-clock interval and on SIGTERM (havana.checkpointing; one checkpoint for the
+Algorithm 1 per head, checkpoints by wall-clock interval and on SIGTERM (havana.utils.checkpointing; one checkpoint
+for the
 job, in the first head's folder) with exact resume, then per head head.pt, history.csv, provenance and its own MLflow
 run; the checkpoint is removed once every head.pt exists. Loss sums stay on the device during an epoch and are read
-once at its end. The heads are encoded and scored elsewhere, once (havana.scoring, through `havana evaluate`).
+once at its end. The heads are encoded and scored elsewhere, once (havana.evaluation.scoring, through `havana
+evaluate`).
 """
 
 from __future__ import annotations
@@ -25,10 +27,11 @@ import copy
 import csv
 import io
 import time
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -37,16 +40,27 @@ from torch.func import functional_call, grad_and_value, stack_module_state, vmap
 from torch.optim.adam import adam as adam_update
 from torch.optim.sgd import sgd as sgd_update
 
-from havana import atomic, provenance
-from havana.checkpointing import CHECKPOINT, Checkpointer, restore_rng_states, rng_states
+from havana.data.features import FeatureFile
 from havana.data.sampler import PKSampler
 from havana.errors import HavanaError
-from havana.features import FeatureFile
-from havana.models.head import (DIAGNOSTICS, TERMS, HavanaHead, HeadTrainConfig, RowConfig, build_head, head_loss,
-                                loss_diagnostics, noise_widths, save_head)
-from havana.progress import Progress
-from havana.seeding import seed_everything
-from havana.tracking import cell_tags, job_run, run_name
+from havana.layout import HEAD_FILES
+from havana.models.head import (
+    DIAGNOSTICS,
+    TERMS,
+    HavanaHead,
+    HeadTrainConfig,
+    RowConfig,
+    build_head,
+    head_loss,
+    loss_diagnostics,
+    noise_widths,
+    save_head,
+)
+from havana.utils import atomic, provenance
+from havana.utils.checkpointing import CHECKPOINT, Checkpointer, restore_rng_states, rng_states
+from havana.utils.progress import Progress
+from havana.utils.seeding import seed_everything
+from havana.utils.tracking import cell_tags, job_run, run_name
 
 HISTORY_COLUMNS = ("epoch", "total", *TERMS, *DIAGNOSTICS, "lr")
 ADAM_BETAS, ADAM_EPS, SGD_MOMENTUM = (0.9, 0.999), 1e-8, 0.9  # torch.optim.Adam's defaults; SGD's momentum
@@ -76,8 +90,9 @@ class _HeadLoss(nn.Module):
         super().__init__()
         self.head, self.row, self.label_smoothing = head, row, label_smoothing
 
-    def forward(self, x: torch.Tensor, labels: torch.Tensor, noise: dict[str, torch.Tensor]
-                ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def forward(
+        self, x: torch.Tensor, labels: torch.Tensor, noise: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         return head_loss(self.head, x, labels, self.row, self.label_smoothing, noise)
 
 
@@ -94,14 +109,16 @@ class StackedHeads:
         self.noise_widths = noise_widths(row, self.modules[0].config)
         loss = _HeadLoss(copy.deepcopy(self.modules[0]).to("meta"), row, label_smoothing)
 
-        def one_head(params: dict[str, torch.Tensor], x: torch.Tensor, labels: torch.Tensor,
-                     noise: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        def one_head(
+            params: dict[str, torch.Tensor], x: torch.Tensor, labels: torch.Tensor, noise: dict[str, torch.Tensor]
+        ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
             return functional_call(loss, {f"head.{name}": value for name, value in params.items()}, (x, labels, noise))
 
         self._step = vmap(grad_and_value(one_head, has_aux=True))
 
-    def loss_and_grads(self, x: torch.Tensor, labels: torch.Tensor, noise: dict[str, torch.Tensor]
-                       ) -> tuple[dict[str, torch.Tensor], torch.Tensor, dict[str, torch.Tensor]]:
+    def loss_and_grads(
+        self, x: torch.Tensor, labels: torch.Tensor, noise: dict[str, torch.Tensor]
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor, dict[str, torch.Tensor]]:
         """(gradients, totals [N], {term: [N]}) of the N heads on batches x [N, B, D], labels [N, B] and noise
         {name: [N, B, width]}."""
         grads, (totals, terms) = self._step(self.params, x, labels, noise)
@@ -144,18 +161,42 @@ class StackedOptimizer:
         params, grad = self._of(heads, self.params), self._of(heads, [grads[name] for name in self.names])
         if self.train.optimizer == "adam":
             steps = [self.steps[head, index] for head in heads for index in range(len(self.names))]
-            adam_update(params, grad, self._of(heads, self.state["exp_avg"]), self._of(heads, self.state["exp_avg_sq"]),
-                        [], steps, fused=True, amsgrad=False, beta1=ADAM_BETAS[0], beta2=ADAM_BETAS[1],
-                        lr=self.train.lr, weight_decay=self.train.weight_decay, eps=ADAM_EPS, maximize=False)
+            adam_update(
+                params,
+                grad,
+                self._of(heads, self.state["exp_avg"]),
+                self._of(heads, self.state["exp_avg_sq"]),
+                [],
+                steps,
+                fused=True,
+                amsgrad=False,
+                beta1=ADAM_BETAS[0],
+                beta2=ADAM_BETAS[1],
+                lr=self.train.lr,
+                weight_decay=self.train.weight_decay,
+                eps=ADAM_EPS,
+                maximize=False,
+            )
         else:  # a zero buffer times the momentum plus the gradient is torch's first step (the buffer = the gradient)
             self.steps[heads] += 1
-            sgd_update(params, grad, self._of(heads, self.state["momentum_buffer"]), foreach=True,
-                       weight_decay=self.train.weight_decay, momentum=SGD_MOMENTUM, lr=self.train.lr, dampening=0.0,
-                       nesterov=False, maximize=False)
+            sgd_update(
+                params,
+                grad,
+                self._of(heads, self.state["momentum_buffer"]),
+                foreach=True,
+                weight_decay=self.train.weight_decay,
+                momentum=SGD_MOMENTUM,
+                lr=self.train.lr,
+                dampening=0.0,
+                nesterov=False,
+                maximize=False,
+            )
 
     def state_dict(self) -> dict[str, Any]:
-        return {"steps": self.steps.clone(), **{moment: dict(zip(self.names, tensors))
-                                                for moment, tensors in self.state.items()}}
+        return {
+            "steps": self.steps.clone(),
+            **{moment: dict(zip(self.names, tensors)) for moment, tensors in self.state.items()},
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.steps.copy_(state["steps"])
@@ -181,11 +222,18 @@ def _generators(seeds: Sequence[int], epoch: int, device: torch.device) -> dict[
     return generators
 
 
-def train_one_epoch(stack: StackedHeads, optimizer: StackedOptimizer, features: torch.Tensor, labels: torch.Tensor,
-                    samplers: Sequence[PKSampler], row: RowConfig, epoch: int, seeds: Sequence[int],
-                    resume: dict[str, Any] | None = None,
-                    after_step: Callable[[int, torch.Tensor, dict[str, torch.Generator]], None] | None = None
-                    ) -> list[dict[str, float]]:
+def train_one_epoch(
+    stack: StackedHeads,
+    optimizer: StackedOptimizer,
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    samplers: Sequence[PKSampler],
+    row: RowConfig,
+    epoch: int,
+    seeds: Sequence[int],
+    resume: dict[str, Any] | None = None,
+    after_step: Callable[[int, torch.Tensor, dict[str, torch.Generator]], None] | None = None,
+) -> list[dict[str, float]]:
     """One pass of Algorithm 1 for every head over its P x K plan of `epoch`; per head, the mean of each on term and
     of the total.
 
@@ -212,8 +260,9 @@ def train_one_epoch(stack: StackedHeads, optimizer: StackedOptimizer, features: 
                 index = plan[step]
                 views.append(torch.randint(features.shape[1], (len(index),), generator=generators[f"views{head}"]))
                 for name, width in stack.noise_widths.items():
-                    noise[name].append(torch.randn(len(index), width, generator=generators[f"noise{head}"],
-                                                   device=device))
+                    noise[name].append(
+                        torch.randn(len(index), width, generator=generators[f"noise{head}"], device=device)
+                    )
             else:  # past the end of this head's plan: a stand-in batch whose update is masked out
                 index = plan[0]
                 views.append(torch.zeros(len(index), dtype=torch.long))
@@ -221,8 +270,9 @@ def train_one_epoch(stack: StackedHeads, optimizer: StackedOptimizer, features: 
                     noise[name].append(torch.zeros(len(index), width, device=device))
             indices.append(index)
         index, view = torch.stack(indices).to(device), torch.stack(views).to(device)
-        grads, totals, terms = stack.loss_and_grads(features[index, view], labels[index],
-                                                    {name: torch.stack(draws) for name, draws in noise.items()})
+        grads, totals, terms = stack.loss_and_grads(
+            features[index, view], labels[index], {name: torch.stack(draws) for name, draws in noise.items()}
+        )
         optimizer.step(grads, active)
         values = torch.stack([totals, *(terms[n] for n in names[1:])], dim=1).double()
         sums += values if bool(active.all()) else torch.where(active.to(device)[:, None], values, 0.0)
@@ -232,13 +282,23 @@ def train_one_epoch(stack: StackedHeads, optimizer: StackedOptimizer, features: 
     for seed, head_means in zip(seeds, means):
         for name, value in zip(names, head_means):
             if not np.isfinite(value):
-                raise HavanaError(f"head training diverged: loss term '{name}' is {value} in epoch {epoch} "
-                                  f"(seed {seed}); lower the learning rate or check the features for NaN.")
+                raise HavanaError(
+                    f"head training diverged: loss term '{name}' is {value} in epoch {epoch} "
+                    f"(seed {seed}); lower the learning rate or check the features for NaN."
+                )
     return [dict(zip(names, head_means)) for head_means in means]
 
 
-def epoch_diagnostics(model: HavanaHead, features: torch.Tensor, labels: torch.Tensor, sampler: PKSampler,
-                      row: RowConfig, train: HeadTrainConfig, epoch: int, seed: int) -> dict[str, float]:
+def epoch_diagnostics(
+    model: HavanaHead,
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    sampler: PKSampler,
+    row: RowConfig,
+    train: HeadTrainConfig,
+    epoch: int,
+    seed: int,
+) -> dict[str, float]:
     """loss_diagnostics of one head after `epoch` on its epoch's first P x K batch (view 0), with its own seeded noise
     inside a forked RNG (training draws from its own generators, so nothing it does depends on this)."""
     sampler.set_epoch(epoch)
@@ -259,8 +319,9 @@ def _check_runs(runs: Sequence[HeadRun]) -> None:
         raise HavanaError("the heads of one train-head job share one row and one dataset.")
 
 
-def train_heads(feature_file: FeatureFile, row: RowConfig, train: HeadTrainConfig, runs: Sequence[HeadRun],
-                device: torch.device) -> list[dict[str, float]]:
+def train_heads(
+    feature_file: FeatureFile, row: RowConfig, train: HeadTrainConfig, runs: Sequence[HeadRun], device: torch.device
+) -> list[dict[str, float]]:
     """Train (or resume) the heads of `runs` (one per seed) stacked; write each head's head.pt, history.csv and
     provenance into its out_dir; return per head the last epoch's mean total and terms (0 for a term the row
     switches off)."""
@@ -282,8 +343,16 @@ def train_heads(feature_file: FeatureFile, row: RowConfig, train: HeadTrainConfi
     stack = StackedHeads(heads, row, train.label_smoothing)
     optimizer = StackedOptimizer(stack.params, train)
     samplers = [PKSampler(split.pids.tolist(), p=train.p, k=train.k, seed=seed) for seed in seeds]
-    resolved = [{"row": row, "train": replace(train, epochs=0, device="any", checkpoint_minutes=0), "seed": seed,
-                 "dataset": runs[0].dataset, "features": dict(feature_file.attrs)} for seed in seeds]
+    resolved = [
+        {
+            "row": row,
+            "train": replace(train, epochs=0, device="any", checkpoint_minutes=0),
+            "seed": seed,
+            "dataset": runs[0].dataset,
+            "features": dict(feature_file.attrs),
+        }
+        for seed in seeds
+    ]
     # epochs, device and interval excluded: resumable for longer, on another device, with another interval
     fingerprint = provenance.config_hash(resolved)
     checkpointer = Checkpointer(outs[0] / CHECKPOINT, train.checkpoint_minutes)
@@ -292,8 +361,9 @@ def train_heads(feature_file: FeatureFile, row: RowConfig, train: HeadTrainConfi
     state = checkpointer.load(device, advice="delete it to train these heads from the start")
     if state is not None:
         if state.get("fingerprint") != fingerprint:
-            raise HavanaError(f"{checkpointer.path} belongs to a different configuration or set of seeds; delete it "
-                              "to start over.")
+            raise HavanaError(
+                f"{checkpointer.path} belongs to a different configuration or set of seeds; delete it to start over."
+            )
         for name, tensor in stack.params.items():
             tensor.copy_(state["params"][name])
         optimizer.load_state_dict(state["optimizer"])
@@ -301,47 +371,80 @@ def train_heads(feature_file: FeatureFile, row: RowConfig, train: HeadTrainConfi
 
     def save(epoch: int, within: dict[str, Any] | None, where: str) -> None:
         """Checkpoint at the start of `epoch` (0-based), or inside it after within["step"] steps."""
-        checkpointer.save({"params": stack.params, "optimizer": optimizer.state_dict(), "epoch": epoch,
-                           "within": within, "histories": histories, "fingerprint": fingerprint}, where)
+        checkpointer.save(
+            {
+                "params": stack.params,
+                "optimizer": optimizer.state_dict(),
+                "epoch": epoch,
+                "within": within,
+                "histories": histories,
+                "fingerprint": fingerprint,
+            },
+            where,
+        )
 
     extractor = str(feature_file.attrs.get("extractor", ""))
     with ExitStack() as contexts:
         trackers = []
         for run in runs:
-            params = {"row": row.__dict__, "train": train.__dict__, "seed": run.seed, "dataset": run.dataset,
-                      "extractor": extractor}
+            params = {
+                "row": row.__dict__,
+                "train": train.__dict__,
+                "seed": run.seed,
+                "dataset": run.dataset,
+                "extractor": extractor,
+            }
             tags = cell_tags(run.dataset, extractor, run.row_name, run.seed, run.table_cells)
             name = run.run_name or run_name(run.row_name, run.seed, extractor, run.dataset)
-            trackers.append(contexts.enter_context(job_run(run.tracking_uri, run.dataset, name, run.out_dir, params,
-                                                           tags=tags)))
+            trackers.append(
+                contexts.enter_context(job_run(run.tracking_uri, run.dataset, name, run.out_dir, params, tags=tags))
+            )
         contexts.enter_context(checkpointer)
-        shown = [Progress(f"train-head {run.row_name} seed{run.seed}", train.epochs, unit="epoch", initial=start,
-                          every_s=0) for run in runs]  # one line per head and epoch in a log
+        shown = [
+            Progress(f"train-head {run.row_name} seed{run.seed}", train.epochs, unit="epoch", initial=start, every_s=0)
+            for run in runs
+        ]  # one line per head and epoch in a log
         for epoch in range(start, train.epochs):
-            def after_step(step: int, sums: torch.Tensor, generators: dict[str, torch.Generator],
-                           epoch: int = epoch) -> None:
+
+            def after_step(
+                step: int, sums: torch.Tensor, generators: dict[str, torch.Generator], epoch: int = epoch
+            ) -> None:
                 if checkpointer.due(epoch_end=False):
-                    save(epoch, {"step": step, "sums": sums, "rng": rng_states(generators)},
-                         f"epoch {epoch + 1}, step {step}")
+                    save(
+                        epoch,
+                        {"step": step, "sums": sums, "rng": rng_states(generators)},
+                        f"epoch {epoch + 1}, step {step}",
+                    )
 
             started = time.perf_counter()
-            means = train_one_epoch(stack, optimizer, features, labels_t, samplers, row, epoch, seeds,
-                                    resume if epoch == start else None, after_step)
+            means = train_one_epoch(
+                stack,
+                optimizer,
+                features,
+                labels_t,
+                samplers,
+                row,
+                epoch,
+                seeds,
+                resume if epoch == start else None,
+                after_step,
+            )
             seconds = max(1e-9, time.perf_counter() - started)
             for head, run in enumerate(runs):
-                head_means = means[head] | epoch_diagnostics(stack.head(head), features, labels_t, samplers[head],
-                                                             row, train, epoch, run.seed)
+                head_means = means[head] | epoch_diagnostics(
+                    stack.head(head), features, labels_t, samplers[head], row, train, epoch, run.seed
+                )
                 histories[head].append({"epoch": epoch + 1, **{t: 0 for t in TERMS}, **head_means, "lr": train.lr})
-                atomic.write_text(outs[head] / "history.csv", _history_csv(histories[head]))
+                atomic.write_text(outs[head] / HEAD_FILES["history"], _history_csv(histories[head]))
                 trackers[head].log_epoch(epoch + 1, head_means)
                 images_per_s = len(samplers[head]) * train.p * train.k / seconds  # this head's share of the epoch
                 shown[head].update(1, **head_means, lr=train.lr, **{"images/s": round(images_per_s)})
             if epoch + 1 < train.epochs and checkpointer.due(epoch_end=True):
                 save(epoch + 1, None, f"epoch {epoch + 1}")
-        for head, run in enumerate(runs):
+        for head in range(len(runs)):
             shown[head].close()
-            save_head(outs[head] / "head.pt", stack.head(head))
-            provenance.write_beside(outs[head] / "head.pt", resolved[head] | {"train": train})
-            trackers[head].log_artifact(outs[head] / "history.csv")
+            save_head(outs[head] / HEAD_FILES["head"], stack.head(head))
+            provenance.write_beside(outs[head] / HEAD_FILES["head"], resolved[head] | {"train": train})
+            trackers[head].log_artifact(outs[head] / HEAD_FILES["history"])
     checkpointer.remove()
     return [{key: history[-1][key] for key in ("total", *TERMS)} if history else {} for history in histories]

@@ -1,0 +1,1 @@
+"""Engines: train an extractor, extract features, train heads (checkpointed, resumable, seeded)."""

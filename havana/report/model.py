@@ -1,0 +1,446 @@
+"""The paper's tables as a pure model, and the verdict rule that judges a cell against the paper.
+
+A table is `<name>` in the config (columns, rows with the paper's values, optional literature rows). Each
+reproduced cell is the mean ± sample std over the config's `seeds` of one metric, in percent, beside the paper's value
+and the difference. The renderers (havana.report.tables, summary, html) sit above this module and read only it;
+reading metrics JSON happens only in `collect_metrics`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from havana.config import from_mapping, section
+from havana.data.datasets import dataset_title
+from havana.errors import HavanaError
+from havana.layout import BASELINE, Layout, require
+from havana.models.extractor_config import extractor_config
+
+METRICS = ("mAP", "mINP", "R1", "R5", "R10")
+
+METRIC_TITLES = {"mAP": "mAP", "mINP": "mINP", "R1": "R-1", "R5": "R-5", "R10": "R-10"}
+
+REPRODUCED_GROUP = "Reproduced by this pipeline"
+
+RunKey = tuple[str, str, str, int]  # (dataset, extractor, row, seed) of one metrics JSON
+
+
+@dataclass(frozen=True)
+class ColumnSpec:
+    metric: str  # one of METRICS; read from the metrics JSON's "plain" or "flip" block
+    dataset: str | None = None  # the dataset this column reads; None: each row's own dataset
+
+
+@dataclass(frozen=True)
+class RowSpec:
+    label: str  # shown as-is (a dagger in the label marks flip test)
+    extractor: str  # extractors.<name>
+    row: str  # heads.rows.<name>, or "baseline" for raw extractor features
+    dataset: str | None = None  # needed when a column names no dataset
+    flip: bool = False  # True: the metrics JSON's "flip" block (flip-test features), else "plain"
+    paper: list[float | None] = field(default_factory=list)  # the paper's value per column, null where none
+
+
+@dataclass(frozen=True)
+class LiteratureRow:
+    label: str  # method and venue, as the paper prints it
+    group: str  # e.g. "non-generative", "generative"; rows are shown under their group heading
+    values: list[float | None]  # reported values per column, shown as reported and never as reproduced
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    caption: str  # what the table shows
+    columns: list[ColumnSpec]  # one entry per numeric column
+    rows: list[RowSpec]  # one displayed, reproduced row each
+    literature: list[LiteratureRow] = field(default_factory=list)  # Table 2's reported rows
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One reproduced cell: the per-seed values found (percent), how many seeds were expected, the paper's value."""
+
+    values: tuple[float, ...]
+    expected: int
+    paper: float | None
+
+    @property
+    def mean(self) -> float | None:
+        return statistics.fmean(self.values) if self.values else None
+
+    @property
+    def std(self) -> float | None:
+        """Sample standard deviation over seeds (ddof=1); 0 for a single seed, None for none."""
+        if not self.values:
+            return None
+        return statistics.stdev(self.values) if len(self.values) > 1 else 0.0
+
+    @property
+    def delta(self) -> float | None:
+        return None if self.mean is None or self.paper is None else self.mean - self.paper
+
+
+@dataclass(frozen=True)
+class TableRow:
+    """A displayed row: a reproduced row (spec set, cells) or a literature row (reported values only)."""
+
+    label: str
+    group: str
+    dataset: str | None
+    spec: RowSpec | None
+    cells: tuple[Cell, ...] = ()
+    reported: tuple[float | None, ...] = ()
+
+
+@dataclass(frozen=True)
+class TableModel:
+    """Everything a renderer needs: titles, column headings, rows grouped in display order, and the note."""
+
+    name: str
+    caption: str
+    columns: tuple[ColumnSpec, ...]
+    rows: tuple[TableRow, ...]
+    note: str
+
+    @property
+    def has_dataset_column(self) -> bool:
+        return any(column.dataset is None for column in self.columns)
+
+
+def column_title(column: ColumnSpec) -> str:
+    """'Market-1501 mAP', or just 'mAP' when the column takes each row's dataset."""
+    metric = METRIC_TITLES[column.metric]
+    return f"{dataset_title(column.dataset)} {metric}" if column.dataset else metric
+
+
+def table_spec(config: Mapping[str, Any], name: str) -> TableSpec:
+    """Parse and check `tables.<name>`: known metrics, one paper value per column, a dataset for every cell."""
+    spec = from_mapping(TableSpec, section(config, "tables", name), f"tables.{name}")
+    known_rows = set(config.get("heads", {}).get("rows", {}) or {}) | {BASELINE}
+    width = len(spec.columns)
+    for column in spec.columns:
+        if column.metric not in METRICS:
+            raise HavanaError(
+                f"tables.{name} has a column with metric '{column.metric}'; use one of {', '.join(METRICS)}."
+            )
+    for row in spec.rows:
+        where = f"tables.{name} row '{row.label}'"
+        if row.paper and len(row.paper) != width:
+            raise HavanaError(
+                f"{where} has {len(row.paper)} paper values for {width} columns; give one per column (null where none)."
+            )
+        if row.row not in known_rows:
+            raise HavanaError(
+                f"{where} uses row '{row.row}', which is not in heads.rows; "
+                f"add it or use one of {', '.join(sorted(known_rows))}."
+            )
+        if row.dataset is None and any(column.dataset is None for column in spec.columns):
+            raise HavanaError(f"{where} names no dataset but some columns do not either; add 'dataset:' to the row.")
+    for row in spec.literature:
+        if len(row.values) != width:
+            raise HavanaError(
+                f"tables.{name} literature row '{row.label}' has {len(row.values)} values for {width} columns."
+            )
+    return spec
+
+
+def cell_keys(spec: TableSpec, seeds: Sequence[int], active: Sequence[str]) -> list[list[list[RunKey]]]:
+    """For each row and column, the metrics files (one per seed) its cell averages; none for an inactive dataset."""
+    return [
+        [
+            [(column.dataset or row.dataset, row.extractor, row.row, seed) for seed in seeds]
+            if (column.dataset or row.dataset) in active
+            else []
+            for column in spec.columns
+        ]
+        for row in spec.rows
+    ]
+
+
+def required_runs(spec: TableSpec, seeds: Sequence[int], active: Sequence[str]) -> set[RunKey]:
+    """Every metrics file the table reads: each cell on an active dataset, each seed."""
+    return {key for row in cell_keys(spec, seeds, active) for keys in row for key in keys}
+
+
+def collect_metrics(layout: Layout, keys: set[RunKey], job: str) -> dict[RunKey, dict]:
+    """Read the metrics JSON of every key; a missing one is a HavanaError naming it (job says who needed it)."""
+    paths = {key: Path(layout.metrics(*key)) for key in sorted(keys)}
+    require(paths.values(), job)
+    found: dict[RunKey, dict] = {}
+    for key, path in paths.items():
+        try:
+            found[key] = check_metrics(path, json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise HavanaError(
+                f"metrics file {path} cannot be read ({exc.__class__.__name__}); delete it and rerun its evaluate job."
+            ) from None
+    return found
+
+
+def check_metrics(path: Path, payload: Any) -> dict:
+    """`payload` when every metric of its plain and flip blocks is a fraction in [0, 1] (NaN, strings and the
+    percent scale are refused: a table must never show 2115.6 or nan as a reproduced value)."""
+    if not isinstance(payload, dict):
+        raise HavanaError(
+            f"metrics file {path} holds a {type(payload).__name__}, not the mapping `havana evaluate` "
+            "writes; delete it and rerun its evaluate job."
+        )
+    for block in ("plain", "flip"):
+        values = payload.get(block)
+        for metric in METRICS if isinstance(values, dict) else ():
+            value = values.get(metric)
+            if metric in values and not (
+                isinstance(value, (int, float))
+                and not isinstance(value, bool)
+                and math.isfinite(value)
+                and 0.0 <= value <= 1.0
+            ):
+                raise HavanaError(
+                    f"metrics file {path} has {block}.{metric} = {value!r}, not a fraction in [0, 1] "
+                    "(havana evaluate writes fractions, never percent); delete it and rerun its "
+                    "evaluate job."
+                )
+    return payload
+
+
+def metric_percent(metrics: Mapping[str, Any], key: RunKey, metric: str, flip: bool) -> float:
+    """One metric of one metrics JSON, in percent, from its "flip" or "plain" block."""
+    block_name = "flip" if flip else "plain"
+    try:
+        value = metrics[block_name][metric]
+    except (KeyError, TypeError):
+        raise HavanaError(
+            f"metrics for {key} have no {block_name}.{metric}; rerun its evaluate job with the current code."
+        ) from None
+    return 100.0 * float(value)
+
+
+def build_table(
+    name: str,
+    spec: TableSpec,
+    metrics: Mapping[RunKey, Mapping[str, Any]],
+    seeds: Sequence[int],
+    active: Sequence[str],
+    note: str = "",
+) -> TableModel:
+    """The table model: literature rows by group (as reported), then reproduced cells (none on inactive datasets)."""
+    rows: list[TableRow] = []
+    groups: list[str] = []
+    for lit in spec.literature:
+        if lit.group not in groups:
+            groups.append(lit.group)
+    for group in groups:
+        rows.extend(
+            TableRow(label=lit.label, group=group, dataset=None, spec=None, reported=tuple(lit.values))
+            for lit in spec.literature
+            if lit.group == group
+        )
+    for row, row_keys in zip(spec.rows, cell_keys(spec, seeds, active)):
+        cells = []
+        for index, (column, keys) in enumerate(zip(spec.columns, row_keys)):
+            values = tuple(metric_percent(metrics[key], key, column.metric, row.flip) for key in keys)
+            paper = row.paper[index] if row.paper else None
+            cells.append(Cell(values=values, expected=len(seeds), paper=paper))
+        rows.append(
+            TableRow(label=row.label, group=REPRODUCED_GROUP, dataset=row.dataset, spec=row, cells=tuple(cells))
+        )
+    return TableModel(name=name, caption=spec.caption, columns=tuple(spec.columns), rows=tuple(rows), note=note)
+
+
+def table_note(config: Mapping[str, Any], spec: TableSpec, seeds: Sequence[int], active: Sequence[str]) -> str:
+    """What was run for this table: datasets, extractors (with epochs), head rows, head epochs, seeds, flip test."""
+    named = {c.dataset for c in spec.columns if c.dataset} | {r.dataset for r in spec.rows if r.dataset}
+    datasets = sorted(named & set(active))
+    skipped = sorted(named - set(active))
+    extractors = list(dict.fromkeys(row.extractor for row in spec.rows))
+    heads = list(dict.fromkeys(row.row for row in spec.rows))
+    extractor_text = ", ".join(
+        f"{name} ({extractor_config(dict(config), name).train.epochs} epochs)" for name in extractors
+    )
+    head_epochs = ((config.get("heads", {}) or {}).get("train", {}) or {}).get("epochs")
+    head_rows = [h for h in heads if h != BASELINE]
+    flipped = [row.label for row in spec.rows if row.flip]
+    parts = [
+        f"Reproduced on {', '.join(dataset_title(d) for d in datasets) or 'no dataset'}"
+        + (
+            f" (not run here: {', '.join(dataset_title(d) for d in skipped)}, not in active_datasets)"
+            if skipped
+            else ""
+        ),
+        f"extractor(s) {extractor_text or 'none'}",
+        "head rows "
+        + (", ".join(head_rows) if head_rows else "none")
+        + (
+            (
+                f" ({head_epochs} epochs each)"
+                if head_epochs is not None
+                else " (epochs: the head trainer's default; heads.train.epochs not set)"
+            )
+            if head_rows
+            else ""
+        )
+        + ("; baseline = raw extractor features, no head" if BASELINE in heads else ""),
+        f"seeds {', '.join(str(s) for s in seeds)} (n={len(seeds)})",
+        "flip test (plain and flipped features averaged) on " + (", ".join(flipped) if flipped else "no row"),
+    ]
+    legend = (
+        "Per column: reproduced mean ± sample std over seeds (percent), the paper's value, and the "
+        "difference reproduced − paper; n/a: a dataset this run does not cover (active_datasets); "
+        "— : the paper gives no value."
+    )
+    literature = " Literature rows are the values reported in the paper, not reproduced." if spec.literature else ""
+    return "; ".join(parts) + "." + literature + " " + legend
+
+
+def fmt(value: float | None, signed: bool = False) -> str:
+    """Percent with one decimal ('n/a' for None); `signed` adds + and never prints -0.0."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    value = round(value, 1) + 0.0
+    return f"{value:+.1f}" if signed else f"{value:.1f}"
+
+
+def cell_text(cell: Cell) -> str:
+    """'86.5 ± 0.3', with '(k/n seeds)' when seeds are missing, or 'n/a' when none exist."""
+    if cell.mean is None:
+        return "n/a"
+    text = f"{fmt(cell.mean)} ± {fmt(cell.std)}"
+    return text if len(cell.values) >= cell.expected else f"{text} ({len(cell.values)}/{cell.expected} seeds)"
+
+
+def paper_text(value: float | None) -> str:
+    return "—" if value is None else fmt(value)
+
+
+def delta_text(cell: Cell) -> str:
+    if cell.paper is None:
+        return "—"
+    return fmt(cell.delta, signed=True)
+
+
+def display_name(name: str) -> str:
+    """'table3' -> 'Table 3'."""
+    return f"Table {name[5:]}" if name.startswith("table") and name[5:].isdigit() else name.capitalize()
+
+
+# ---------------------------------------------------------------- the verdict rule
+
+REPRODUCED, NOT_REPRODUCED, NOT_RUN = "reproduced", "not reproduced", "not run"
+
+
+@dataclass(frozen=True)
+class SummaryConfig:
+    tolerance: float = 0.5  # percentage points: a difference this small counts as reproduced even with zero spread
+    tables: list[str] | None = None  # tables to judge; None: every tables.table<N>
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One judged cell: where it is, its numbers, the verdict and the MLflow runs behind it."""
+
+    table: str
+    label: str
+    column: str
+    dataset: str
+    extractor: str
+    row: str
+    flip: bool
+    cell: Cell
+    verdict: str
+    runs: tuple[str, ...]
+
+
+def verdict(cell: Cell, tolerance: float) -> str:
+    """REPRODUCED when |mean − paper| ≤ max(std, tolerance), NOT_RUN (not run) without values, else NOT_REPRODUCED."""
+    if cell.paper is None:
+        raise ValueError("a cell without a paper value has no verdict")
+    if cell.mean is None:
+        return NOT_RUN
+    return REPRODUCED if abs(cell.mean - cell.paper) <= max(cell.std, tolerance) + 1e-9 else NOT_REPRODUCED
+
+
+def rule_text(tolerance: float) -> str:
+    """The rule, stated in the output."""
+    return (
+        f"A cell is reproduced when |reproduced mean − paper| ≤ max(std over seeds, {tolerance:g}) percentage points, "
+        "judged over the run's seeds; 'not run' marks a cell on a dataset outside active_datasets. "
+        "Only cells with a paper value are judged."
+    )
+
+
+def summary_config(config: Mapping[str, Any]) -> SummaryConfig:
+    """The config's `summary` section (optional) as a SummaryConfig."""
+    return from_mapping(SummaryConfig, config.get("summary", {}) or {}, "summary")
+
+
+def judge(
+    models: Sequence[TableModel], tolerance: float, runs: Mapping[tuple[str, str, str], tuple[str, ...]] | None = None
+) -> list[Verdict]:
+    """A verdict for every reproduced cell with a paper value across `models`, in table order."""
+    runs = runs or {}
+    verdicts = []
+    for model in models:
+        for row in model.rows:
+            if row.spec is None:
+                continue
+            for column, cell in zip(model.columns, row.cells):
+                if cell.paper is None:
+                    continue
+                dataset = column.dataset or row.spec.dataset or ""
+                verdicts.append(
+                    Verdict(
+                        table=model.name,
+                        label=row.label,
+                        column=column_title(column)
+                        if column.dataset
+                        else f"{dataset_title(dataset)} {METRIC_TITLES[column.metric]}",
+                        dataset=dataset,
+                        extractor=row.spec.extractor,
+                        row=row.spec.row,
+                        flip=row.spec.flip,
+                        cell=cell,
+                        verdict=verdict(cell, tolerance),
+                        runs=runs.get((dataset, row.spec.extractor, row.spec.row), ()),
+                    )
+                )
+    return verdicts
+
+
+def counts(verdicts: Sequence[Verdict]) -> dict[str, int]:
+    """How many cells are reproduced, not reproduced and not run (and judged in all)."""
+    result = {REPRODUCED: 0, NOT_REPRODUCED: 0, NOT_RUN: 0}
+    for item in verdicts:
+        result[item.verdict] += 1
+    result["judged"] = len(verdicts)
+    return result
+
+
+def counts_text(verdicts: Sequence[Verdict]) -> str:
+    tally = counts(verdicts)
+    return (
+        f"{tally['judged']} cells with a paper value: {tally[REPRODUCED]} reproduced, "
+        f"{tally[NOT_REPRODUCED]} not reproduced, {tally[NOT_RUN]} not run."
+    )
+
+
+def verdict_fields(item: Verdict) -> list[str]:
+    cell = item.cell
+    return [
+        item.table,
+        item.label,
+        item.column,
+        cell_text(cell),
+        paper_text(cell.paper),
+        delta_text(cell),
+        item.verdict,
+        ", ".join(item.runs) or "—",
+    ]
+
+
+HEADINGS = ["Table", "Row", "Column", "Reproduced (mean ± std)", "Paper", "Δ", "Verdict", "MLflow runs"]
