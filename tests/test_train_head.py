@@ -1,6 +1,7 @@
 """Head training engine: improves mAP over nuisance-corrupted features, resumes bit-identically, stops on NaN, CLI."""
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -318,7 +319,7 @@ def test_cli_trains_a_config_row(tmp_path, capsys):
     assert "no 'nope'" in capsys.readouterr().err
 
 
-PAPER_ROWS = load_yaml("config/config.yaml")["heads"]["rows"]
+PAPER_ROWS = load_yaml(Path(__file__).resolve().parents[1] / "config" / "config.yaml")["heads"]["rows"]
 
 
 @pytest.mark.parametrize("name", sorted(PAPER_ROWS))
