@@ -99,7 +99,7 @@ def machine() -> dict[str, Any]:
         return info
     cuda = torch.cuda.is_available()
     info |= {
-        "torch": torch.__version__,
+        "torch": str(torch.__version__),
         "cuda": torch.version.cuda,
         "cudnn": torch.backends.cudnn.version() if cuda else None,
         "device": torch.cuda.get_device_name() if cuda else "cpu",
