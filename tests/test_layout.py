@@ -4,6 +4,7 @@ file holds exactly the sections it reads, and the schema agrees with the datacla
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import os
@@ -20,9 +21,9 @@ from havana import layout
 from havana.cli import main
 from havana.config import load_yaml
 from havana.dag import jobs
+from havana.dag import schema as generated
 from havana.data.synthetic import SynthConfig
 from havana.errors import HavanaError
-from havana.evaluation.rank import EvaluationConfig
 from havana.report import figures, model, tables
 
 REPO = Path(__file__).resolve().parents[1]
@@ -195,39 +196,30 @@ def test_figure_list_is_the_librarys_and_unknown_figures_are_refused() -> None:
 # ---------------------------------------------------------------- the schema and the dataclasses agree
 
 
-def schema_sections() -> list[tuple[str, dict, type]]:
-    """(where, schema node, dataclass) of every config section that is a dataclass and that the schema spells out."""
-    properties = SCHEMA["properties"]
-    sections = [
-        ("datasets.*.synth", properties["datasets"]["additionalProperties"]["properties"]["synth"], SynthConfig),
-        ("evaluation", properties["evaluation"], EvaluationConfig),
-        ("summary", properties["summary"], model.SummaryConfig),
-    ]
-    sections += [
-        (f"figures.{name}", properties["figures"]["properties"][name], figure.settings)
-        for name, figure in figures.FIGURES.items()
-    ]
-    return sections
+@pytest.mark.parametrize("keys", list(generated.sections()), ids=[".".join(k) for k in generated.sections()])
+def test_the_schema_documents_every_field_of_every_typed_section(keys) -> None:
+    """Both directions: the schema's typed nodes hold exactly the dataclass's fields (no more, no fewer), each with
+    its type, default and description as generated from the dataclass (`python -m havana.dag.schema` rewrites them)."""
+    cls = generated.sections()[keys]
+    written = generated.node_at(SCHEMA, keys)
+    fields = {field.name for field in dataclasses.fields(cls)}
+    assert set(written["properties"]) == fields, f"{keys}: {set(written['properties']) ^ fields}"
+    assert generated.owned(written)["properties"] == generated.owned(generated.section_schema(cls))["properties"], (
+        f"{'.'.join(keys)} differs from its dataclass; run `python -m havana.dag.schema`"
+    )
+    for name, node in written["properties"].items():
+        assert node["description"].strip(), f"{keys}.{name} has no description"
+        assert "default" in node or name in written.get("required", []), f"{keys}.{name} has no default"
 
 
-@pytest.mark.parametrize(("where", "node", "cls"), schema_sections(), ids=[s[0] for s in schema_sections()])
-def test_schema_keys_required_and_defaults_match_the_dataclass(where, node, cls) -> None:
-    fields = {field.name: field for field in dataclasses.fields(cls)}
-    keys = set(node["properties"])
-    assert keys <= set(fields), f"{where}: schema keys the dataclass lacks: {keys - set(fields)}"
-    required = {
-        name
-        for name, field in fields.items()
-        if field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
-    }
-    assert set(node.get("required", [])) == required, where
-    for name in keys:
-        field, schema = fields[name], node["properties"][name]
-        if "default" in schema:
-            assert schema["default"] == field.default, f"{where}.{name}"
-        elif name not in required:
-            # Optional keys the schema documents without a default must say which in the dataclass (tested here).
-            assert field.default is not dataclasses.MISSING or field.default_factory is not dataclasses.MISSING
+def test_a_schema_that_misses_a_field_fails_the_check() -> None:
+    """The oracle above can fail: drop a field from a copy of the schema's RowConfig node and compare again."""
+    node = copy.deepcopy(generated.node_at(SCHEMA, ("heads", "rows", "*")))
+    del node["properties"]["gamma"]
+    assert (
+        generated.owned(node)["properties"]
+        != generated.owned(generated.section_schema(generated.sections()[("heads", "rows", "*")]))["properties"]
+    )
 
 
 def bounds(node: dict) -> list[tuple[str, float, float]]:

@@ -1,6 +1,6 @@
 """HDF5 feature store: one file per (dataset, extractor), written once by `havana extract`, read by every later stage.
 
-Schema (DESIGN.md): groups train/query/gallery, each with `features` [N,V,D] float32 (query/gallery V=2: plain,
+Schema (docs/design.md): groups train/query/gallery, each with `features` [N,V,D] float32 (query/gallery V=2: plain,
 flipped), `pids` int64, `camids` int64, `paths` utf-8; root attributes describe where the features came from, and
 `complete=1` is written last, just before the temporary file is renamed to its final name.
 

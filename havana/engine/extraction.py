@@ -71,7 +71,7 @@ def extract_features(
     dataset: str | None = None,
     extractor: str | None = None,
 ) -> ExtractionSummary:
-    """Write `out` (HDF5, DESIGN.md schema) with the features of every split in `manifest`.
+    """Write `out` (HDF5, the schema of docs/design.md) with the features of every split in `manifest`.
 
     `extraction` defaults to the settings saved with the model, `overrides` replace some of its fields; `dataset` and
     `extractor` default to the manifest's

@@ -1,7 +1,7 @@
 """The HAVANA head on extractor features: VNAE (Sect. 3.2), HVD (Sect. 3.4), covariance constraint (Sect. 3.5), and
 the ablation-row loss (Eq. 5-14, Algorithm 1) as a pure function of a batch.
 
-Readings (DESIGN.md): f_mu, f_sigma and the decoder are Linear-act-Linear of feature width; f_sigma outputs a
+Readings (docs/design.md): f_mu, f_sigma and the decoder are Linear-act-Linear of feature width; f_sigma outputs a
 log-variance; the classifier reads z_mu; q(v | z, y) and p(z | v, y) take a sample and the one-hot identity (a
 Linear on [s, onehot(y)] is written as Linear(s) + an embedding of y, the same function without the one-hot matmul).
 The covariance constraint fixes z_sigma = I: f_sigma is not built and L_klz becomes L_reconz + KL(N(z_mu, I) || N(0,

@@ -3,7 +3,7 @@
 Divergences are in nats unless a name says bits. Gaussians are diagonal and given by a mean and a log-variance; a
 log-variance of None means the identity covariance (the covariance constraint of paper Sect. 3.5).
 
-JS triplet reading (Eq. 8-9; DESIGN.md "Reading of the paper"). The paper's D_JS is "bounded in [0, 1]" and its
+JS triplet reading (Eq. 8-9; docs/design.md "Readings of the paper"). The paper's D_JS is "bounded in [0, 1]" and its
 margins 0.3-0.7 matter (Table 4). The JS of the joint 2048-d Gaussians cannot do that: at the scale of BoT's BNNeck
 features (per-dimension spread 0.5-1, identities tens apart) it is log 2 for every pair and its gradient is 0. The
 default reading, "mean_dim", is the mean over dimensions of the per-dimension JS in bits: in [0, 1], it equals the
@@ -201,7 +201,7 @@ def js_bits(
     """The JS triplet's divergence in bits, in [0, 1], over the last dimension (broadcasts).
 
     "mean_dim" (default): the mean over dimensions of the per-dimension JS; "joint": the JS of the joint diagonal
-    Gaussians. Why the default: module docstring and DESIGN.md.
+    Gaussians. Why the default: module docstring and docs/design.md.
     """
     if divergence == "mean_dim":
         return gaussian_js_per_dim(mu1, logvar1, mu2, logvar2).mean(dim=-1) / LOG2
