@@ -104,3 +104,36 @@ def test_offline_download_failure_names_the_file_to_place(tmp_path, monkeypatch)
 def test_unknown_arch_is_a_clear_error():
     with pytest.raises(HavanaError, match="unknown extractor arch"):
         ExtractorConfig(arch="vgg16")
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "mgn"])
+def test_stem_switches_keep_the_state_dict_and_change_the_forward(arch):
+    # BoT has no ReLU after bn1; fast-reid pools 3×3/2 without padding, ceil_mode. Neither holds state, so one state
+    # dict fits every stem; the forward must differ (oracle: torchvision's stem with ReLU and padding 1).
+    torch.manual_seed(2)
+    reference = build_extractor(ExtractorConfig(arch=arch, pretrained=False), 5).eval()
+    images = torch.randn(*SMALL)
+    for switches in ({"stem_relu": False}, {"stem_pool": "ceil"}):
+        model = build_extractor(ExtractorConfig(arch=arch, pretrained=False, **switches), 5).eval()
+        assert [(k, v.shape) for k, v in model.state_dict().items()] == [
+            (k, v.shape) for k, v in reference.state_dict().items()
+        ]
+        model.load_state_dict(reference.state_dict())
+        with torch.no_grad():
+            assert not torch.allclose(model(images), reference(images), atol=1e-3), switches
+
+
+def test_bot_stem_is_conv_bn_then_pool_without_relu():
+    model = build_extractor(ExtractorConfig(arch="resnet18", pretrained=False, stem_relu=False), 3).eval()
+    x = torch.randn(1, 3, 64, 32)
+    with torch.no_grad():
+        expected = torch.nn.functional.max_pool2d(model.trunk[1](model.trunk[0](x)), 3, 2, 1)
+        torch.testing.assert_close(model.trunk[:4](x), expected, rtol=0, atol=0)
+    with pytest.raises(HavanaError, match="unknown stem_pool 'round'"):
+        ExtractorConfig(stem_pool="round")
+
+
+def test_the_paper_extractors_train_and_extract_in_fp32_by_default():
+    # BoT trains and tests in fp32; bf16 autocast (amp) is an opt-in departure
+    config = ExtractorConfig()
+    assert config.train.amp is False and config.extraction.amp is False

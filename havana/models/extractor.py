@@ -71,6 +71,13 @@ def set_first_block_stride(layer: nn.Sequential, stride: int) -> None:
             module.stride = (stride, stride)
 
 
+def stem(resnet: torchvision.models.ResNet, relu: bool, pool: str) -> list[nn.Module]:
+    """conv1, bn1, ReLU (or an identity: BoT has none), max-pool (torchvision's, or fast-reid's "ceil": 3×3/2 without
+    padding, ceil_mode). The ReLU and pool hold no state, so every switch gives the same state-dict keys."""
+    pooling = resnet.maxpool if pool == "torchvision" else nn.MaxPool2d(kernel_size=3, stride=2, ceil_mode=True)
+    return [resnet.conv1, resnet.bn1, resnet.relu if relu else nn.Identity(), pooling]
+
+
 def _bnneck(dim: int) -> nn.BatchNorm1d:
     """BNNeck (BoT): BatchNorm1d whose shift stays 0 (bias frozen), so the classifier sees a centred feature."""
     bn = nn.BatchNorm1d(dim)
@@ -91,20 +98,20 @@ class BoTExtractor(nn.Module):
     """Bag-of-Tricks baseline: ResNet trunk (last stride configurable), GAP, BNNeck, bias-free classifier."""
 
     def __init__(
-        self, arch: str, num_classes: int, last_stride: int = 1, pretrained: bool = False, weights: str | None = None
+        self,
+        arch: str,
+        num_classes: int,
+        last_stride: int = 1,
+        pretrained: bool = False,
+        weights: str | None = None,
+        stem_relu: bool = True,
+        stem_pool: str = "torchvision",
     ) -> None:
         super().__init__()
         resnet = imagenet_resnet(arch, pretrained, weights)
         set_first_block_stride(resnet.layer4, last_stride)
         self.trunk = nn.Sequential(
-            resnet.conv1,
-            resnet.bn1,
-            resnet.relu,
-            resnet.maxpool,
-            resnet.layer1,
-            resnet.layer2,
-            resnet.layer3,
-            resnet.layer4,
+            *stem(resnet, stem_relu, stem_pool), resnet.layer1, resnet.layer2, resnet.layer3, resnet.layer4
         )
         self.feature_dim = FEATURE_DIMS[arch]
         self.pool = nn.AdaptiveAvgPool2d(1)
@@ -145,12 +152,17 @@ class MGNExtractor(nn.Module):
     classifier; the three global ones also feed triplet losses; the test feature is the eight BN'd ones concatenated.
     """
 
-    def __init__(self, num_classes: int, pretrained: bool = False, weights: str | None = None) -> None:
+    def __init__(
+        self,
+        num_classes: int,
+        pretrained: bool = False,
+        weights: str | None = None,
+        stem_relu: bool = True,
+        stem_pool: str = "torchvision",
+    ) -> None:
         super().__init__()
         resnet = imagenet_resnet("resnet50", pretrained, weights)
-        self.trunk = nn.Sequential(
-            resnet.conv1, resnet.bn1, resnet.relu, resnet.maxpool, resnet.layer1, resnet.layer2, resnet.layer3[0]
-        )
+        self.trunk = nn.Sequential(*stem(resnet, stem_relu, stem_pool), resnet.layer1, resnet.layer2, resnet.layer3[0])
         stage4 = nn.Sequential(*resnet.layer3[1:])
         global_conv5 = resnet.layer4
         part_conv5 = copy.deepcopy(resnet.layer4)
@@ -185,10 +197,16 @@ class MGNExtractor(nn.Module):
 def build_extractor(config: ExtractorConfig, num_classes: int) -> nn.Module:
     """The extractor named by `config.arch`, with `num_classes` identities in its classifiers (MGN keeps its own
     strides: global branch 2, part branches 1)."""
+    stem_switches = {"stem_relu": config.stem_relu, "stem_pool": config.stem_pool}
     if config.arch == "mgn":
-        return MGNExtractor(num_classes, pretrained=config.pretrained, weights=config.weights)
+        return MGNExtractor(num_classes, pretrained=config.pretrained, weights=config.weights, **stem_switches)
     return BoTExtractor(
-        config.arch, num_classes, last_stride=config.last_stride, pretrained=config.pretrained, weights=config.weights
+        config.arch,
+        num_classes,
+        last_stride=config.last_stride,
+        pretrained=config.pretrained,
+        weights=config.weights,
+        **stem_switches,
     )
 
 
