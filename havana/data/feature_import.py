@@ -276,3 +276,26 @@ def import_features(
         attrs["flipped_view"] = FLIP_COPIED
     write_features(out, {name: splits[name] for name in SPLITS}, attrs)
     return out
+
+
+def export_npz(features: str | os.PathLike, out: str | os.PathLike) -> Path:
+    """Write a havana feature file in the `.npz` layout above (every view, paths included), atomically: the file
+    `import_features` reads back to the same arrays."""
+    from havana.data.features import read_features
+    from havana.utils.atomic import atomic_path
+
+    read = read_features(features)
+    arrays = {}
+    for split in SPLITS:
+        part = read[split]
+        arrays.update(
+            {
+                f"{split}_features": part.features,
+                f"{split}_pids": part.pids,
+                f"{split}_camids": part.camids,
+                f"{split}_paths": np.array(part.paths, dtype=str),
+            }
+        )
+    with atomic_path(out) as tmp, open(tmp, "wb") as handle:  # a handle: numpy.savez would append .npz to a name
+        np.savez(handle, **arrays)
+    return Path(out)

@@ -102,6 +102,8 @@ _ADDED_SETTINGS = {
     ("transforms", "erasing_draw"): "torchvision",
     ("transforms", "erasing_fill"): "zero",
     ("train", "schedule_step"): "epoch_end",
+    (None, "import_"): None,
+    (None, "features"): None,
 }
 
 

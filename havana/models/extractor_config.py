@@ -16,6 +16,7 @@ STEM_POOLS = ("torchvision", "ceil")  # stem max-pool 3×3/2: padding 1; no padd
 INTERPOLATIONS = ("bilinear", "bicubic")  # resize: BoT's and torchreid's T.Resize default; fast-reid's
 ERASING_DRAWS = ("bot", "torchvision")  # random-erasing rectangle draw: BoT's own RandomErasing; torchvision's
 ERASING_FILLS = ("bot", "zero")  # erased value after normalisation: BoT's (0.485, 0.456, 0.406); 0 (the mean pixel)
+IMPORT_FORMATS = ("bot", "fastreid", "torchreid")  # checkpoint layouts `havana import-extractor` reads
 SCHEDULE_STEPS = ("epoch_start", "epoch_end")  # when the lr scheduler steps: BoT's (ignite EPOCH_STARTED); after
 
 
@@ -109,6 +110,26 @@ class ExtractionConfig:
 
 
 @dataclass
+class ImportConfig:
+    """`extractors.<name>.import`: a trained checkpoint to import (`havana import-extractor`) instead of training."""
+
+    format: str  # one of IMPORT_FORMATS: the framework that saved the checkpoint
+    checkpoint: str  # the checkpoint file, as that framework saves it
+    last_stride: int | None = None  # layer4's stride it was trained with; None: the framework's default (BoT and
+    # fast-reid 1, torchreid's resnet50 2)
+
+    def __post_init__(self) -> None:
+        _choose("import.format", self.format, IMPORT_FORMATS)
+        if self.last_stride not in (None, 1, 2):
+            raise HavanaError(f"import.last_stride must be 1 or 2, not {self.last_stride}.")
+
+
+# An imported extractor's stem, last stride and resize are its framework's (havana.models.importing.ARCHITECTURE):
+# an entry with `import` may not set them.
+IMPORT_FIXES = ("stem_relu", "stem_pool", "last_stride", "pretrained", "weights", "model_from", "features")
+
+
+@dataclass
 class ExtractorConfig:
     """One extractor: BoT ResNet-18…152 or MGN (ResNet-50); num_classes comes from the training data at build time."""
 
@@ -125,6 +146,8 @@ class ExtractorConfig:
     extraction: ExtractionConfig = field(default_factory=ExtractionConfig)  # feature extraction settings
     model_from: str | None = None  # extract with another extractors entry's trained model.pt (no training of its
     # own); this entry's `extraction` then sets the views, e.g. Table 6's training views without random erasing
+    import_: ImportConfig | None = None  # YAML key `import`: a checkpoint trained elsewhere replaces training
+    features: str | None = None  # a feature file (.h5 in havana's schema or .npz) replaces training and extraction
 
     LIMITS: ClassVar[dict[str, Limit]] = {"image_size": at_least(1)}
 
@@ -134,6 +157,8 @@ class ExtractorConfig:
         if self.last_stride not in (1, 2):
             raise HavanaError(f"last_stride must be 1 or 2, not {self.last_stride}.")
         _choose("stem_pool", self.stem_pool, STEM_POOLS)
+        if self.features is not None and (self.model_from is not None or self.import_ is not None):
+            raise HavanaError("an extractor with `features` needs no model; remove its model_from or import.")
 
 
 def _choose(name: str, value: str, valid: tuple[str, ...]) -> None:
@@ -143,5 +168,15 @@ def _choose(name: str, value: str, valid: tuple[str, ...]) -> None:
 
 
 def extractor_config(config: dict[str, Any], name: str) -> ExtractorConfig:
-    """The typed `extractors.<name>` section of a loaded config file."""
-    return from_mapping(ExtractorConfig, section(config, "extractors", name), f"extractors.{name}")
+    """The typed `extractors.<name>` section of a loaded config file (its YAML key `import` is the field `import_`)."""
+    entry = section(config, "extractors", name)
+    where = f"extractors.{name}"
+    if isinstance(entry, dict) and "import" in entry:
+        fixed = sorted(set(entry) & set(IMPORT_FIXES))
+        if fixed:
+            raise HavanaError(
+                f"{where} imports a checkpoint, whose framework fixes {', '.join(fixed)}; remove "
+                f"{'them' if len(fixed) > 1 else 'it'} (import.last_stride sets a non-default stride)."
+            )
+        entry = {("import_" if key == "import" else key): value for key, value in entry.items()}
+    return from_mapping(ExtractorConfig, entry, where)

@@ -45,9 +45,8 @@ from torch import Tensor, nn
 
 from havana.errors import HavanaError
 from havana.models.extractor import BoTExtractor, save_extractor
-from havana.models.extractor_config import ExtractorConfig, TransformConfig
+from havana.models.extractor_config import IMPORT_FORMATS, ExtractorConfig, TransformConfig
 
-FORMATS = ("bot", "fastreid", "torchreid")
 ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 BN_EPS = 1e-5  # havana's BNNeck eps (nn.BatchNorm1d default); identity_bnneck relies on it
 IMAGENET_MEAN_255 = (0.485 * 255, 0.456 * 255, 0.406 * 255)  # fast-reid's default MODEL.PIXEL_MEAN
@@ -194,8 +193,8 @@ def convert_checkpoint(obj: Any, fmt: str, arch: str) -> dict[str, Tensor]:
     The classifier may have any number of rows (the source's training identities); build the extractor with
     `num_classes = result["classifier.weight"].shape[0]` and the settings of `ARCHITECTURE[fmt]`.
     """
-    if fmt not in FORMATS:
-        raise HavanaError(f"unknown checkpoint format '{fmt}'; valid: {', '.join(FORMATS)}.")
+    if fmt not in IMPORT_FORMATS:
+        raise HavanaError(f"unknown checkpoint format '{fmt}'; valid: {', '.join(IMPORT_FORMATS)}.")
     if arch not in ARCHS:
         raise HavanaError(
             f"cannot import arch '{arch}'; importable: {', '.join(ARCHS)} (MGN checkpoints are not importable)."
@@ -393,3 +392,31 @@ def import_extractor(
         },
     )
     return config
+
+
+def export_bot(model_path: str | os.PathLike, out: str | os.PathLike) -> int:
+    """Write a havana BoT extractor's model.pt as BoT saves a state dict (`base.*`, `bottleneck.*`, bias-free
+    `classifier.weight`), atomically; returns the number of tensors. Refused unless the model is built as BoT's
+    (ResNet, no stem ReLU, torchvision's stem pool), since BoT's code would otherwise compute another feature."""
+    from havana.models.extractor import load_extractor
+    from havana.utils.atomic import atomic_path
+
+    model, config = load_extractor(model_path)
+    source = ARCHITECTURE["bot"]
+    if config.arch not in ARCHS or (config.stem_relu, config.stem_pool) != (source.stem_relu, source.stem_pool):
+        raise HavanaError(
+            f"{model_path} is a {config.arch} with stem ReLU {config.stem_relu} and stem pool {config.stem_pool}, "
+            f"not BoT's ResNet (stem ReLU {source.stem_relu}, pool {source.stem_pool}); export only BoT-built models."
+        )
+    stage_of = {index: stage for stage, index in TRUNK_INDEX.items()}
+    state: dict[str, Tensor] = OrderedDict()
+    for key, value in model.state_dict().items():
+        group, _, rest = key.partition(".")
+        if group == "trunk":
+            index, _, rest = rest.partition(".")
+            state[f"base.{stage_of[int(index)]}.{rest}"] = value
+        else:
+            state[f"{'bottleneck' if group == 'bnneck' else group}.{rest}"] = value
+    with atomic_path(out) as tmp:
+        torch.save(state, tmp)
+    return len(state)
