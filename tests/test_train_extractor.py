@@ -125,3 +125,22 @@ def test_diverging_loss_stops_with_epoch_and_iteration(manifest, tmp_path):
     with pytest.raises(HavanaError, match=r"diverged.*epoch \d+, iteration \d+"):
         train_extractor(manifest, tiny_config(3, lr=1e30, warmup_factor=1.0), tmp_path / "nan", seed=0)
     assert not (tmp_path / "nan" / "model.pt").exists()
+
+
+def test_a_checkpoint_from_before_the_bot_settings_still_resumes_under_its_old_behaviour():
+    # oracle: the resume key the code before issue 21 computed for this config (measured on that commit, 3910fa2);
+    # the settings added since, set to the behaviour they replace, must give the same key
+    from havana.engine.train_extractor import _checkpoint_key
+
+    before = "0dc039a9548d3259c0d7595889ba3855ad18b2e3340259079e4d5858828d2791"
+    legacy = ExtractorConfig(
+        arch="resnet18",
+        pretrained=False,
+        image_size=(64, 32),
+        transforms=TransformConfig(interpolation="bicubic", erasing_draw="torchvision", erasing_fill="zero"),
+        train=ExtractorTrainConfig(schedule_step="epoch_end", amp=True),
+    )
+    assert _checkpoint_key(legacy, 0, "abc")["config_hash"] == before
+    assert _checkpoint_key(ExtractorConfig(arch="resnet18", pretrained=False, image_size=(64, 32)), 0, "abc") != (
+        _checkpoint_key(legacy, 0, "abc")
+    )  # BoT's recipe is another training: a checkpoint of the old one is refused

@@ -7,7 +7,8 @@ tensor by tensor; dataset sizes are the registry's official statistics (or the s
 Rates per device kind are data in havana/dag/costs.py, each marked measured or extrapolated.
 
 Disk: results/ only (the prepared dataset images live under resources/ and are not counted; logs, MLflow and
-provenance files are a few kB per job). `kept` is what the stage leaves; `written` adds the training checkpoints
+provenance files are a few kB per job; files the workflow exports for an import of its own, as the demo does, are not
+counted either). Imported models and feature files count as written, with no compute hours. `kept` is what the stage leaves; `written` adds the training checkpoints
 written on the way (weights + Adam's two moments): one per `checkpoint_minutes` of the job's time on the first
 device kind (havana.utils.checkpointing.checkpoints_written), none kept once the job's outputs exist.
 """
@@ -261,24 +262,28 @@ def _model_settings(config: dict[str, Any], source: str) -> ExtractorConfig:
     return imported_config(source_settings.format, settings.arch, settings.image_size, source_settings.last_stride)
 
 
-def _imported_dim(config: dict[str, Any], where: layout.Layout, job: Job, dims: dict[tuple[str, str], int]) -> int:
-    """The feature width of an imported feature file: its source extractor's when the workflow exports it, else read
-    from the file (which must then exist)."""
+def _imported_shape(
+    config: dict[str, Any], where: layout.Layout, job: Job, dims: dict[tuple[str, str], int]
+) -> tuple[int, int]:
+    """(train views, feature width) of an imported feature file: its source extractor's when the workflow exports it,
+    else read from the file (which must then exist)."""
     path = extractor_config(config, job.extractor).features
     source = _exported(where, path, "exported_features")
     if source is not None:
-        return dims[source]
+        return extractor_config(config, source[1]).extraction.views, dims[source]
     if not Path(path).is_file():
         raise HavanaError(f"extractors.{job.extractor}.features names {path}, which does not exist; place it there.")
     if Path(path).suffix.lower() == ".npz":
         import numpy as np
 
         with np.load(path, mmap_mode="r") as archive:
-            return int(archive["train_features"].shape[-1])
-    import h5py
+            shape = archive["train_features"].shape
+    else:
+        import h5py
 
-    with h5py.File(path, "r") as h5:
-        return int(h5["train"]["features"].shape[-1])
+        with h5py.File(path, "r") as h5:
+            shape = h5["train"]["features"].shape
+    return (shape[1] if len(shape) == 3 else 1), int(shape[-1])
 
 
 def extractor_forward_flops(model: torch.nn.Module, image_size: Iterable[int]) -> int:
@@ -383,8 +388,11 @@ def make_plan(config: dict[str, Any], device_kinds: Iterable[str] = (costs.H100,
         estimates["extract_features"].written += file_bytes
     where = layout.Layout.of(config)
     for job in jobs["extract_features"]:
-        if job.stage == "import_features":
-            dims[(job.dataset, job.extractor)] = _imported_dim(config, where, job, dims)
+        if job.stage == "import_features":  # written by the import, in havana's schema
+            views, dims[(job.dataset, job.extractor)] = _imported_shape(config, where, job, dims)
+            file_bytes = features_bytes(sizes[job.dataset], views, dims[(job.dataset, job.extractor)])
+            estimates["extract_features"].kept += file_bytes
+            estimates["extract_features"].written += file_bytes
 
     train = from_mapping(HeadTrainConfig, config.get("heads", {}).get("train", {}) or {}, "heads.train")
     for job in jobs["train_head"]:
@@ -461,12 +469,21 @@ def format_plan(plan: Plan) -> str:
 
 
 def measured_kept(config: dict[str, Any], root: str | os.PathLike = ".") -> dict[str, int]:
-    """The bytes the finished jobs of a run really left: each GPU stage's declared outputs, summed per stage."""
+    """The bytes the finished jobs of a run really left: each GPU stage's models, feature files and heads (trained or
+    imported; the exports the demo imports back are not counted), summed per stage."""
     where = layout.Layout(str(Path(root) / config["results_dir"]))
     jobs = planned_jobs(config)
     outputs = {
-        "train_extractor": [where.model(job.dataset, job.extractor) for job in jobs["train_extractor"]],
-        "extract_features": [where.features(job.dataset, job.extractor) for job in jobs["extract_features"]],
+        "train_extractor": [
+            where.model(job.dataset, job.extractor)
+            for job in jobs["train_extractor"]
+            if job.stage in ("train_extractor", "import_extractor")
+        ],
+        "extract_features": [
+            where.features(job.dataset, job.extractor)
+            for job in jobs["extract_features"]
+            if job.stage in ("extract_features", "import_features")
+        ],
         "train_head": [
             path
             for job in jobs["train_head"]
