@@ -177,3 +177,21 @@ def test_a_bad_feature_file_is_one_sentence_and_exit_2(tmp_path, capsys, case, s
     assert main(["import-features", "--source", str(source), "--out", str(out), "--manifest", str(csv)]) == 2
     assert says in error_line(capsys, "import-features")
     assert not out.exists()
+
+
+def test_import_and_features_entries_are_checked():
+    from havana.errors import HavanaError
+    from havana.models.extractor_config import extractor_config
+
+    def entry(**fields):
+        return extractor_config({"extractors": {"x": fields}}, "x")
+
+    source = {"format": "bot", "checkpoint": "a.pth"}
+    assert entry(arch="resnet18", **{"import": source}).import_.format == "bot"
+    assert entry(features="f.npz").features == "f.npz"
+    with pytest.raises(HavanaError, match="fixes stem_relu; remove it"):
+        entry(arch="resnet18", stem_relu=True, **{"import": source})
+    with pytest.raises(HavanaError, match="unknown import.format 'caffe'; valid: bot, fastreid, torchreid"):
+        entry(**{"import": {"format": "caffe", "checkpoint": "a.pth"}})
+    with pytest.raises(HavanaError, match="needs no model; remove its model_from or import"):
+        entry(features="f.npz", model_from="y")

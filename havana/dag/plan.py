@@ -8,9 +8,10 @@ Rates per device kind are data in havana/dag/costs.py, each marked measured or e
 
 Disk: results/ only (the prepared dataset images live under resources/ and are not counted; logs, MLflow and
 provenance files are a few kB per job; files the workflow exports for an import of its own, as the demo does, are not
-counted either). Imported models and feature files count as written, with no compute hours. `kept` is what the stage leaves; `written` adds the training checkpoints
-written on the way (weights + Adam's two moments): one per `checkpoint_minutes` of the job's time on the first
-device kind (havana.utils.checkpointing.checkpoints_written), none kept once the job's outputs exist.
+counted either). Imported models and feature files count as written, with no compute hours. `kept` is what the stage
+leaves; `written` adds the training checkpoints written on the way (weights + Adam's two moments): one per
+`checkpoint_minutes` of the job's time on the first device kind (havana.utils.checkpointing.checkpoints_written),
+none kept once the job's outputs exist.
 """
 
 from __future__ import annotations

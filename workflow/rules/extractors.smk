@@ -3,14 +3,14 @@
 
 
 rule train_extractor:
-    wildcard_constraints:
-        extractor=names_pattern("train"),
     input:
         manifest=LAYOUT.manifest("{dataset}"),
     output:
         model=LAYOUT.model("{dataset}", "{extractor}"),
     log:
         LAYOUT.log("train_extractor/{dataset}/{extractor}"),
+    wildcard_constraints:
+        extractor=names_pattern("train"),
     conda:
         CONDA_ENV
     threads: 4
@@ -27,14 +27,14 @@ rule train_extractor:
 
 
 rule import_extractor:
-    wildcard_constraints:
-        extractor=names_pattern("import"),
     input:
         checkpoint=lambda wildcards: extractor_entry(wildcards).import_.checkpoint,
     output:
         model=LAYOUT.model("{dataset}", "{extractor}"),
     log:
         LAYOUT.log("import_extractor/{dataset}/{extractor}"),
+    wildcard_constraints:
+        extractor=names_pattern("import"),
     conda:
         CONDA_ENV
     params:

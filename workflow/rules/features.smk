@@ -4,8 +4,6 @@
 
 
 rule extract_features:
-    wildcard_constraints:
-        extractor=f"(?!(?:{names_pattern('features')})$).+",
     input:
         manifest=LAYOUT.manifest("{dataset}"),
         model=lambda wildcards: LAYOUT.model(wildcards.dataset, layout.model_source(config, wildcards.extractor)),
@@ -13,6 +11,8 @@ rule extract_features:
         features=LAYOUT.features("{dataset}", "{extractor}"),
     log:
         LAYOUT.log("extract_features/{dataset}/{extractor}"),
+    wildcard_constraints:
+        extractor=f"(?!(?:{names_pattern('features')})$).+",
     conda:
         CONDA_ENV
     threads: 4
@@ -26,8 +26,6 @@ rule extract_features:
 
 
 rule import_features:
-    wildcard_constraints:
-        extractor=names_pattern("features"),
     input:
         manifest=LAYOUT.manifest("{dataset}"),
         source=lambda wildcards: extractor_entry(wildcards).features,
@@ -35,6 +33,8 @@ rule import_features:
         features=LAYOUT.features("{dataset}", "{extractor}"),
     log:
         LAYOUT.log("import_features/{dataset}/{extractor}"),
+    wildcard_constraints:
+        extractor=names_pattern("features"),
     conda:
         CONDA_ENV
     shell:
