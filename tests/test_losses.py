@@ -17,7 +17,7 @@ from havana.models.losses import (
     js_bits,
     js_triplet_loss,
     pairwise_js_bits,
-    pairwise_mean_hellinger,
+    pairwise_js_mining_scores,
 )
 
 LOG2 = math.log(2.0)
@@ -74,16 +74,17 @@ def test_gaussian_kl_matches_torch_distributions():
 
 
 @pytest.mark.parametrize("d", [0.0, 0.3, 1.0, 2.0, 3.5, 5.0, 8.0, 20.0])
-def test_isotropic_js_matches_quadrature_within_1e4(d):
+def test_isotropic_js_matches_quadrature_within_1e6(d):
     reference = js_numeric_1d(0.0, 1.0, d, 1.0)
     # The same distance spread over 6 dimensions: the identity-covariance JS depends on |mu1 - mu2| only.
     direction = torch.tensor([1.0, -2.0, 0.5, 3.0, 0.0, 1.0], dtype=torch.float64)
     mu1 = torch.tensor([0.3, 1.0, -2.0, 0.0, 4.0, 1.0], dtype=torch.float64)
     mu2 = mu1 + d * direction / direction.norm()
-    assert abs(gaussian_js(mu1, None, mu2, None).item() - reference) < 1e-4
+    assert abs(gaussian_js(mu1, None, mu2, None).item() - reference) < 1e-6
 
 
-# The documented accuracy (havana/models/losses.py docstring) of a 1-D JS with 32 nodes, by |logvar_p - logvar_q|.
+# The documented accuracy (havana/models/losses.py docstring) of the joint estimator in 1-D (32 nodes), by
+# |logvar_p - logvar_q|; the per-dimension JS (spline table) is within 1e-7 everywhere (tests/test_js_table.py).
 ERROR_BOUNDS = [(1.0, 4e-4), (2.0, 3e-3), (3.0, 1.5e-2), (6.0, 7e-2)]
 
 
@@ -92,16 +93,15 @@ def documented_bound(delta_logvar):
 
 
 @pytest.mark.parametrize("limit,bound", ERROR_BOUNDS)
-def test_per_dim_js_meets_its_documented_bound(limit, bound):
+def test_joint_js_in_1d_meets_its_documented_bound(limit, bound):
     worst = 0.0
     for delta in np.linspace(0.0, limit, 5):
         for dmu in (0.0, 0.3, 1.0, 2.0, 4.0, 8.0):
             for lv1 in (delta / 2, -delta / 2):
                 reference = js_numeric_1d(0.0, math.exp(lv1), dmu, math.exp(-lv1))
                 t = [torch.tensor([v], dtype=torch.float64) for v in (0.0, lv1, dmu, -lv1)]
-                worst = max(worst, abs(gaussian_js_per_dim(*t).item() - reference))
-                # the joint estimator in 1-D is the same integral
-                assert abs(gaussian_js(*t).item() - gaussian_js_per_dim(*t).item()) < 1e-9
+                worst = max(worst, abs(gaussian_js(*t).item() - reference))
+                assert abs(gaussian_js_per_dim(*t).item() - reference) < 1e-6
     print(f"|dlogvar| <= {limit}: worst absolute error {worst:.2e} nats (documented bound {bound:.0e})")
     assert worst <= bound
 
@@ -155,16 +155,16 @@ def test_mean_dim_reading_is_the_mean_of_one_dimensional_js_in_bits():
     mu2, lv2 = [0.5, -1.0, 2.5], [-0.3, 0.1, 0.6]
     per_dim = [js_numeric_1d(mu1[k], math.exp(lv1[k]), mu2[k], math.exp(lv2[k])) / LOG2 for k in range(3)]
     t = [torch.tensor(v, dtype=torch.float64) for v in (mu1, lv1, mu2, lv2)]
-    assert abs(js_bits(*t).item() - np.mean(per_dim)) < 3e-3
+    assert abs(js_bits(*t).item() - np.mean(per_dim)) < 1e-6
     assert (
         abs(
             js_bits(t[0], None, t[2], None).item()
             - np.mean([js_numeric_1d(mu1[k], 1.0, mu2[k], 1.0) / LOG2 for k in range(3)])
         )
-        < 1e-4
+        < 1e-6
     )
-    one = [v[:1] for v in t]
-    assert abs(js_bits(*one, "mean_dim").item() - js_bits(*one, "joint").item()) < 1e-9  # the same in 1-D
+    one = [v[:1] for v in t]  # the same divergence in 1-D, up to the joint estimator's quadrature error
+    assert abs(js_bits(*one, "mean_dim").item() - js_bits(*one, "joint").item()) < documented_bound(0.5) / LOG2
     with pytest.raises(HavanaError, match="unknown JS divergence"):
         js_bits(*t, "sum")
 
@@ -211,7 +211,7 @@ def test_js_triplet_trains_at_paper_scale():
                 assert ratio < 1e-6  # the joint 2048-d JS is log 2 for every pair: no gradient
 
 
-def test_js_triplet_is_the_hinge_on_the_mined_pairs_and_mining_agrees_with_js():
+def test_js_triplet_is_the_hinge_on_the_mined_pairs():
     g = torch.Generator().manual_seed(8)
     mu = torch.randn(12, 6, generator=g, dtype=torch.float64).requires_grad_(True)
     logvar = (torch.randn(12, 6, generator=g, dtype=torch.float64) * 0.3).requires_grad_(True)
@@ -220,29 +220,29 @@ def test_js_triplet_is_the_hinge_on_the_mined_pairs_and_mining_agrees_with_js():
     for divergence in ("mean_dim", "joint"):
         for lv in (logvar, None):
             loss, info = js_triplet_loss(mu, lv, pids, 0.5, divergence)
-            full = pairwise_js_bits(mu, lv, divergence)  # brute force: every pair's JS, differentiated through max/min
-            positive = full.masked_fill(~same, float("-inf")).amax(1)
-            negative = full.masked_fill(same, float("inf")).amin(1)
+            full = pairwise_js_bits(mu, lv, divergence)  # brute force: every pair's JS, with its gradient
+            # "joint" mines by the JS itself, "mean_dim" by the stand-in (its agreement: tests/test_js_table.py)
+            detached = None if lv is None else lv.detach()
+            ranking = full.detach() if divergence == "joint" else pairwise_js_mining_scores(mu.detach(), detached)
+            positive = full.gather(1, ranking.masked_fill(~same, float("-inf")).argmax(1, keepdim=True))
+            negative = full.gather(1, ranking.masked_fill(same, float("inf")).argmin(1, keepdim=True))
             expected = torch.relu(positive - negative + 0.5).mean()
-            if divergence == "mean_dim":  # mined by the Hellinger proxy: the same pairs up to near-ties
-                assert abs(loss.item() - expected.item()) < 1e-4
-                continue
             torch.testing.assert_close(loss, expected)
             inputs = [mu] if lv is None else [mu, lv]
             for mine, brute in zip(torch.autograd.grad(loss, inputs), torch.autograd.grad(expected, inputs)):
                 torch.testing.assert_close(mine, brute)
 
 
-def test_hellinger_mining_ranks_pairs_like_the_mean_dim_js():
+def test_mining_stand_in_ranks_pairs_like_the_mean_dim_js():
     mu, pids = bnneck_batch(ids=4, per_id=4, dim=256)
     g = torch.Generator().manual_seed(3)
     for logvar in (None, torch.randn(mu.shape, generator=g) * 0.3):
         js = pairwise_js_bits(mu, logvar).flatten()
-        proxy = pairwise_mean_hellinger(mu, logvar).flatten()
+        proxy = pairwise_js_mining_scores(mu, logvar).flatten()
         ranks = lambda v: v.argsort().argsort().double()  # noqa: E731
         spearman = torch.corrcoef(torch.stack([ranks(js), ranks(proxy)]))[0, 1].item()
-        print(f"Spearman rank correlation of mean Hellinger and mean per-dim JS: {spearman:.5f}")
-        assert spearman > 0.995
+        print(f"Spearman rank correlation of the mining stand-in and mean per-dim JS: {spearman:.5f}")
+        assert spearman > 0.985  # measured 0.9905 (identity), 0.9888 (learned sigma)
 
 
 def test_js_triplet_loss_on_a_hand_built_batch():

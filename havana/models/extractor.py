@@ -230,11 +230,12 @@ def build_extractor(config: ExtractorConfig, num_classes: int) -> nn.Module:
 
 def save_extractor(path: str | os.PathLike, model: nn.Module, config: ExtractorConfig, num_classes: int) -> None:
     """Write a self-describing `model.pt` (config, num_classes, state dict) atomically."""
+    from havana.utils import torch_io
     from havana.utils.atomic import atomic_path
     from havana.utils.provenance import to_plain
 
     with atomic_path(path) as tmp:
-        torch.save(
+        torch_io.save(
             {
                 "config": to_plain(config),
                 "num_classes": num_classes,

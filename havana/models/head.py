@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from havana.config import Limit, above, at_least, between, from_mapping, section
 from havana.errors import HavanaError
 from havana.models import losses
+from havana.utils import torch_io
 from havana.utils.atomic import atomic_path
 
 ACTIVATIONS = {"relu": nn.ReLU, "leaky_relu": nn.LeakyReLU, "gelu": nn.GELU, "tanh": nn.Tanh}
@@ -334,13 +335,11 @@ def build_head(feature_dim: int, num_classes: int, row: RowConfig, train: HeadTr
 def save_head(path: str | os.PathLike, model: HavanaHead) -> None:
     """Write {config, state_dict} atomically, so load_head needs nothing else."""
     with atomic_path(path) as tmp:
-        torch.save({"config": asdict(model.config), "state_dict": model.state_dict()}, tmp)
+        torch_io.save({"config": asdict(model.config), "state_dict": model.state_dict()}, tmp)
 
 
 def load_head(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> HavanaHead:
     """Rebuild a head from its self-describing checkpoint, in eval mode."""
-    from havana.utils import torch_io
-
     payload = torch_io.load(
         path, what="head checkpoint", advice="run `havana train-head` to create it again", map_location=map_location
     )

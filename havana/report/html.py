@@ -8,13 +8,19 @@ green reproduced, red not reproduced, grey not run; cells without a paper value 
 from __future__ import annotations
 
 import html
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from havana.data.datasets import dataset_title
 from havana.report import model as table_model
 from havana.report.model import TableModel
 
-VERDICT_CLASSES = {table_model.REPRODUCED: "ok", table_model.NOT_REPRODUCED: "bad", table_model.NOT_RUN: "missing"}
+VERDICT_CLASSES = {
+    table_model.REPRODUCED: "ok",
+    table_model.NOT_REPRODUCED: "bad",
+    table_model.INCONCLUSIVE: "unsure",
+    table_model.NOT_JUDGED: "unjudged",
+    table_model.NOT_RUN: "missing",
+}
 STYLE = """
 body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; font-size: 13px; margin: 12px;
        color: #222; }
@@ -28,12 +34,15 @@ table.havana tr.group td { font-style: italic; background: #f4f4f4; }
 .ok { background: #d9f2d9; color: #1a6b1a; }
 .bad { background: #f8d7d7; color: #9b1c1c; }
 .missing { background: #eee; color: #777; }
+.unsure { background: #fdf3d0; color: #7a5b00; }
+.unjudged { color: #555; font-style: italic; }
 p.note { max-width: 70em; color: #444; }
 span.legend { padding: 1px 6px; margin-right: 6px; }
 """
 LEGEND = (
     '<p class="note">Δ = reproduced − paper, in points: <span class="legend ok">reproduced</span>'
-    '<span class="legend bad">not reproduced</span><span class="legend missing">missing</span> '
+    '<span class="legend bad">not reproduced</span><span class="legend unsure">inconclusive</span>'
+    '<span class="legend unjudged">not judged</span><span class="legend missing">not run</span> '
     "({rule})</p>"
 )
 
@@ -49,7 +58,9 @@ def _cell(text: str, classes: str = "num") -> str:
     return f'<td class="{classes}">{html.escape(text)}</td>'
 
 
-def render_table(model: TableModel, tolerance: float) -> str:
+def render_table(
+    model: TableModel, tolerance: float, reasons: Callable[[str, str], str] = lambda dataset, extractor: ""
+) -> str:
     """One paper table as an HTML page: two header rows (column titles spanning ours / paper / Δ), group rows."""
     lead = 2 if model.has_dataset_column else 1
     top = '<th rowspan="2">Method</th>' + ('<th rowspan="2">Dataset</th>' if lead == 2 else "")
@@ -67,8 +78,11 @@ def render_table(model: TableModel, tolerance: float) -> str:
             for value in row.reported:
                 cells += [_cell(""), _cell(table_model.paper_text(value), "num paper"), _cell("")]
         else:
-            for cell in row.cells:
-                judged = "" if cell.paper is None else " " + VERDICT_CLASSES[table_model.verdict(cell, tolerance)]
+            for column, cell in zip(model.columns, row.cells):
+                reason = reasons(column.dataset or row.spec.dataset or "", row.spec.extractor)
+                judged = (
+                    "" if cell.paper is None else " " + VERDICT_CLASSES[table_model.verdict(cell, tolerance, reason)]
+                )
                 cells += [
                     _cell(table_model.cell_text(cell)),
                     _cell(table_model.paper_text(cell.paper), "num paper"),

@@ -1,7 +1,8 @@
 """The reproduction summary: for every table cell with a paper value, whether the reproduced value matches it.
 
-Rule: a cell is reproduced when |mean − paper| ≤ max(std over seeds, tolerance), in percentage points, judged on the
-seeds of the run; a cell on a dataset the run does not cover (active_datasets) is "not run". The tolerance and the
+Rule (havana.report.model.verdict): an equivalence test of the mean over seeds against paper ± tolerance; cells not on
+the paper's datasets and extractor are "not judged", with the reason; a cell on a dataset the run does not cover
+(active_datasets) is "not run". The tolerance and the
 tables judged come from the config's top-level `summary` section.
 """
 
@@ -27,6 +28,7 @@ from havana.report.model import (
     counts_text,
     fmt,
     judge,
+    not_judged_reason,
     required_runs,
     rule_text,
     summary_config,
@@ -71,6 +73,7 @@ def render_csv(verdicts: Sequence[Verdict]) -> str:
             "paper",
             "delta",
             "verdict",
+            "reason",
             "mlflow_runs",
         ]
     )
@@ -91,6 +94,7 @@ def render_csv(verdicts: Sequence[Verdict]) -> str:
                 fmt(cell.paper),
                 "" if cell.delta is None else fmt(cell.delta, signed=True),
                 item.verdict,
+                item.reason,
                 " ".join(item.runs),
             ]
         )
@@ -142,7 +146,9 @@ def write_summary(
         for key in sorted(keys):
             found = runs.setdefault(key[:3], ())
             runs[key[:3]] = found + tuple(run for run in run_ids(layout, key) if run not in found)
-    verdicts = judge(models, settings.tolerance, runs)
+    verdicts = judge(
+        models, settings.tolerance, runs, lambda dataset, extractor: not_judged_reason(config, dataset, extractor)
+    )
     rendered = {
         "md": render_markdown(verdicts, settings.tolerance),
         "csv": render_csv(verdicts),

@@ -24,6 +24,7 @@ from havana.report.model import (
     delta_text,
     display_name,
     fmt,
+    not_judged_reason,
     paper_text,
     required_runs,
     single_view_extractors,
@@ -192,7 +193,9 @@ def write_table(
         "md": render_markdown(model),
         "csv": render_csv(model),
         "tex": render_latex(model),
-        "html": html.render_table(model, tolerance),
+        "html": html.render_table(
+            model, tolerance, lambda dataset, extractor: not_judged_reason(config, dataset, extractor)
+        ),
     }
     write_rendered(
         out_prefix,

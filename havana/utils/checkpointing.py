@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from havana.errors import HavanaError
-from havana.utils import atomic
+from havana.utils import atomic, torch_io
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -100,8 +100,6 @@ class Checkpointer:
 
     def load(self, map_location: torch.device | str, advice: str) -> dict[str, Any] | None:
         """The saved state, None when there is no checkpoint, HavanaError (ending with `advice`) when it is damaged."""
-        from havana.utils import torch_io
-
         if not self.path.is_file():
             return None
         return torch_io.load(
@@ -111,7 +109,7 @@ class Checkpointer:
     def save(self, state: dict[str, Any], where: str) -> None:
         """Write `state` atomically; after SIGTERM, then stop with Preempted naming `where` ("epoch 3, step 40")."""
         with atomic.atomic_path(self.path) as tmp:
-            torch.save(state, tmp)
+            torch_io.save(state, tmp)
             size = tmp.stat().st_size
         self.writes += 1
         self.bytes_written += size

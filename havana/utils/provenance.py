@@ -1,13 +1,18 @@
-"""Provenance: the git SHA, package version and resolved config written beside every output and into its MLflow run."""
+"""Provenance: the git SHA, package version, resolved config and the machine (library versions, device, CPU, threads,
+determinism settings) written beside every output and into its MLflow run: two machines may give different numbers
+from the same code (BLAS, CPU kernels, thread counts), and the record says which machine gave which."""
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
 import hashlib
+import importlib.metadata
 import json
 import os
+import platform
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -64,13 +69,57 @@ def file_sha256(path: str | os.PathLike, chunk_bytes: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def cpu_model() -> str:
+    """The CPU's model name (Linux /proc/cpuinfo, else the platform's processor string, else 'unknown')."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def machine() -> dict[str, Any]:
+    """What computed an output, beyond the code: Python, torch (CUDA, cuDNN, the device in use, threads, deterministic
+    algorithms) when the job loaded torch, the installed torch version otherwise (a table job never imports it), the
+    CPU model and its core count."""
+    info: dict[str, Any] = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu": cpu_model(),
+        "cpu_count": os.cpu_count(),
+    }
+    torch = sys.modules.get("torch")
+    if torch is None:
+        try:
+            info["torch"] = importlib.metadata.version("torch")
+        except importlib.metadata.PackageNotFoundError:
+            info["torch"] = None
+        return info
+    cuda = torch.cuda.is_available()
+    info |= {
+        "torch": str(torch.__version__),
+        "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version() if cuda else None,
+        "device": torch.cuda.get_device_name() if cuda else "cpu",
+        "threads": torch.get_num_threads(),
+        "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+        "cudnn_deterministic": torch.backends.cudnn.deterministic,
+        "cudnn_benchmark": torch.backends.cudnn.benchmark,
+        "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
+    }
+    return info
+
+
 def record(config: Any) -> dict[str, Any]:
-    """The provenance record of one job: resolved config, its hash, git SHA, package version, UTC time."""
+    """The provenance record of one job: resolved config, its hash, git SHA, package version, machine, UTC time."""
     return {
         "config": to_plain(config),
         "config_hash": config_hash(config),
         "git_sha": git_sha(),
         "havana_version": __version__,
+        "machine": machine(),
         "created_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
 

@@ -1,5 +1,6 @@
-"""Loading torch files (models, heads, training checkpoints) with one sentence for a missing, truncated or foreign
-file, instead of whichever of EOFError, RuntimeError, OSError(EINVAL) or UnpicklingError torch raises for it."""
+"""Torch files (models, heads, training checkpoints): saved with bytes that depend only on their content, and loaded
+with one sentence for a missing, truncated or foreign file, instead of whichever of EOFError, RuntimeError,
+OSError(EINVAL) or UnpicklingError torch raises for it."""
 
 from __future__ import annotations
 
@@ -14,6 +15,14 @@ from havana.errors import HavanaError
 
 # what torch raises for a file that is cut short or is not a torch file at all
 DAMAGED = (EOFError, RuntimeError, OSError, pickle.UnpicklingError, ValueError, KeyError, TypeError, AttributeError)
+
+
+def save(obj: Any, path: str | os.PathLike) -> None:
+    """`torch.save(obj)` to `path` through an open file: torch names the zip's records after the file it is given a
+    path to, so saving to an atomic write's temporary name would put that name into the bytes, and equal weights would
+    get different sha256 in provenance. Through a file handle the records are always named "archive"."""
+    with open(path, "wb") as handle:
+        torch.save(obj, handle)
 
 
 def load(

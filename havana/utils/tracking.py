@@ -344,6 +344,7 @@ def job_run(
         {
             "git_sha": provenance.git_sha(),
             "havana_version": __version__,
+            **{f"machine.{key}": value for key, value in provenance.machine().items()},
             "rule": invoking_command(),
             **source_tags(),
             **(tags or {}),
