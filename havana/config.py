@@ -141,6 +141,9 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
+        others = [arg for arg in args if arg is not type(None)]
+        if len(others) == 1:  # `X | None` with a value: X's own error says what is wrong
+            return _coerce(value, others[0], where)
         for arg in args:
             if arg is type(None):
                 continue

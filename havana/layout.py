@@ -7,7 +7,7 @@ and every reader moves together (tested).
 
 - `Layout`: the path of every file under `results_dir` and `resources_dir`; `producer` is its inverse.
 - run coordinates: the datasets, seeds, tables and rows a config names (`active_datasets`, `seeds`, `table_names`,
-  `summary_tables`, `model_source`, BASELINE).
+  `summary_tables`, `model_source`, `extractor_origin`, BASELINE).
 - `require`: a declared input that does not exist is an error naming it, never an "n/a" cell.
 """
 
@@ -35,6 +35,8 @@ RUN_ID_FILE = "mlflow_run_id"  # beside a training job's outputs: the MLflow run
 RESULTS = {
     "model": "{dataset}/extractors/{extractor}/" + MODEL_FILE,
     "features": "{dataset}/features/{extractor}.h5",
+    "exported_model": "{dataset}/exports/{extractor}.{format}.pth",  # `havana export-extractor` (the demo's import)
+    "exported_features": "{dataset}/exports/{extractor}.npz",  # `havana export-features` (the demo's feature file)
     "head_dir": "{dataset}/heads/{extractor}/{row}/seed{seed}",
     "metrics": "{dataset}/metrics/{extractor}/{row}/seed{seed}.json",
     "table": "tables/{name}.{ext}",
@@ -82,6 +84,12 @@ class Layout:
 
     def features(self, dataset: str, extractor: str) -> str:
         return self._results("features", dataset=dataset, extractor=extractor)
+
+    def exported_model(self, dataset: str, extractor: str, format: str) -> str:
+        return self._results("exported_model", dataset=dataset, extractor=extractor, format=format)
+
+    def exported_features(self, dataset: str, extractor: str) -> str:
+        return self._results("exported_features", dataset=dataset, extractor=extractor)
 
     def head_dir(self, dataset: str, extractor: str, row: str, seed: int | str) -> str:
         return self._results("head_dir", dataset=dataset, extractor=extractor, row=row, seed=seed)
@@ -176,6 +184,20 @@ def summary_tables(config: Mapping[str, Any]) -> list[str]:
 def model_source(config: Mapping[str, Any], extractor: str) -> str:
     """The extractors entry whose trained model.pt `extractor` extracts with: its model_from, else itself."""
     return ((config.get("extractors") or {}).get(extractor) or {}).get("model_from") or extractor
+
+
+def extractor_origin(config: Mapping[str, Any], extractor: str) -> str:
+    """How an extractors entry gets what it provides: "features" (its `features:` file is imported, nothing is trained
+    or extracted), "import" (its `import:` checkpoint becomes its model.pt, which is then extracted) or "train"."""
+    entry = (config.get("extractors") or {}).get(extractor) or {}
+    if entry.get("features"):
+        return "features"
+    return "import" if entry.get("import") else "train"
+
+
+def extractors_by_origin(config: Mapping[str, Any], origin: str) -> list[str]:
+    """The extractors entries whose `extractor_origin` is `origin` (the rules' wildcard constraints)."""
+    return [name for name in config.get("extractors") or {} if extractor_origin(config, name) == origin]
 
 
 def require(paths: Iterable[str | os.PathLike], job: str) -> None:

@@ -96,7 +96,7 @@ def test_extract_writes_the_schema_with_views_and_flips(trained, capsys):
     model, ext_config = load_extractor(model_path)
     plain = T.Compose(
         [
-            T.Resize(tuple(ext_config.image_size), interpolation=T.InterpolationMode.BICUBIC),
+            T.Resize(tuple(ext_config.image_size)),  # bilinear, as BoT's test transform
             T.ToTensor(),
             T.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
         ]

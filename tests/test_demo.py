@@ -88,6 +88,25 @@ def test_demo_runs_end_to_end_and_a_second_run_does_nothing(tmp_path):
     for stage, real in plan.measured_kept(config, tmp_path).items():
         assert estimate[stage] == pytest.approx(real, rel=0.05), stage
 
+    # the two imports read back what bot_r18 wrote: the BoT-layout checkpoint gives the same weights, the .npz the same
+    # features
+    import numpy as np
+    import torch
+
+    from havana.data.features import read_features
+    from havana.models.extractor import load_extractor
+
+    trained_model, _ = load_extractor(layout.model("synthetic", "bot_r18"))
+    imported_model, _ = load_extractor(layout.model("synthetic", "bot_r18_imported"))
+    assert all(
+        torch.equal(a, b) for a, b in zip(trained_model.state_dict().values(), imported_model.state_dict().values())
+    )
+    own, imported = (
+        read_features(layout.features("synthetic", "bot_r18")),
+        read_features(layout.features("synthetic", "bot_r18_features")),
+    )
+    assert all(np.array_equal(own[s].features, imported[s].features) for s in ("train", "query", "gallery"))
+
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=config["tracking_uri"].replace("sqlite:///", f"sqlite:///{tmp_path}/"))
@@ -108,7 +127,12 @@ def test_demo_runs_end_to_end_and_a_second_run_does_nothing(tmp_path):
             assert {"mAP", "R1", "mINP", "flip_mAP", "flip_R1"} <= set(run.data.metrics), run.info.run_name
             written = json.loads(Path(layout.metrics(dataset, extractor, head, seed)).read_text())
             assert run.data.metrics["mAP"] == pytest.approx(written["plain"]["mAP"])
-    trained = [extractor for extractor, spec in config["extractors"].items() if "model_from" not in spec]
+    # entries that train their own model (model_from extracts with another's model; import and features train none)
+    trained = [
+        extractor
+        for extractor, spec in config["extractors"].items()
+        if not {"model_from", "import", "features"} & set(spec)
+    ]
     assert {run_name("extractor", None, extractor, "synthetic") for extractor in trained} <= set(runs)
     heads = {
         (path.parts[0], path.parts[2], path.parts[3], path.parts[4].removeprefix("seed"))
@@ -138,9 +162,8 @@ def test_demo_runs_end_to_end_and_a_second_run_does_nothing(tmp_path):
                 len(re.findall(rf"train-head {re.escape(head)} seed{seed}: epoch \d+/{head_epochs} ", text))
                 == head_epochs
             )
-    for extractor, spec in config["extractors"].items():
-        if "model_from" in spec:  # extracts with another entry's model: no training job
-            continue
+    for extractor in trained:
+        spec = config["extractors"][extractor]
         text = (logs / "train_extractor" / "synthetic" / f"{extractor}.log").read_text()
         epochs = spec["train"]["epochs"]
         assert (

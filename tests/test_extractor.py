@@ -20,12 +20,13 @@ def test_test_feature_and_training_outputs_have_the_backbone_sizes(arch, dim):
     torch.manual_seed(0)
     model = build_extractor(ExtractorConfig(arch=arch, pretrained=False), num_classes=7)
     assert model.feature_dim == dim
+    size = (2, 3, 96, 32) if arch == "mgn" else SMALL  # MGN's 3 stripes need 5 rows or more
     with torch.no_grad():
-        assert model.eval()(torch.randn(*SMALL)).shape == (2, dim)
-        out = model.train()(torch.randn(*SMALL))
+        assert model.eval()(torch.randn(*size)).shape == (2, dim)
+        out = model.train()(torch.randn(*size))
     heads = 8 if arch == "mgn" else 1
     assert [tuple(x.shape) for x in out.logits] == [(2, 7)] * heads
-    assert [x.shape[1] for x in out.triplet_features] == ([256] * 3 if arch == "mgn" else [dim])
+    assert [x.shape[1] for x in out.triplet_features] == ([256, 256, 256, 512, 768] if arch == "mgn" else [dim])
 
 
 @pytest.mark.parametrize("last_stride,size", [(1, (16, 8)), (2, (8, 4))])
@@ -52,20 +53,33 @@ def test_bnneck_gives_triplet_feature_before_bn_and_test_feature_after():
         torch.testing.assert_close(model(images), expected)
 
 
-def test_mgn_concatenates_eight_bn_features_from_three_branches():
+def test_mgn_is_fast_reids_eight_bn_features_from_three_stride_1_branches():
+    # fast-reid's MGN meta-architecture (fastreid/modeling/meta_arch/mgn.py, Base-MGN on Base-SBS): every conv5 at
+    # stride 1, stripes by torch.chunk, EmbeddingHead = GeM pooling (learnt p = 3), 1×1 conv 2048 → 256, BN; test
+    # feature b1, b2, b3, b21, b22, b31, b32, b33 concatenated (2048-d)
     torch.manual_seed(2)
     model = build_extractor(ExtractorConfig(arch="mgn", pretrained=False), 5).eval()
     shapes = [None] * 3
     for i, branch in enumerate(model.branches):
         branch.register_forward_hook(lambda _m, _i, out, i=i: shapes.__setitem__(i, tuple(out.shape[2:])))
-    images = torch.randn(*SMALL)
+    images = torch.randn(2, 3, 96, 32)  # a 6×2 map: chunk(3) gives rows 2+2+2, chunk(2) 3+3
     with torch.no_grad():
         feature = model(images)
-        shared = model.trunk(images)
-        stripes = torch.tensor_split(model.branches[2](shared), 3, dim=2)
-        last = model.heads[7](stripes[2])[1]
-    assert shapes == [(2, 1), (4, 2), (4, 2)]  # global branch keeps stride 2, part branches stride 1
-    torch.testing.assert_close(feature[:, 7 * 256 :], last)  # the last 256 dims: bottom stripe of the 3-part branch
+        third = model.branches[2](model.trunk(images))
+        head = model.heads[7]
+        region = third[:, :, 4:6]  # bottom stripe of the 3-part branch
+        pooled = region.clamp(min=1e-6).pow(3).mean(dim=(2, 3), keepdim=True).pow(1 / 3)  # GeM at p = 3
+        bottom = head.bnneck(head.reduce(pooled).flatten(1))
+    assert shapes == [(6, 2), (6, 2), (6, 2)]
+    assert feature.shape == (2, 2048)
+    torch.testing.assert_close(feature[:, 7 * 256 :], bottom, rtol=1e-4, atol=1e-4)  # mean vs avg-pool rounding
+    with pytest.raises(HavanaError, match="at least 80 pixels high"):
+        model(torch.randn(2, 3, 64, 32))  # a 4-row map: torch.chunk gives 2 stripes, not 3
+    assert head.pool.p.detach().item() == 3.0 and head.reduce.bias is None and not head.bnneck.bias.requires_grad
+    assert [torch.chunk(torch.zeros(16), 3)[i].numel() for i in range(3)] == [6, 6, 4]  # fast-reid's split of 16 rows
+    out = model.train()(images)
+    assert [x.shape[1] for x in out.triplet_features] == [256, 256, 256, 512, 768]
+    assert (out.ce_weight, out.triplet_weight) == (0.125, 0.2) and len(out.logits) == 8
 
 
 def test_checkpoint_round_trip_rebuilds_the_same_model(tmp_path):
@@ -104,3 +118,36 @@ def test_offline_download_failure_names_the_file_to_place(tmp_path, monkeypatch)
 def test_unknown_arch_is_a_clear_error():
     with pytest.raises(HavanaError, match="unknown extractor arch"):
         ExtractorConfig(arch="vgg16")
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "mgn"])
+def test_stem_switches_keep_the_state_dict_and_change_the_forward(arch):
+    # BoT has no ReLU after bn1; fast-reid pools 3×3/2 without padding, ceil_mode. Neither holds state, so one state
+    # dict fits every stem; the forward must differ (oracle: torchvision's stem with ReLU and padding 1).
+    torch.manual_seed(2)
+    reference = build_extractor(ExtractorConfig(arch=arch, pretrained=False), 5).eval()
+    images = torch.randn(2, 3, 96, 32)  # MGN's 3 stripes need 5 rows or more
+    for switches in ({"stem_relu": False}, {"stem_pool": "ceil"}):
+        model = build_extractor(ExtractorConfig(arch=arch, pretrained=False, **switches), 5).eval()
+        assert [(k, v.shape) for k, v in model.state_dict().items()] == [
+            (k, v.shape) for k, v in reference.state_dict().items()
+        ]
+        model.load_state_dict(reference.state_dict())
+        with torch.no_grad():
+            assert not torch.allclose(model(images), reference(images), atol=1e-3), switches
+
+
+def test_bot_stem_is_conv_bn_then_pool_without_relu():
+    model = build_extractor(ExtractorConfig(arch="resnet18", pretrained=False, stem_relu=False), 3).eval()
+    x = torch.randn(1, 3, 64, 32)
+    with torch.no_grad():
+        expected = torch.nn.functional.max_pool2d(model.trunk[1](model.trunk[0](x)), 3, 2, 1)
+        torch.testing.assert_close(model.trunk[:4](x), expected, rtol=0, atol=0)
+    with pytest.raises(HavanaError, match="unknown stem_pool 'round'"):
+        ExtractorConfig(stem_pool="round")
+
+
+def test_the_paper_extractors_train_and_extract_in_fp32_by_default():
+    # BoT trains and tests in fp32; bf16 autocast (amp) is an opt-in departure
+    config = ExtractorConfig()
+    assert config.train.amp is False and config.extraction.amp is False

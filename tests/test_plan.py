@@ -185,3 +185,26 @@ def test_a_missing_config_is_one_sentence(tmp_path, capsys):
     assert main(["plan", "--config", str(tmp_path / "nope.yaml")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("havana plan: error: config file") and "Traceback" not in err
+
+
+@pytest.mark.parametrize("extractor", ["bot_r18_imported", "bot_r18_features"])
+def test_imported_extractors_cost_no_extractor_hours(extractor, tmp_path):
+    # the demo's two imports, from files of elsewhere (not the demo's own exports): a checkpoint costs extraction but
+    # no training; a feature file costs neither
+    config = load_yaml(CONFIGS["demo"])
+    config["extractors"]["bot_r18_imported"]["import"]["checkpoint"] = str(tmp_path / "bot.pth")
+    config["extractors"]["bot_r18_features"]["features"] = str(tmp_path / "features.npz")
+    np.savez(tmp_path / "features.npz", train_features=np.zeros((1, 1, 512), np.float32))
+    table2 = config["tables"]["table2"]
+    table2["rows"] = [row for row in table2["rows"] if row["extractor"] == extractor]
+    config["tables"], config["figures"] = {"table2": table2}, {}
+    estimate = {stage.stage: stage for stage in plan.make_plan(config).stages}
+    jobs = plan.planned_jobs(config)
+    assert [job.stage for job in jobs["train_extractor"]] == (["import_extractor"] if "imported" in extractor else [])
+    assert set(estimate["train_extractor"].hours.values()) == {0.0}
+    extraction = set(estimate["extract_features"].hours.values())
+    assert (extraction != {0.0}) if "imported" in extractor else (extraction == {0.0})
+    assert [job.stage for job in jobs["extract_features"]] == (
+        ["extract_features"] if "imported" in extractor else ["import_features"]
+    )
+    assert estimate["train_head"].jobs == 1 and set(estimate["train_head"].hours.values()) != {0.0}

@@ -420,3 +420,21 @@ def test_html_table_has_the_papers_layout_and_deltas_coloured_by_verdict(tmp_pat
     assert len(judged) == 1 + 10 and [text for text, _ in judged[0]] == model.HEADINGS
     verdicts = [row[6] for row in judged[1:]]
     assert verdicts.count(("not run", "missing")) == 3 and verdicts.count(("inconclusive", "unsure")) == 4
+
+
+def test_note_names_imports_and_heads_trained_without_augmentation(tmp_path: Path, results: Path) -> None:
+    config = make_config()
+    config["extractors"]["bot_r50"] = {"features": "elsewhere/bot.npz"}
+    for seed in SEEDS:  # the evaluate job records the feature file's attributes in the metrics' provenance
+        path = results / "market1501" / "metrics" / "bot_r50" / "havana" / f"seed{seed}.json"
+        payload = json.loads(path.read_text())
+        payload["provenance"] = {"config": {"attrs": {"views": 1}}}
+        path.write_text(json.dumps(payload))
+    built = tables.write_table(config, "table3", tmp_path / "table3", Layout(str(results)))
+    assert "bot_r50 (features imported from elsewhere/bot.npz)" in built.note
+    assert "heads on bot_r50 saw no augmentation (one train view per image in the feature file)" in built.note
+    config["extractors"]["bot_r50"] = {"arch": "resnet50", "import": {"format": "bot", "checkpoint": "bot.pth"}}
+    assert "bot_r50 (imported bot checkpoint, not trained here)" in model.table_note(
+        config, model.table_spec(config, "table3"), SEEDS, ["market1501"]
+    )
+    assert "no augmentation" not in model.table_note(config, model.table_spec(config, "table3"), SEEDS, ["market1501"])

@@ -8,7 +8,7 @@ from checkpoint_crash import crash_after_first_checkpoint
 from image_folder import make_image_folder
 from test_progress import epoch_lines
 
-from havana.engine.train_extractor import extractor_loss, train_extractor, warmup_multistep_factor
+from havana.engine.train_extractor import extractor_loss, lr_scheduler, train_extractor, warmup_multistep_factor
 from havana.errors import HavanaError
 from havana.models.extractor import ExtractorOutput, load_extractor
 from havana.models.extractor_config import ExtractorConfig, ExtractorTrainConfig, TransformConfig
@@ -42,11 +42,31 @@ def manifest(tmp_path_factory):
     return make_image_folder(tmp_path_factory.mktemp("images"))
 
 
-def test_warmup_then_step_schedule_matches_hand_values():
-    train = ExtractorTrainConfig()  # warm-up 10 epochs from 0.01, steps at 40 and 70
-    expected = {0: 0.01, 5: 0.505, 9: 0.01 * 0.1 + 0.9, 10: 1.0, 39: 1.0, 40: 0.1, 69: 0.1, 70: 0.01, 119: 0.01}
-    for epoch, factor in expected.items():
-        assert warmup_multistep_factor(epoch, train) == pytest.approx(factor)
+def bot_lr(epoch: int, base: float = 3.5e-4) -> float:
+    """BoT's lr in 1-based epoch e (its WarmupMultiStepLR stepped at each epoch's start, so counter = e)."""
+    factor = 0.01 + 0.99 * epoch / 10 if epoch < 10 else 1.0
+    return base * factor * (0.1 if epoch >= 40 else 1.0) * (0.1 if epoch >= 70 else 1.0)
+
+
+def test_engine_schedule_gives_bot_lr_in_each_epoch():
+    train = ExtractorTrainConfig()  # the paper's: warm-up 10 epochs from 0.01, steps at 40 and 70, stepped as BoT
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=train.lr)
+    scheduler = lr_scheduler(optimizer, train)
+    seen = {}
+    for epoch in range(1, 72):  # the engine trains an epoch, then steps the scheduler
+        seen[epoch] = optimizer.param_groups[0]["lr"]
+        optimizer.step()
+        scheduler.step()
+    for epoch in (1, 10, 11, 40, 41, 70, 71):
+        assert seen[epoch] == pytest.approx(bot_lr(epoch), rel=1e-12), epoch
+    assert seen[1] == pytest.approx(3.815e-5) and seen[39] / seen[40] == pytest.approx(10)
+
+
+def test_epoch_end_schedule_is_one_epoch_late():
+    late = ExtractorTrainConfig(schedule_step="epoch_end")
+    for epoch in (1, 10, 11, 40, 41, 70, 71):
+        expected = bot_lr(epoch - 1) if epoch > 1 else 3.5e-6  # counter 0: the bare warm-up factor
+        assert warmup_multistep_factor(epoch, late) * late.lr == pytest.approx(expected)
 
 
 def test_loss_on_a_hand_built_batch():
@@ -105,3 +125,22 @@ def test_diverging_loss_stops_with_epoch_and_iteration(manifest, tmp_path):
     with pytest.raises(HavanaError, match=r"diverged.*epoch \d+, iteration \d+"):
         train_extractor(manifest, tiny_config(3, lr=1e30, warmup_factor=1.0), tmp_path / "nan", seed=0)
     assert not (tmp_path / "nan" / "model.pt").exists()
+
+
+def test_a_checkpoint_from_before_the_bot_settings_still_resumes_under_its_old_behaviour():
+    # oracle: the resume key the code before issue 21 computed for this config (measured on that commit, 3910fa2);
+    # the settings added since, set to the behaviour they replace, must give the same key
+    from havana.engine.train_extractor import _checkpoint_key
+
+    before = "0dc039a9548d3259c0d7595889ba3855ad18b2e3340259079e4d5858828d2791"
+    legacy = ExtractorConfig(
+        arch="resnet18",
+        pretrained=False,
+        image_size=(64, 32),
+        transforms=TransformConfig(interpolation="bicubic", erasing_draw="torchvision", erasing_fill="zero"),
+        train=ExtractorTrainConfig(schedule_step="epoch_end", amp=True),
+    )
+    assert _checkpoint_key(legacy, 0, "abc")["config_hash"] == before
+    assert _checkpoint_key(ExtractorConfig(arch="resnet18", pretrained=False, image_size=(64, 32)), 0, "abc") != (
+        _checkpoint_key(legacy, 0, "abc")
+    )  # BoT's recipe is another training: a checkpoint of the old one is refused

@@ -173,3 +173,31 @@ def test_paper_dry_run_plans_table6_views_without_re_on_the_re_trained_extractor
         and "input: resources/market1501/manifest.csv, results/market1501/extractors/bot_r50/model.pt" in block.group(0)
     )
     assert job_counts(log)["train_extractor"] == 2  # bot_r50 and the extra bot_r50_nore
+
+
+def rule_outputs(log: str, rule: str) -> set[str]:
+    """The output files of every job of `rule` in a (non-quiet) dry run."""
+    files = set()
+    for block in re.finditer(rf"^(?:local)?rule {rule}:\n((?:[ \t]+\S.*\n)+)", log, flags=re.MULTILINE):
+        found = re.search(r"^\s+output: (.+)$", block.group(1), flags=re.MULTILINE)
+        files.update(path.strip() for path in found.group(1).split(","))
+    return files
+
+
+def test_demo_imports_a_bot_checkpoint_and_a_feature_file_without_training_or_extracting_them(tmp_path):
+    """The demo's bot_r18_imported model comes from BoT's layout (exported from bot_r18) and bot_r18_features from
+    an .npz (exported from bot_r18's features): no train_extractor for either, no extract_features for the second."""
+    result = snakemake(tmp_path, "table2", "-n", configfile=DEMO)
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = result.stdout + result.stderr
+    model = "results/demo/synthetic/extractors/{}/model.pt".format
+    features = "results/demo/synthetic/features/{}.h5".format
+    assert model("bot_r18_imported") in rule_outputs(log, "import_extractor")
+    assert rule_outputs(log, "export_extractor") == {"results/demo/synthetic/exports/bot_r18.bot.pth"}
+    assert features("bot_r18_features") in rule_outputs(log, "import_features")
+    assert rule_outputs(log, "export_features") == {"results/demo/synthetic/exports/bot_r18.npz"}
+    trained, extracted = rule_outputs(log, "train_extractor"), rule_outputs(log, "extract_features")
+    assert model("bot_r18") in trained and features("bot_r18_imported") in extracted  # the oracle sees these rules
+    assert not {model("bot_r18_imported"), model("bot_r18_features")} & trained
+    assert features("bot_r18_features") not in extracted
+    assert not any("bot_r18_features/model.pt" in path for path in planned_outputs(log))

@@ -22,7 +22,17 @@ from typing import Any
 import yaml
 
 from havana.errors import HavanaError
-from havana.layout import BASELINE, SUMMARY, Layout, active_datasets, model_source, seeds, summary_tables, table_names
+from havana.layout import (
+    BASELINE,
+    SUMMARY,
+    Layout,
+    active_datasets,
+    extractor_origin,
+    model_source,
+    seeds,
+    summary_tables,
+    table_names,
+)
 from havana.report import figures, model
 from havana.utils import atomic
 
@@ -39,7 +49,7 @@ def _table_rows(config: Mapping[str, Any], names: Iterable[str]) -> tuple[set[st
 
 def job_sections(config: Mapping[str, Any], job: str, **wildcards: Any) -> list[tuple[str, ...]]:
     """Key paths of the config sections job `job` reads, for these wildcards (rule names of workflow/rules)."""
-    if job in ("train_extractor", "extract_features"):
+    if job in ("train_extractor", "import_extractor", "extract_features", "import_features"):
         return [("extractors", wildcards["extractor"])]
     if job == "train_head":
         return [
@@ -182,10 +192,14 @@ def check_references(config: Mapping[str, Any]) -> None:
                 f"(known: {', '.join(extractors) or 'none'})."
             )
         source = extractors[extractor].get("model_from") if isinstance(extractors[extractor], Mapping) else None
-        if source and (source not in extractors or model_source(config, source) != source):
+        if source and (
+            source not in extractors
+            or model_source(config, source) != source
+            or extractor_origin(config, source) == "features"
+        ):
             raise HavanaError(
                 f"extractors.{extractor}.model_from names '{source}', which must be an extractors "
-                f"entry that trains its own model (known: {', '.join(extractors)})."
+                f"entry that trains or imports its own model (known: {', '.join(extractors)})."
             )
         if row != BASELINE and row not in rows:
             raise HavanaError(

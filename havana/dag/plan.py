@@ -7,9 +7,11 @@ tensor by tensor; dataset sizes are the registry's official statistics (or the s
 Rates per device kind are data in havana/dag/costs.py, each marked measured or extrapolated.
 
 Disk: results/ only (the prepared dataset images live under resources/ and are not counted; logs, MLflow and
-provenance files are a few kB per job). `kept` is what the stage leaves; `written` adds the training checkpoints
-written on the way (weights + Adam's two moments): one per `checkpoint_minutes` of the job's time on the first
-device kind (havana.utils.checkpointing.checkpoints_written), none kept once the job's outputs exist.
+provenance files are a few kB per job; files the workflow exports for an import of its own, as the demo does, are not
+counted either). Imported models and feature files count as written, with no compute hours. `kept` is what the stage
+leaves; `written` adds the training checkpoints written on the way (weights + Adam's two moments): one per
+`checkpoint_minutes` of the job's time on the first device kind (havana.utils.checkpointing.checkpoints_written),
+none kept once the job's outputs exist.
 """
 
 from __future__ import annotations
@@ -122,22 +124,74 @@ def planned_jobs(config: dict[str, Any]) -> dict[str, list[Job]]:
             datasets.add(key[0])
     heads |= {key for key in evaluated if key[2] != BASELINE}
     extractors |= {key[:2] for key in evaluated | heads}
-    datasets |= {dataset for dataset, _ in extractors}
     jobs: dict[str, list[Job]] = {stage: [] for stage in STAGES}
+    model_jobs, feature_jobs = _extractor_jobs(config, where, extractors)
+    jobs["train_extractor"], jobs["extract_features"] = sorted(model_jobs, key=_order), sorted(feature_jobs, key=_order)
+    datasets |= {job.dataset for job in feature_jobs}
     for dataset in sorted(datasets):
         if is_synthetic(dataset):
             jobs["prepare"].append(Job("synthesize", dataset))
         jobs["prepare"].append(Job("prepare", dataset))
-    sources = {
-        (ds, layout.model_source(config, ex)) for ds, ex in extractors
-    }  # an entry with model_from trains nothing
-    jobs["train_extractor"] = [Job("train_extractor", ds, ex) for ds, ex in sorted(sources)]
-    jobs["extract_features"] = [Job("extract_features", ds, ex) for ds, ex in sorted(extractors)]
     seeds = tuple(config["seeds"])  # one job per (dataset, extractor, row) trains every seed (workflow/rules/heads.smk)
     jobs["train_head"] = [Job("train_head", ds, ex, row, seeds=seeds) for ds, ex, row in sorted({h[:3] for h in heads})]
     jobs["evaluate"] = [Job("evaluate", ds, ex, row, int(seed)) for ds, ex, row, seed in sorted(evaluated)]
     jobs["tables_figures"] = [Job(name) for name in tables] + [Job("reproduction_summary")] + [Job(n) for n in drawn]
     return jobs
+
+
+def _order(job: Job) -> tuple[str, str, str]:
+    return job.dataset, job.extractor, job.stage
+
+
+def _exported(where: layout.Layout, path: str, kind: str) -> tuple[str, str] | None:
+    """(dataset, extractor) when `path` is a file the workflow exports (kind exported_model or exported_features),
+    else None (a file from elsewhere)."""
+    try:
+        found, fields = layout.producer(where, path)
+    except ValueError:
+        return None
+    return (fields["dataset"], fields["extractor"]) if found == kind else None
+
+
+def _extractor_jobs(
+    config: dict[str, Any], where: layout.Layout, needed: set[tuple[str, str]]
+) -> tuple[set[Job], set[Job]]:
+    """The jobs behind the feature files `needed` ((dataset, extractor) pairs), as the rules chain them: per origin
+    (havana.layout.extractor_origin) train or import the model and extract, or import a feature file; an import that
+    reads a file the workflow exports also runs that export and what it needs. Returns (model jobs, feature jobs)."""
+    model_jobs: set[Job] = set()
+    feature_jobs: set[Job] = set()
+    features, models = list(needed), []
+    done: set[tuple[str, str, str]] = set()
+    while features or models:
+        if features:
+            dataset, extractor = features.pop()
+            if (dataset, extractor, "features") in done:
+                continue
+            done.add((dataset, extractor, "features"))
+            if layout.extractor_origin(config, extractor) == "features":
+                feature_jobs.add(Job("import_features", dataset, extractor))
+                source = _exported(where, extractor_config(config, extractor).features, "exported_features")
+                if source is not None:
+                    feature_jobs.add(Job("export_features", *source))
+                    features.append(source)
+            else:
+                feature_jobs.add(Job("extract_features", dataset, extractor))
+                models.append((dataset, layout.model_source(config, extractor)))
+            continue
+        dataset, extractor = models.pop()
+        if (dataset, extractor, "model") in done:
+            continue
+        done.add((dataset, extractor, "model"))
+        if layout.extractor_origin(config, extractor) == "import":
+            model_jobs.add(Job("import_extractor", dataset, extractor))
+            source = _exported(where, extractor_config(config, extractor).import_.checkpoint, "exported_model")
+            if source is not None:
+                model_jobs.add(Job("export_extractor", *source))
+                models.append(source)
+        else:
+            model_jobs.add(Job("train_extractor", dataset, extractor))
+    return model_jobs, feature_jobs
 
 
 # ------------------------------------------------------------------------------------------------------ datasets
@@ -195,6 +249,42 @@ def _meta_extractor(config: ExtractorConfig, num_classes: int) -> torch.nn.Modul
 
     with torch.device("meta"):  # shapes only: no ImageNet download, no memory
         return build_extractor(replace(config, pretrained=False, weights=None), num_classes).eval()
+
+
+def _model_settings(config: dict[str, Any], source: str) -> ExtractorConfig:
+    """The settings the model of extractors entry `source` is built with: its own, or for an imported checkpoint its
+    framework's (havana.models.importing.imported_config)."""
+    settings = extractor_config(config, source)
+    if settings.import_ is None:
+        return settings
+    from havana.models.importing import imported_config
+
+    source_settings = settings.import_
+    return imported_config(source_settings.format, settings.arch, settings.image_size, source_settings.last_stride)
+
+
+def _imported_shape(
+    config: dict[str, Any], where: layout.Layout, job: Job, dims: dict[tuple[str, str], int]
+) -> tuple[int, int]:
+    """(train views, feature width) of an imported feature file: its source extractor's when the workflow exports it,
+    else read from the file (which must then exist)."""
+    path = extractor_config(config, job.extractor).features
+    source = _exported(where, path, "exported_features")
+    if source is not None:
+        return extractor_config(config, source[1]).extraction.views, dims[source]
+    if not Path(path).is_file():
+        raise HavanaError(f"extractors.{job.extractor}.features names {path}, which does not exist; place it there.")
+    if Path(path).suffix.lower() == ".npz":
+        import numpy as np
+
+        with np.load(path, mmap_mode="r") as archive:
+            shape = archive["train_features"].shape
+    else:
+        import h5py
+
+        with h5py.File(path, "r") as h5:
+            shape = h5["train"]["features"].shape
+    return (shape[1] if len(shape) == 3 else 1), int(shape[-1])
 
 
 def extractor_forward_flops(model: torch.nn.Module, image_size: Iterable[int]) -> int:
@@ -259,10 +349,13 @@ def make_plan(config: dict[str, Any], device_kinds: Iterable[str] = (costs.H100,
 
     dims: dict[tuple[str, str], int] = {}
     forward_flops: dict[tuple, int] = {}  # the trunk's work does not depend on the dataset: count it once per shape
-    trained = {(job.dataset, job.extractor) for job in jobs["train_extractor"]}
+    trained = {(job.dataset, job.extractor) for job in jobs["train_extractor"] if job.stage == "train_extractor"}
+    imported = {(job.dataset, job.extractor) for job in jobs["train_extractor"] if job.stage == "import_extractor"}
     for job in jobs["extract_features"]:
+        if job.stage != "extract_features":
+            continue  # an imported or exported feature file: no extractor runs
         source = layout.model_source(config, job.extractor)
-        settings, views = extractor_config(config, source), extractor_config(config, job.extractor).extraction.views
+        settings, views = _model_settings(config, source), extractor_config(config, job.extractor).extraction.views
         split = sizes[job.dataset]
         ids, images = split["train"]
         model = _meta_extractor(settings, ids)
@@ -274,13 +367,18 @@ def make_plan(config: dict[str, Any], device_kinds: Iterable[str] = (costs.H100,
         extraction = images * views + (split["query"][1] + split["gallery"][1]) * FLIP_VIEWS
         for kind in kinds:
             estimates["extract_features"].hours[kind] += _hours(forward * extraction, kind, "extractor_forward")
+        model_bytes = state_bytes(model)
+        if (job.dataset, source) in imported:  # a converted checkpoint: written, never trained
+            imported.discard((job.dataset, source))
+            estimates["train_extractor"].kept += model_bytes
+            estimates["train_extractor"].written += model_bytes
         if (job.dataset, source) in trained:  # each trained model counted once
             trained.discard((job.dataset, source))
             train = settings.train
             seen = batches_per_epoch(images, ids, train.p, train.k) * train.p * train.k * train.epochs
             for kind in kinds:
                 estimates["train_extractor"].hours[kind] += _hours(3 * forward * seen, kind, "extractor_train")
-            model_bytes, checkpoint_bytes = state_bytes(model), adam_checkpoint_bytes(model)
+            checkpoint_bytes = adam_checkpoint_bytes(model)
             checkpoints = checkpoints_written(
                 3600 * _hours(3 * forward * seen, kinds[0], "extractor_train"), train.checkpoint_minutes, train.epochs
             )
@@ -289,6 +387,13 @@ def make_plan(config: dict[str, Any], device_kinds: Iterable[str] = (costs.H100,
         file_bytes = features_bytes(split, views, model.feature_dim)
         estimates["extract_features"].kept += file_bytes
         estimates["extract_features"].written += file_bytes
+    where = layout.Layout.of(config)
+    for job in jobs["extract_features"]:
+        if job.stage == "import_features":  # written by the import, in havana's schema
+            views, dims[(job.dataset, job.extractor)] = _imported_shape(config, where, job, dims)
+            file_bytes = features_bytes(sizes[job.dataset], views, dims[(job.dataset, job.extractor)])
+            estimates["extract_features"].kept += file_bytes
+            estimates["extract_features"].written += file_bytes
 
     train = from_mapping(HeadTrainConfig, config.get("heads", {}).get("train", {}) or {}, "heads.train")
     for job in jobs["train_head"]:
@@ -365,12 +470,21 @@ def format_plan(plan: Plan) -> str:
 
 
 def measured_kept(config: dict[str, Any], root: str | os.PathLike = ".") -> dict[str, int]:
-    """The bytes the finished jobs of a run really left: each GPU stage's declared outputs, summed per stage."""
+    """The bytes the finished jobs of a run really left: each GPU stage's models, feature files and heads (trained or
+    imported; the exports the demo imports back are not counted), summed per stage."""
     where = layout.Layout(str(Path(root) / config["results_dir"]))
     jobs = planned_jobs(config)
     outputs = {
-        "train_extractor": [where.model(job.dataset, job.extractor) for job in jobs["train_extractor"]],
-        "extract_features": [where.features(job.dataset, job.extractor) for job in jobs["extract_features"]],
+        "train_extractor": [
+            where.model(job.dataset, job.extractor)
+            for job in jobs["train_extractor"]
+            if job.stage in ("train_extractor", "import_extractor")
+        ],
+        "extract_features": [
+            where.features(job.dataset, job.extractor)
+            for job in jobs["extract_features"]
+            if job.stage in ("extract_features", "import_features")
+        ],
         "train_head": [
             path
             for job in jobs["train_head"]

@@ -14,6 +14,7 @@ import ast
 import dataclasses
 import inspect
 import io
+import keyword
 import sys
 import tokenize
 import types
@@ -48,6 +49,13 @@ def sections() -> dict[tuple[str, ...], type]:
     }
     found |= {("figures", name): figure.settings for name, figure in figures.FIGURES.items()}
     return found
+
+
+def config_key(field_name: str) -> str:
+    """The YAML key of a dataclass field: the field's name, less the trailing underscore of a Python keyword
+    (`import_` reads the key `import`, as havana.models.extractor_config does)."""
+    stripped = field_name.removesuffix("_")
+    return stripped if field_name.endswith("_") and keyword.iskeyword(stripped) else field_name
 
 
 def field_comments(cls: type) -> dict[str, str]:
@@ -100,7 +108,10 @@ def limit_schema(limit: Limit) -> dict[str, float]:
 
 
 def section_schema(cls: type) -> dict[str, Any]:
-    """The schema node of one dataclass section: an object whose unknown keys are refused, every field documented."""
+    """The schema node of one dataclass section: an object whose unknown keys are refused, every field documented.
+
+    An optional sub-section (a `Sub | None = None` field, e.g. an extractor's `import`) gets no `default`: Snakemake's
+    validator would write `null` into every entry and then fill the sub-section's own defaults into that null."""
     hints = typing.get_type_hints(cls, vars(sys.modules[cls.__module__]))
     comments = field_comments(cls)
     limits = getattr(cls, "LIMITS", {})
@@ -114,13 +125,14 @@ def section_schema(cls: type) -> dict[str, Any]:
             node |= bounds
         node["description"] = comments.get(field.name) or field.name.replace("_", " ")
         if field.default is not dataclasses.MISSING:
-            node["default"] = to_plain(field.default)
+            if not (field.default is None and "properties" in node):
+                node["default"] = to_plain(field.default)
         elif field.default_factory is not dataclasses.MISSING:
             default = field.default_factory()
             node["default"] = {} if dataclasses.is_dataclass(default) else to_plain(default)
         else:
-            required.append(field.name)
-        properties[field.name] = node
+            required.append(config_key(field.name))
+        properties[config_key(field.name)] = node
     doc = (inspect.getdoc(cls) or cls.__name__).split("\n\n")[0].replace("\n", " ")
     section = {"type": "object", "description": doc, "additionalProperties": False, "properties": properties}
     return section | ({"required": required} if required else {})

@@ -123,7 +123,7 @@ def _extract_split(
     """Stream one split's features into `writer`; returns the number of images."""
     if rows.empty:
         return 0
-    plain = plain_transform(config.image_size)
+    plain = plain_transform(config.image_size, config.transforms.interpolation)
     if split == "train":
         views = (
             config.transforms

@@ -53,12 +53,22 @@ class TrainResult:
 
 
 def warmup_multistep_factor(epoch: int, train: ExtractorTrainConfig) -> float:
-    """The lr multiplier of `epoch` (0-based): linear warm-up from warmup_factor, then gamma at each milestone."""
+    """The lr multiplier of training epoch `epoch` (1-based), as BoT's WarmupMultiStepLR gives it.
+
+    BoT's scheduler counter c is the epoch (it steps at each epoch's start; `schedule_step: epoch_end` uses c = epoch
+    − 1); factor(c) = warm-up warmup_factor·(1 − c/W) + c/W for c < W, times gamma per milestone ≤ c. With BoT's
+    numbers: epoch 1 trains at 0.01 + 0.99/10, epoch 10 at 1, epochs 40 and 70 at the first and second decays."""
+    counter = epoch if train.schedule_step == "epoch_start" else epoch - 1
     warmup = 1.0
-    if epoch < train.warmup_epochs:
-        alpha = epoch / train.warmup_epochs
+    if counter < train.warmup_epochs:
+        alpha = counter / train.warmup_epochs
         warmup = train.warmup_factor * (1.0 - alpha) + alpha
-    return warmup * train.gamma ** bisect.bisect_right(sorted(train.milestones), epoch)
+    return warmup * train.gamma ** bisect.bisect_right(sorted(train.milestones), counter)
+
+
+def lr_scheduler(optimizer: torch.optim.Optimizer, train: ExtractorTrainConfig) -> torch.optim.lr_scheduler.LambdaLR:
+    """The engine's scheduler, stepped once after each epoch: epoch e (1-based) trains at lr·factor(e)."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda index: warmup_multistep_factor(index + 1, train))
 
 
 def seed_worker(worker_id: int) -> None:
@@ -73,19 +83,40 @@ def seed_worker(worker_id: int) -> None:
 def extractor_loss(
     output: ExtractorOutput, labels: torch.Tensor, train: ExtractorTrainConfig
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """Sum of label-smoothed CE over every classifier and batch-hard triplet over every triplet feature (BoT; fast-reid
-    sums MGN's eight CE and three triplet terms the same way); returns the total and its parts for logging."""
-    ce = sum(cross_entropy_label_smoothing(logits.float(), labels, train.label_smoothing) for logits in output.logits)
-    triplet = sum(
+    """Label-smoothed CE over every classifier plus batch-hard triplet over every triplet feature, each term times the
+    output's weight (BoT: one of each, weight 1; fast-reid's MGN: eight CE × 0.125, five triplets × 0.2); returns the
+    total and its parts for logging."""
+    ce = output.ce_weight * sum(
+        cross_entropy_label_smoothing(logits.float(), labels, train.label_smoothing) for logits in output.logits
+    )
+    triplet = output.triplet_weight * sum(
         batch_hard_triplet_loss(feature.float(), labels, train.triplet_margin)[0] for feature in output.triplet_features
     )
     accuracy = (output.logits[0].argmax(dim=1) == labels).float().mean()
     return ce + triplet, {"ce": ce.item(), "triplet": triplet.item(), "accuracy": accuracy.item()}
 
 
+# Settings added after checkpoints were first written, with the behaviour they had before: left out of the resume
+# key while they hold it, so that a run started before they existed resumes.
+_ADDED_SETTINGS = {
+    (None, "stem_relu"): True,
+    (None, "stem_pool"): "torchvision",
+    ("transforms", "interpolation"): "bicubic",
+    ("transforms", "erasing_draw"): "torchvision",
+    ("transforms", "erasing_fill"): "zero",
+    ("train", "schedule_step"): "epoch_end",
+    (None, "import_"): None,
+    (None, "features"): None,
+}
+
+
 def _checkpoint_key(config: ExtractorConfig, seed: int, manifest_sha: str) -> dict[str, Any]:
     """What a checkpoint must match to be resumed (the number of epochs may grow)."""
     plain = provenance.to_plain(config)
+    for (group, name), before in _ADDED_SETTINGS.items():
+        holder = plain if group is None else plain[group]
+        if holder[name] == before:
+            del holder[name]
     plain["train"] = {
         k: v for k, v in plain["train"].items() if k not in ("epochs", "num_workers", "device", "checkpoint_minutes")
     }
@@ -123,7 +154,7 @@ def train_extractor(
     optimizer = torch.optim.Adam(
         [p for p in model.parameters() if p.requires_grad], lr=train.lr, weight_decay=train.weight_decay
     )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: warmup_multistep_factor(epoch, train))
+    scheduler = lr_scheduler(optimizer, train)
     dataset = ManifestImages(manifest.parent, rows, train_transform(config.image_size, config.transforms), labels)
     sampler = PKSampler(rows["pid"].tolist(), p=train.p, k=train.k, seed=seed)
     loader = torch.utils.data.DataLoader(

@@ -1,4 +1,4 @@
-"""Baseline re-ID extractors: BoT (ResNet-18…152, last stride 1, GAP, BNNeck) and MGN (ResNet-50, 8 × 256 branches).
+"""Baseline re-ID extractors: BoT (ResNet-18…152, last stride 1, GAP, BNNeck) and MGN (ResNet-50, 8 × 256, fast-reid's).
 
 In training mode a model returns `ExtractorOutput` (logits per classifier, features per triplet loss); in eval mode
 it returns the test feature [B, D]: BoT's after-BNNeck feature, MGN's eight BN'd 256-d features concatenated.
@@ -28,6 +28,8 @@ class ExtractorOutput:
 
     logits: list[torch.Tensor]
     triplet_features: list[torch.Tensor]
+    ce_weight: float = 1.0  # each CE term's weight (fast-reid's MGN: 0.125)
+    triplet_weight: float = 1.0  # each triplet term's weight (fast-reid's MGN: 0.2)
 
 
 def imagenet_resnet(arch: str, pretrained: bool, weights: str | os.PathLike | None) -> torchvision.models.ResNet:
@@ -71,6 +73,13 @@ def set_first_block_stride(layer: nn.Sequential, stride: int) -> None:
             module.stride = (stride, stride)
 
 
+def stem(resnet: torchvision.models.ResNet, relu: bool, pool: str) -> list[nn.Module]:
+    """conv1, bn1, ReLU (or an identity: BoT has none), max-pool (torchvision's, or fast-reid's "ceil": 3×3/2 without
+    padding, ceil_mode). The ReLU and pool hold no state, so every switch gives the same state-dict keys."""
+    pooling = resnet.maxpool if pool == "torchvision" else nn.MaxPool2d(kernel_size=3, stride=2, ceil_mode=True)
+    return [resnet.conv1, resnet.bn1, resnet.relu if relu else nn.Identity(), pooling]
+
+
 def _bnneck(dim: int) -> nn.BatchNorm1d:
     """BNNeck (BoT): BatchNorm1d whose shift stays 0 (bias frozen), so the classifier sees a centred feature."""
     bn = nn.BatchNorm1d(dim)
@@ -91,20 +100,20 @@ class BoTExtractor(nn.Module):
     """Bag-of-Tricks baseline: ResNet trunk (last stride configurable), GAP, BNNeck, bias-free classifier."""
 
     def __init__(
-        self, arch: str, num_classes: int, last_stride: int = 1, pretrained: bool = False, weights: str | None = None
+        self,
+        arch: str,
+        num_classes: int,
+        last_stride: int = 1,
+        pretrained: bool = False,
+        weights: str | None = None,
+        stem_relu: bool = True,
+        stem_pool: str = "torchvision",
     ) -> None:
         super().__init__()
         resnet = imagenet_resnet(arch, pretrained, weights)
         set_first_block_stride(resnet.layer4, last_stride)
         self.trunk = nn.Sequential(
-            resnet.conv1,
-            resnet.bn1,
-            resnet.relu,
-            resnet.maxpool,
-            resnet.layer1,
-            resnet.layer2,
-            resnet.layer3,
-            resnet.layer4,
+            *stem(resnet, stem_relu, stem_pool), resnet.layer1, resnet.layer2, resnet.layer3, resnet.layer4
         )
         self.feature_dim = FEATURE_DIMS[arch]
         self.pool = nn.AdaptiveAvgPool2d(1)
@@ -119,49 +128,63 @@ class BoTExtractor(nn.Module):
         return ExtractorOutput(logits=[self.classifier(normed)], triplet_features=[pooled])
 
 
+class GeMPooling(nn.Module):
+    """Generalised-mean pooling with a learnt exponent p (fast-reid's GeneralizedMeanPoolingP: p starts at 3,
+    activations clamped at 1e-6): mean(x^p)^(1/p) over the map, between average (p = 1) and max (p → ∞) pooling."""
+
+    def __init__(self, p: float = 3.0, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.p = nn.Parameter(torch.ones(1) * p)
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.adaptive_avg_pool2d(x.clamp(min=self.eps).pow(self.p), 1).pow(1.0 / self.p)
+
+
 class ReducedHead(nn.Module):
-    """One MGN branch output: max-pool a region, reduce 2048 → 256 (1×1 conv, BN, ReLU), BNNeck, classifier."""
+    """One MGN output as fast-reid's EmbeddingHead builds it (EMBEDDING_DIM 256, Base-SBS pooling): GeM-pool a region,
+    reduce 2048 → 256 with a bias-free 1×1 conv, BNNeck (the test feature), bias-free classifier."""
 
     def __init__(self, in_dim: int, num_classes: int) -> None:
         super().__init__()
-        self.reduce = nn.Sequential(
-            nn.Conv2d(in_dim, MGN_REDUCED_DIM, 1, bias=False), nn.BatchNorm2d(MGN_REDUCED_DIM), nn.ReLU(inplace=True)
-        )
-        nn.init.kaiming_normal_(self.reduce[0].weight, mode="fan_in")
+        self.pool = GeMPooling()
+        self.reduce = nn.Conv2d(in_dim, MGN_REDUCED_DIM, 1, bias=False)
+        nn.init.kaiming_normal_(self.reduce.weight, mode="fan_out")  # fast-reid's weights_init_kaiming for convs
         self.bnneck = _bnneck(MGN_REDUCED_DIM)
         self.classifier = _classifier(MGN_REDUCED_DIM, num_classes)
 
-    def forward(self, region: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(reduced feature before BNNeck, after BNNeck) of a [B, C, h, w] region."""
-        reduced = self.reduce(nn.functional.adaptive_max_pool2d(region, 1)).flatten(1)
-        return reduced, self.bnneck(reduced)
+    def forward(self, region: torch.Tensor) -> torch.Tensor:
+        """The BN'd 256-d feature of a [B, C, h, w] region."""
+        return self.bnneck(self.reduce(self.pool(region)).flatten(1))
 
 
 class MGNExtractor(nn.Module):
-    """Multiple Granularity Network (Wang et al. 2018) as fast-reid builds it on ResNet-50.
+    """Multiple Granularity Network (Wang et al. 2018) as fast-reid's MGN meta-architecture builds it on ResNet-50.
 
-    Shared trunk up to layer3[0]; three branches with their own copies of layer3[1:] and layer4: global (layer4 stride
-    2), 2-part and 3-part (layer4 stride 1). Eight 256-d features (3 global, 2 + 3 horizontal stripes) each get a
-    classifier; the three global ones also feed triplet losses; the test feature is the eight BN'd ones concatenated.
+    Shared trunk up to layer3[0]; three branches with their own copies of layer3[1:] and layer4, every layer4 with
+    stride 1 (fast-reid's global branch takes BACKBONE.LAST_STRIDE, 1 in its configs; the part branches are built with
+    stride 1). Eight 256-d features: each branch's whole map, then the 2-part branch's and the 3-part branch's
+    horizontal stripes (torch.chunk: 16 rows give 8 + 8 and 6 + 6 + 4). The test feature is the eight BN'd features
+    concatenated in fast-reid's order (b1, b2, b3, b21, b22, b31, b32, b33). Training: a classifier per feature (each
+    CE weighted 0.125) and triplet losses on the BN'd b1, b2, b3, [b21, b22] and [b31, b32, b33] (each weighted 0.2),
+    as fast-reid's MGN.losses with NECK_FEAT 'after'.
     """
 
-    def __init__(self, num_classes: int, pretrained: bool = False, weights: str | None = None) -> None:
+    def __init__(
+        self,
+        num_classes: int,
+        pretrained: bool = False,
+        weights: str | None = None,
+        stem_relu: bool = True,
+        stem_pool: str = "torchvision",
+    ) -> None:
         super().__init__()
         resnet = imagenet_resnet("resnet50", pretrained, weights)
-        self.trunk = nn.Sequential(
-            resnet.conv1, resnet.bn1, resnet.relu, resnet.maxpool, resnet.layer1, resnet.layer2, resnet.layer3[0]
-        )
+        self.trunk = nn.Sequential(*stem(resnet, stem_relu, stem_pool), resnet.layer1, resnet.layer2, resnet.layer3[0])
         stage4 = nn.Sequential(*resnet.layer3[1:])
-        global_conv5 = resnet.layer4
-        part_conv5 = copy.deepcopy(resnet.layer4)
-        set_first_block_stride(part_conv5, 1)
-        self.branches = nn.ModuleList(
-            [
-                nn.Sequential(copy.deepcopy(stage4), copy.deepcopy(global_conv5)),
-                nn.Sequential(copy.deepcopy(stage4), copy.deepcopy(part_conv5)),
-                nn.Sequential(copy.deepcopy(stage4), copy.deepcopy(part_conv5)),
-            ]
-        )
+        conv5 = resnet.layer4
+        set_first_block_stride(conv5, 1)
+        self.branches = nn.ModuleList([nn.Sequential(copy.deepcopy(stage4), copy.deepcopy(conv5)) for _ in range(3)])
         self.parts = (1, 2, 3)  # horizontal stripes per branch, besides each branch's global feature
         self.heads = nn.ModuleList([ReducedHead(2048, num_classes) for _ in range(3 + 2 + 3)])
         self.feature_dim = FEATURE_DIMS["mgn"]
@@ -171,24 +194,37 @@ class MGNExtractor(nn.Module):
         maps = [branch(shared) for branch in self.branches]
         regions = list(maps)  # the three whole maps first, then the stripes
         for feature_map, stripes in zip(maps[1:], self.parts[1:]):
-            regions.extend(torch.tensor_split(feature_map, stripes, dim=2))
-        outputs = [head(region) for head, region in zip(self.heads, regions)]
-        normed = [after for _, after in outputs]
+            cut = torch.chunk(feature_map, stripes, dim=2)
+            if len(cut) != stripes:  # torch.chunk gives fewer pieces for 2 or 4 rows
+                raise HavanaError(
+                    f"MGN cuts a {feature_map.shape[2]}-row map into {len(cut)} stripes, not {stripes}; use images "
+                    "at least 80 pixels high (fast-reid's MGN splits with torch.chunk too)."
+                )
+            regions.extend(cut)
+        normed = [head(region) for head, region in zip(self.heads, regions)]
         if not self.training:
             return torch.cat(normed, dim=1)
         return ExtractorOutput(
             logits=[head.classifier(n) for head, n in zip(self.heads, normed)],
-            triplet_features=[before for before, _ in outputs[:3]],
+            triplet_features=[*normed[:3], torch.cat(normed[3:5], dim=1), torch.cat(normed[5:], dim=1)],
+            ce_weight=1 / 8,
+            triplet_weight=0.2,
         )
 
 
 def build_extractor(config: ExtractorConfig, num_classes: int) -> nn.Module:
     """The extractor named by `config.arch`, with `num_classes` identities in its classifiers (MGN keeps its own
-    strides: global branch 2, part branches 1)."""
+    strides: 1 in every branch, as fast-reid builds it)."""
+    stem_switches = {"stem_relu": config.stem_relu, "stem_pool": config.stem_pool}
     if config.arch == "mgn":
-        return MGNExtractor(num_classes, pretrained=config.pretrained, weights=config.weights)
+        return MGNExtractor(num_classes, pretrained=config.pretrained, weights=config.weights, **stem_switches)
     return BoTExtractor(
-        config.arch, num_classes, last_stride=config.last_stride, pretrained=config.pretrained, weights=config.weights
+        config.arch,
+        num_classes,
+        last_stride=config.last_stride,
+        pretrained=config.pretrained,
+        weights=config.weights,
+        **stem_switches,
     )
 
 

@@ -253,16 +253,42 @@ def build_table(
     return TableModel(name=name, caption=spec.caption, columns=tuple(spec.columns), rows=tuple(rows), note=note)
 
 
-def table_note(config: Mapping[str, Any], spec: TableSpec, seeds: Sequence[int], active: Sequence[str]) -> str:
-    """What was run for this table: datasets, extractors (with epochs), head rows, head epochs, seeds, flip test."""
+def single_view_extractors(metrics: Mapping[RunKey, dict]) -> list[str]:
+    """The extractors whose heads (in these metrics) were trained on one train view per image: their feature file's
+    `views` attribute, as `havana evaluate` records it in the metrics' provenance. Such heads saw no augmentation."""
+    found = []
+    for (_, extractor, row, _), payload in sorted(metrics.items()):
+        attrs = ((payload.get("provenance") or {}).get("config") or {}).get("attrs") or {}
+        if row != BASELINE and attrs.get("views") == 1:
+            found.append(extractor)
+    return list(dict.fromkeys(found))
+
+
+def _extractor_text(config: Mapping[str, Any], name: str) -> str:
+    """One extractor in a table note: its training epochs, or where its model or features were imported from."""
+    entry = extractor_config(dict(config), name)
+    if entry.features is not None:
+        return f"{name} (features imported from {entry.features})"
+    if entry.import_ is not None:
+        return f"{name} (imported {entry.import_.format} checkpoint, not trained here)"
+    return f"{name} ({entry.train.epochs} epochs)"
+
+
+def table_note(
+    config: Mapping[str, Any],
+    spec: TableSpec,
+    seeds: Sequence[int],
+    active: Sequence[str],
+    single_view: Sequence[str] = (),
+) -> str:
+    """What was run for this table: datasets, extractors (with epochs or their import), head rows, head epochs, seeds,
+    flip test, and which extractors' heads saw no augmentation (`single_view`: one train view per image)."""
     named = {c.dataset for c in spec.columns if c.dataset} | {r.dataset for r in spec.rows if r.dataset}
     datasets = sorted(named & set(active))
     skipped = sorted(named - set(active))
     extractors = list(dict.fromkeys(row.extractor for row in spec.rows))
     heads = list(dict.fromkeys(row.row for row in spec.rows))
-    extractor_text = ", ".join(
-        f"{name} ({extractor_config(dict(config), name).train.epochs} epochs)" for name in extractors
-    )
+    extractor_text = ", ".join(_extractor_text(config, name) for name in extractors)
     head_epochs = ((config.get("heads", {}) or {}).get("train", {}) or {}).get("epochs")
     head_rows = [h for h in heads if h != BASELINE]
     flipped = [row.label for row in spec.rows if row.flip]
@@ -289,6 +315,10 @@ def table_note(config: Mapping[str, Any], spec: TableSpec, seeds: Sequence[int],
         f"seeds {', '.join(str(s) for s in seeds)} (n={len(seeds)})",
         "flip test (plain and flipped features averaged) on " + (", ".join(flipped) if flipped else "no row"),
     ]
+    if single_view:
+        parts.append(
+            f"heads on {', '.join(single_view)} saw no augmentation (one train view per image in the feature file)"
+        )
     legend = (
         "Per column: reproduced mean ± sample std over seeds (percent), the paper's value, and the "
         "difference reproduced − paper; n/a: a dataset this run does not cover (active_datasets); "

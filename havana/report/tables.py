@@ -27,6 +27,7 @@ from havana.report.model import (
     not_judged_reason,
     paper_text,
     required_runs,
+    single_view_extractors,
     summary_config,
     table_note,
     table_spec,
@@ -185,7 +186,8 @@ def write_table(
     spec = table_spec(config, name)
     seeds, active = config_seeds(config), active_datasets(config)
     metrics = collect_metrics(layout, required_runs(spec, seeds, active), f"table {name}")
-    model = build_table(name, spec, metrics, seeds, active, table_note(config, spec, seeds, active))
+    note = table_note(config, spec, seeds, active, single_view_extractors(metrics))
+    model = build_table(name, spec, metrics, seeds, active, note)
     tolerance = summary_config(config).tolerance
     rendered = {
         "md": render_markdown(model),

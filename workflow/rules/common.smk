@@ -10,6 +10,7 @@
 # reruns those jobs and no others.
 
 import os
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -20,6 +21,7 @@ from havana import layout
 from havana.dag import jobs
 from havana.data.datasets import is_synthetic
 from havana.errors import HavanaError
+from havana.models.extractor_config import extractor_config
 from havana.utils.tracking import run_name
 
 SEEDS = [int(seed) for seed in config["seeds"]]
@@ -53,6 +55,31 @@ def declared(function, *args, **kwargs):
 declared(jobs.check_references, config)
 PAPER_TABLES = layout.table_names(config)
 FIGURES = [name for name in declared(jobs.figure_names, config) if declared(jobs.figure_reads, config, name)]
+
+
+def names_pattern(origin):
+    """A wildcard constraint matching exactly the extractors entries of one origin (havana.layout.extractor_origin):
+    train_extractor and import_extractor write the same model.pt path, extract_features and import_features the same
+    feature file, and each entry's origin picks its rule."""
+    names = layout.extractors_by_origin(config, origin)
+    return "|".join(re.escape(name) for name in names) if names else "(?!)"
+
+
+def extractor_entry(wildcards):
+    """The typed extractors.<extractor> entry of a job (a config mistake is its one sentence)."""
+    return declared(extractor_config, config, wildcards.extractor)
+
+
+def import_args(wildcards):
+    """`--format F --checkpoint FILE --arch A --image-size H W [--last-stride S]` of an imported extractor, quoted."""
+    entry = extractor_entry(wildcards)
+    source = entry.import_
+    stride = f" --last-stride {source.last_stride}" if source.last_stride is not None else ""
+    height, width = entry.image_size
+    return (
+        f"--format {source.format} --checkpoint {shlex.quote(source.checkpoint)} --arch {entry.arch} "
+        f"--image-size {height} {width}{stride}"
+    )
 
 
 def job_config(job):

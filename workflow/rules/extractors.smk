@@ -1,4 +1,5 @@
-# Baseline feature extractors (BoT ResNet-18...152, MGN): one training job per (dataset, extractor), on one GPU.
+# Baseline feature extractors (BoT ResNet-18...152, MGN): one training job per (dataset, extractor), on one GPU; an
+# entry with `import: {format, checkpoint}` converts a checkpoint trained elsewhere into the same model.pt instead.
 
 
 rule train_extractor:
@@ -8,6 +9,8 @@ rule train_extractor:
         model=LAYOUT.model("{dataset}", "{extractor}"),
     log:
         LAYOUT.log("train_extractor/{dataset}/{extractor}"),
+    wildcard_constraints:
+        extractor=names_pattern("train"),
     conda:
         CONDA_ENV
     threads: 4
@@ -21,3 +24,33 @@ rule train_extractor:
     shell:
         "havana train-extractor --manifest {input.manifest} --config {params.config} "
         "--extractor {wildcards.extractor} --out {params.out_dir} --seed {params.seed} {params.tracking} > {log} 2>&1"
+
+
+rule import_extractor:
+    input:
+        checkpoint=lambda wildcards: extractor_entry(wildcards).import_.checkpoint,
+    output:
+        model=LAYOUT.model("{dataset}", "{extractor}"),
+    log:
+        LAYOUT.log("import_extractor/{dataset}/{extractor}"),
+    wildcard_constraints:
+        extractor=names_pattern("import"),
+    conda:
+        CONDA_ENV
+    params:
+        source=import_args,
+    shell:
+        "havana import-extractor {params.source} --out {output.model} > {log} 2>&1"
+
+
+rule export_extractor:
+    input:
+        model=LAYOUT.model("{dataset}", "{extractor}"),
+    output:
+        checkpoint=LAYOUT.exported_model("{dataset}", "{extractor}", "{format}"),
+    log:
+        LAYOUT.log("export_extractor/{dataset}/{extractor}.{format}"),
+    conda:
+        CONDA_ENV
+    shell:
+        "havana export-extractor --model {input.model} --format {wildcards.format} --out {output.checkpoint} > {log} 2>&1"
