@@ -141,12 +141,12 @@ def run(args: argparse.Namespace) -> int:
         except BaseException:
             provenance_path.unlink(missing_ok=True)
             raise
-        tracker.log_metrics(
+        tracker.log_metrics(  # eval/…: a section of its own in MLflow's charts, apart from the loss/ and grad/ ones
             {
-                f"{prefix}{key}": value
+                f"eval/{prefix}{key}": value
                 for prefix, block in (("", plain), ("flip_", flip))
                 for key, value in block.items()
-                if key != "cmc"
+                if key not in ("cmc", "per_query")
             }
         )
         tracker.log_artifact(out, "evaluation")

@@ -36,6 +36,8 @@ table.havana tr.group td { font-style: italic; background: #f4f4f4; }
 .missing { background: #eee; color: #777; }
 .unsure { background: #fdf3d0; color: #7a5b00; }
 .unjudged { color: #555; font-style: italic; }
+.resolved { font-weight: 700; }
+span.base { color: #777; font-size: 11px; }
 p.note { max-width: 70em; color: #444; }
 span.legend { padding: 1px 6px; margin-right: 6px; }
 """
@@ -63,31 +65,30 @@ def render_table(
 ) -> str:
     """One paper table as an HTML page: two header rows (column titles spanning ours / paper / Δ), group rows."""
     lead = 2 if model.has_dataset_column else 1
+    subs = table_model.sub_columns(model)
     top = '<th rowspan="2">Method</th>' + ('<th rowspan="2">Dataset</th>' if lead == 2 else "")
-    top += "".join(f'<th colspan="3">{html.escape(table_model.column_title(c))}</th>' for c in model.columns)
-    sub = "<th>ours</th><th>paper</th><th>Δ</th>" * len(model.columns)
-    rows, group = [], None
+    top += "".join(f'<th colspan="{len(subs)}">{html.escape(table_model.column_title(c))}</th>' for c in model.columns)
+    sub = "".join(f"<th>{html.escape(name)}</th>" for name in subs) * len(model.columns)
+    rows, group, width = [], None, lead + len(subs) * len(model.columns)
     for row in model.rows:
         if row.group != group:
             group = row.group
-            rows.append(
-                f'<tr class="group"><td colspan="{lead + 3 * len(model.columns)}">{html.escape(group)}</td></tr>'
-            )
-        cells = [_cell(row.label, "label")] + ([_cell(dataset_title(row.dataset), "label")] if lead == 2 else [])
-        if row.spec is None:
-            for value in row.reported:
-                cells += [_cell(""), _cell(table_model.paper_text(value), "num paper"), _cell("")]
-        else:
-            for column, cell in zip(model.columns, row.cells):
+            rows.append(f'<tr class="group"><td colspan="{width}">{html.escape(group)}</td></tr>')
+        base = row.spec.base if row.spec is not None else None
+        label = html.escape(row.label) + (f' <span class="base">vs {html.escape(base)}</span>' if base else "")
+        cells = [f'<td class="label">{label}</td>']
+        cells += [_cell(dataset_title(row.dataset), "label")] if lead == 2 else []
+        for index, texts in enumerate(table_model.row_texts(model, row)):
+            classes = ["num", "num paper", "num", "num"]
+            if row.spec is not None:
+                column, cell = model.columns[index], row.cells[index]
                 reason = reasons(column.dataset or row.spec.dataset or "", row.spec.extractor)
-                judged = (
-                    "" if cell.paper is None else " " + VERDICT_CLASSES[table_model.verdict(cell, tolerance, reason)]
-                )
-                cells += [
-                    _cell(table_model.cell_text(cell)),
-                    _cell(table_model.paper_text(cell.paper), "num paper"),
-                    _cell(table_model.delta_text(cell), "num" + judged),
-                ]
+                if cell.paper is not None:
+                    classes[2] += " " + VERDICT_CLASSES[table_model.verdict(cell, tolerance, reason)]
+            cells += [
+                _cell(text, classes[position] + (" resolved" if resolved else ""))
+                for position, (text, resolved) in enumerate(texts)
+            ]
         rows.append("<tr>" + "".join(cells) + "</tr>")
     display = table_model.display_name(model.name)
     title = model.caption if model.caption.startswith(display) else f"{display}. {model.caption}"
