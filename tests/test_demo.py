@@ -14,7 +14,8 @@ import pytest
 
 from havana.config import load_yaml
 from havana.layout import Layout
-from havana.utils.tracking import run_name
+from havana.report.runs import DEFAULT_METRICS
+from havana.utils.tracking import CELL_SEPARATOR, CONFIG_HASH_TAG, LABEL_TAG, run_name
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
@@ -105,9 +106,12 @@ def test_demo_runs_end_to_end_and_a_second_run_does_nothing(tmp_path):
                 str(seed),
             )
             assert tags["table_cells"] and tags["mlflow.source.git.commit"] and tags["mlflow.project.entryPoint"]
-            assert {"mAP", "R1", "mINP", "flip_mAP", "flip_R1"} <= set(run.data.metrics), run.info.run_name
+            assert set(DEFAULT_METRICS) <= set(run.data.metrics), run.info.run_name
+            assert tags[CONFIG_HASH_TAG] and all(
+                tags[LABEL_TAG + cell.split(":")[0]] for cell in tags["table_cells"].split(CELL_SEPARATOR)
+            )
             written = json.loads(Path(layout.metrics(dataset, extractor, head, seed)).read_text())
-            assert run.data.metrics["mAP"] == pytest.approx(written["plain"]["mAP"])
+            assert run.data.metrics["eval/mAP"] == pytest.approx(written["plain"]["mAP"])
     trained = [extractor for extractor, spec in config["extractors"].items() if "model_from" not in spec]
     assert {run_name("extractor", None, extractor, "synthetic") for extractor in trained} <= set(runs)
     heads = {
