@@ -22,24 +22,25 @@ VERDICT_CLASSES = {
     table_model.NOT_RUN: "missing",
 }
 STYLE = """
-body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; font-size: 13px; margin: 12px;
-       color: #222; }
-caption { caption-side: top; text-align: left; font-weight: 600; padding: 4px 0 8px; }
-table.havana { border-collapse: collapse; }
-table.havana th, table.havana td { padding: 3px 8px; border-bottom: 1px solid #ddd; white-space: nowrap; }
-table.havana thead th { border-bottom: 2px solid #444; text-align: center; }
-table.havana td.num { text-align: right; font-variant-numeric: tabular-nums; }
-table.havana td.paper { color: #555; }
-table.havana tr.group td { font-style: italic; background: #f4f4f4; }
-.ok { background: #d9f2d9; color: #1a6b1a; }
-.bad { background: #f8d7d7; color: #9b1c1c; }
-.missing { background: #eee; color: #777; }
-.unsure { background: #fdf3d0; color: #7a5b00; }
-.unjudged { color: #555; font-style: italic; }
-.resolved { font-weight: 700; }
-span.base { color: #777; font-size: 11px; }
-p.note { max-width: 70em; color: #444; }
-span.legend { padding: 1px 6px; margin-right: 6px; }
+div.havana { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; font-size: 13px; margin: 12px;
+             color: #222; }
+div.havana caption { caption-side: top; text-align: left; font-weight: 600; padding: 4px 0 8px; }
+div.havana table.havana { border-collapse: collapse; }
+div.havana table.havana th, div.havana table.havana td { padding: 3px 8px; border-bottom: 1px solid #ddd;
+                                                         white-space: nowrap; }
+div.havana table.havana thead th { border-bottom: 2px solid #444; text-align: center; }
+div.havana table.havana td.num { text-align: right; font-variant-numeric: tabular-nums; }
+div.havana table.havana td.paper { color: #555; }
+div.havana table.havana tr.group td { font-style: italic; background: #f4f4f4; }
+div.havana .ok { background: #d9f2d9; color: #1a6b1a; }
+div.havana .bad { background: #f8d7d7; color: #9b1c1c; }
+div.havana .missing { background: #eee; color: #777; }
+div.havana .unsure { background: #fdf3d0; color: #7a5b00; }
+div.havana .unjudged { color: #555; font-style: italic; }
+div.havana .resolved { font-weight: 700; }
+div.havana span.base { color: #777; font-size: 11px; }
+div.havana p.note { max-width: 70em; color: #444; }
+div.havana span.legend { padding: 1px 6px; margin-right: 6px; }
 """
 LEGEND = (
     '<p class="note">Δ = reproduced − paper, in points: <span class="legend ok">reproduced</span>'
@@ -50,9 +51,11 @@ LEGEND = (
 
 
 def _page(title: str, body: str) -> str:
+    """A page whose style reaches only its own <div class="havana">: the report's first page embeds these pages
+    (workflow/report/workflow.rst) without restyling the report around them."""
     return (
-        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
-        f"<style>{STYLE}</style></head>\n<body>\n{body}\n</body></html>\n"
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title></head>\n'
+        f'<body><div class="havana">\n<style>{STYLE}</style>\n{body}\n</div></body></html>\n'
     )
 
 
