@@ -30,6 +30,7 @@ COMMAND_MODULES = (
     "summary",
     "figure",
     "runs",
+    "ui",
     "plan",
 )
 

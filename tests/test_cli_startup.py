@@ -33,6 +33,7 @@ def imported_modules(*argv: str) -> set[str]:
         ("train-extractor", "--help"),
         ("synth", "--help"),
         ("runs", "--help"),
+        ("ui", "--help"),
         ("plan", "--help"),
     ],
 )

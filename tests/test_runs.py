@@ -366,7 +366,7 @@ def test_runs_of_an_edited_row_are_kept_apart_and_compared(store, edited, capsys
     out = capsys.readouterr().out
     assert "mean of 3" not in out and out.count("mean of 2") == 2  # the baseline's two seeds and the old config's
     assert f"V+J+H+C   {old[:8]}" in out and new[:8] in out.split("\n\n")[-1]  # shown: old; the note names the new
-    assert f"runs of 2 configurations; shown: {old[:8]} (the newest complete set)" in out
+    assert f"V+J+H+C (bot_r18): runs of 2 configurations; shown: {old[:8]} (the newest complete set)" in out
     experiment = MlflowClient(tracking_uri=uri).get_experiment_by_name("synthetic")
     state = json.loads(
         MlflowClient(tracking_uri=uri).get_experiment_by_name("synthetic").tags[VIEW_TAG + "havana-table3"]
@@ -416,3 +416,33 @@ def test_runs_of_an_edited_row_are_kept_apart_and_compared(store, edited, capsys
     ]
     assert rows[0][6:] == ["+0.0", "[+0.0,", "+0.0]", "no"] and rows[1][-2:] == ["n/a", "no"]
     assert cli.main(["runs", "--compare", str(tmp), "f" * 12, "--tracking-uri", uri, "--experiment", "synthetic"]) == 2
+
+
+def test_havana_ui_prints_the_runs_table_and_saved_views_of_each_experiment(store, capsys, monkeypatch):
+    """The links open the runs table (not MLflow 3.17's GenAI overview) and each view `havana runs` saved; the UI is
+    `mlflow ui` on 127.0.0.1 with the store given."""
+    from mlflow.tracking import MlflowClient
+
+    from havana.commands import ui
+
+    _, uri = store
+    table3_runs(uri)
+    capsys.readouterr()
+    assert cli.main(["ui", "--backend-store-uri", uri, "--port", "5123", "--no-server"]) == 0
+    experiment = MlflowClient(tracking_uri=uri).get_experiment_by_name("synthetic").experiment_id
+    lines = capsys.readouterr().out.splitlines()
+    assert not [line for line in lines if line.startswith("Default")]  # MLflow's empty experiment is left out
+    assert (
+        f"synthetic: runs: http://127.0.0.1:5123/#/experiments/{experiment}/runs?workflowType=machine_learning" in lines
+    )
+    assert (
+        f"synthetic: view havana-table3: http://127.0.0.1:5123/#/experiments/{experiment}/runs?"
+        "viewStateShareKey=havana-table3&workflowType=machine_learning"
+    ) in lines
+    started = []
+    monkeypatch.setattr(
+        ui.subprocess, "Popen", lambda argv: started.append(argv) or type("P", (), {"wait": lambda self: 0})()
+    )
+    assert cli.main(["ui", "--backend-store-uri", uri, "--port", "5123"]) == 0
+    assert started[0][-7:] == ["ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", "5123"]
+    assert cli.main(["ui", "--backend-store-uri", "sqlite:///nowhere/mlflow.db", "--no-server"]) == 2

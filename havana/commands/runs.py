@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
             f"experiment '{experiment}' in {tracking_uri} has no head or baseline runs{which}; "
             "run the pipeline (or that table's target) first."
         )
-    selection = select_configurations(records, args.config_hash, args.all_configs)
+    selection = select_configurations(records, args.config_hash, args.all_configs, args.table)
     print(render_comparison(selection.records, args.metrics, args.table), end="")
     for note in selection.notes:
         print(note)

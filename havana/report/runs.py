@@ -143,16 +143,21 @@ class Selection:
 
 
 def select_configurations(
-    records: Sequence[RunRecord], config_hash: str | None = None, all_configurations: bool = False
+    records: Sequence[RunRecord],
+    config_hash: str | None = None,
+    all_configurations: bool = False,
+    table: str | None = None,
 ) -> Selection:
     """Per (dataset, extractor, row): the runs of one configuration - the one whose hash starts with `config_hash`
     where the row has it, else the newest complete one (a run for every seed any of the row's configurations has),
-    else the newest - or every configuration with `all_configurations`; a note for each row with several."""
+    else the newest - or every configuration with `all_configurations`; a note for each row with several, naming it
+    by its label in `table`."""
     rows: dict[tuple[str, str, str], dict[str, list[RunRecord]]] = {}
     for record in records:
         rows.setdefault(record.configuration[:3], {}).setdefault(record.config_hash, []).append(record)
     chosen, notes = [], []
-    for (_, extractor, row), configurations in rows.items():
+    for (_, extractor, _), configurations in rows.items():
+        row = next(iter(configurations.values()))[0].label(table)
         if len(configurations) == 1 or all_configurations:
             chosen.extend(r for members in configurations.values() for r in members)
             if len(configurations) > 1:
@@ -340,3 +345,32 @@ def mlflow_side(tracking_uri: str, experiment: str, reference: str, table: str |
     if not side:
         raise HavanaError(f"the runs '{reference}' names hold no evaluation artifact; rerun their evaluate jobs.")
     return side
+
+
+RUNS_TABLE = "#/experiments/{id}/runs?workflowType=machine_learning"  # the runs table, not the GenAI overview
+
+
+def ui_pages(tracking_uri: str) -> list[tuple[str, str]]:
+    """(what, page) for each experiment the pipeline made in the store: its runs table, then each view `havana runs`
+    saved; a page is the part of the UI's URL after the host. MLflow 3.17 opens an experiment reached from its
+    experiments list on the GenAI overview, so these are the pages to open instead."""
+    from mlflow.tracking import MlflowClient
+
+    from havana.utils.tracking import EXPERIMENT_KIND, _sqlite_file, with_retries
+
+    database = _sqlite_file(tracking_uri)
+    if database is not None and not database.is_file():
+        raise HavanaError(f"there is no MLflow store at {database}; run the pipeline first or fix the store's URI.")
+    client = MlflowClient(tracking_uri=tracking_uri)
+    pages = []
+    experiments = [  # the pipeline's (one per dataset), not MLflow's empty Default
+        e
+        for e in with_retries(lambda: client.search_experiments())
+        if e.tags.get(EXPERIMENT_KIND[0]) == EXPERIMENT_KIND[1]
+    ]
+    for experiment in sorted(experiments, key=lambda e: e.name):
+        pages.append((f"{experiment.name}: runs", RUNS_TABLE.format(id=experiment.experiment_id)))
+        for tag in sorted(tag for tag in experiment.tags if tag.startswith(VIEW_TAG)):
+            key = tag[len(VIEW_TAG) :]
+            pages.append((f"{experiment.name}: view {key}", RUNS_PAGE.format(id=experiment.experiment_id, key=key)))
+    return pages
