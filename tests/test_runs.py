@@ -416,6 +416,11 @@ def test_runs_of_an_edited_row_are_kept_apart_and_compared(store, edited, capsys
     ]
     assert rows[0][6:] == ["+0.0", "[+0.0,", "+0.0]", "no"] and rows[1][-2:] == ["n/a", "no"]
     assert cli.main(["runs", "--compare", str(tmp), "f" * 12, "--tracking-uri", uri, "--experiment", "synthetic"]) == 2
+    sha = records[0].git_sha[:12]  # one commit made every run: the same runs on both sides, nothing differs
+    assert cli.main([*argv, "--compare", sha, sha]) == 0
+    assert {tuple(line.split()[6:9]) for line in capsys.readouterr().out.splitlines()[4:]} == {
+        ("+0.0", "[+0.0,", "+0.0]")
+    }
 
 
 def test_havana_ui_prints_the_runs_table_and_saved_views_of_each_experiment(store, capsys, monkeypatch):
