@@ -18,7 +18,7 @@ from typing import Any
 from havana.errors import HavanaError
 from havana.layout import Layout, producer
 from havana.report.bootstrap import cell_difference
-from havana.report.model import difference_text, fmt
+from havana.report.model import fmt, interval_text
 
 CellKey = tuple[str, str, str]  # (dataset, extractor, row)
 Side = dict[CellKey, dict[int, Mapping[str, Any]]]
@@ -87,7 +87,7 @@ def compare_lines(before: Side, after: Side, metrics: Sequence[str]) -> list[lis
                     fmt(old),
                     fmt(new),
                     fmt(None if old is None or new is None else new - old, signed=True),
-                    difference_text(difference).split(" ", 1)[1] if difference else "n/a",
+                    interval_text(difference),
                     "yes" if difference is not None and difference.resolved else "no",
                 ]
             )

@@ -260,20 +260,21 @@ def build_table(
             for lit in spec.literature
             if lit.group == group
         )
-    keys_of = dict(zip((row.label for row in spec.rows), cell_keys(spec, seeds, active)))
-    for row, row_keys in zip(spec.rows, cell_keys(spec, seeds, active)):
+    all_keys = cell_keys(spec, seeds, active)
+    by_label = {row.label: (row, keys) for row, keys in zip(spec.rows, all_keys)}
+    for row, row_keys in zip(spec.rows, all_keys):
+        base, base_keys = by_label.get(row.base, (None, None))  # (None, None): the row builds on none
         cells, differences = [], []
         for index, (column, keys) in enumerate(zip(spec.columns, row_keys)):
             values = tuple(metric_percent(metrics[key], key, column.metric, row.flip) for key in keys)
             paper = row.paper[index] if row.paper else None
             cells.append(Cell(values=values, expected=len(seeds), paper=paper))
-            base = next((other for other in spec.rows if other.label == row.base), None)
             differences.append(
                 None
                 if base is None or not keys
                 else cell_difference(
                     _blocks(metrics, keys, row.flip),
-                    _blocks(metrics, keys_of[base.label][index], base.flip),
+                    _blocks(metrics, base_keys[index], base.flip),
                     column.metric,
                     f"{display_name(name)} '{row.label}' vs '{base.label}'",
                 )
@@ -379,14 +380,18 @@ def delta_text(cell: Cell) -> str:
     return fmt(cell.delta, signed=True)
 
 
+def interval_text(difference: Difference | None) -> str:
+    """'[+0.2, +1.1]': the 95% interval of a difference, in points; 'n/a' without one."""
+    if difference is None:
+        return "n/a"
+    return f"[{fmt(difference.low, signed=True)}, {fmt(difference.high, signed=True)}]"
+
+
 def difference_text(difference: Difference | None) -> str:
     """'+0.7 [+0.2, +1.1]': a difference to the base row with its 95% interval, in points; 'n/a' without one."""
     if difference is None:
         return "n/a"
-    return (
-        f"{fmt(difference.estimate, signed=True)} "
-        f"[{fmt(difference.low, signed=True)}, {fmt(difference.high, signed=True)}]"
-    )
+    return f"{fmt(difference.estimate, signed=True)} {interval_text(difference)}"
 
 
 SUB_COLUMNS = ("ours", "paper", "Δ")
