@@ -414,7 +414,7 @@ def test_runs_of_an_edited_row_are_kept_apart_and_compared(store, edited, capsys
         ["havana", "eval/mAP"],
         ["havana", "eval/mINP"],
     ]
-    assert rows[0][6:] == ["+0.0", "[+0.0,", "+0.0]", "no"] and rows[1][-2:] == ["n/a", "no"]
+    assert rows[0][6:] == ["+0.0", "[+0.0,", "+0.0]", "no"] and rows[1][-2:] == ["n/a", "n/a"]
     assert cli.main(["runs", "--compare", str(tmp), "f" * 12, "--tracking-uri", uri, "--experiment", "synthetic"]) == 2
     sha = records[0].git_sha[:12]  # one commit made every run: the same runs on both sides, nothing differs
     assert cli.main([*argv, "--compare", sha, sha]) == 0

@@ -69,7 +69,8 @@ def _mean(blocks: Mapping[int, Mapping[str, Any]], metric: str) -> float | None:
 
 def compare_lines(before: Side, after: Side, metrics: Sequence[str]) -> list[list[str]]:
     """One line per paired cell and metric: before and after (mean over seeds, percent), after − before and its
-    95% interval, and whether the interval excludes 0."""
+    95% interval over the seeds both sides have, and whether the interval excludes 0 (n/a without per-query scores,
+    or for mINP)."""
     lines = []
     for key_before, key_after in pairs(before, after):
         row = key_after[2] if key_before == key_after else f"{key_before[2]} → {key_after[2]}"
@@ -88,7 +89,7 @@ def compare_lines(before: Side, after: Side, metrics: Sequence[str]) -> list[lis
                     fmt(new),
                     fmt(None if old is None or new is None else new - old, signed=True),
                     interval_text(difference),
-                    "yes" if difference is not None and difference.resolved else "no",
+                    "n/a" if difference is None else "yes" if difference.resolved else "no",
                 ]
             )
     return lines
