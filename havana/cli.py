@@ -34,6 +34,7 @@ COMMAND_MODULES = (
     "summary",
     "figure",
     "runs",
+    "ui",
     "plan",
 )
 

@@ -264,7 +264,7 @@ def test_tracked_evaluation_logs_the_json_metrics_and_a_rerun_resumes_its_run(tm
     runs = client.search_runs([client.get_experiment_by_name("synthetic").experiment_id])
     assert len(runs) == 1  # the second call resumed the first call's run
     logged, written = runs[0].data.metrics, read_json(out)
-    assert logged["mAP"] == pytest.approx(written["plain"]["mAP"]) and logged["flip_R1"] == pytest.approx(
+    assert logged["eval/mAP"] == pytest.approx(written["plain"]["mAP"]) and logged["eval/flip_R1"] == pytest.approx(
         written["flip"]["R1"]
     )
     assert (out.parent / "seed0.mlflow" / "mlflow_run_id").read_text().strip() == runs[0].info.run_id

@@ -37,6 +37,7 @@ def imported_modules(*argv: str) -> set[str]:
         ("export-features", "--help"),
         ("synth", "--help"),
         ("runs", "--help"),
+        ("ui", "--help"),
         ("plan", "--help"),
     ],
 )

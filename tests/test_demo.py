@@ -14,11 +14,13 @@ import pytest
 
 from havana.config import load_yaml
 from havana.layout import Layout
-from havana.utils.tracking import run_name
+from havana.report.runs import DEFAULT_METRICS
+from havana.utils.tracking import CELL_SEPARATOR, CONFIG_HASH_TAG, LABEL_TAG, run_name
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
 DEMO = REPO / "config" / "demo.yaml"
+METADATA = "workflow/report/metadata.yaml"  # the report's first page: the summary and the tables
 
 
 def run_demo(workdir: Path, *extra: str) -> subprocess.CompletedProcess:
@@ -124,9 +126,12 @@ def test_demo_runs_end_to_end_and_a_second_run_does_nothing(tmp_path):
                 str(seed),
             )
             assert tags["table_cells"] and tags["mlflow.source.git.commit"] and tags["mlflow.project.entryPoint"]
-            assert {"mAP", "R1", "mINP", "flip_mAP", "flip_R1"} <= set(run.data.metrics), run.info.run_name
+            assert set(DEFAULT_METRICS) <= set(run.data.metrics), run.info.run_name
+            assert tags[CONFIG_HASH_TAG] and all(
+                tags[LABEL_TAG + cell.split(":")[0]] for cell in tags["table_cells"].split(CELL_SEPARATOR)
+            )
             written = json.loads(Path(layout.metrics(dataset, extractor, head, seed)).read_text())
-            assert run.data.metrics["mAP"] == pytest.approx(written["plain"]["mAP"])
+            assert run.data.metrics["eval/mAP"] == pytest.approx(written["plain"]["mAP"])
     # entries that train their own model (model_from extracts with another's model; import and features train none)
     trained = [
         extractor
@@ -170,12 +175,16 @@ def test_demo_runs_end_to_end_and_a_second_run_does_nothing(tmp_path):
             "\r" not in text and len(re.findall(rf"train-extractor {extractor}: epoch \d+/{epochs} ", text)) == epochs
         )
 
-    report = run_demo(tmp_path, "--report", str(results / "report.html"))
+    report = run_demo(tmp_path, "--report", str(results / "report.html"), "--report-metadata", str(REPO / METADATA))
     assert report.returncode == 0, report.stderr[-3000:]
     assert (results / "report.html").stat().st_size > 0
     pages = report_html_pages((results / "report.html").read_text(encoding="utf-8"))
     for name in [n for n in config["tables"] if re.fullmatch(r"table\d+", n)] + ["summary"]:  # each table inline
         assert sum(f'<table class="havana" id="{name}">' in page for page in pages) == 1, name
+    # The first page (the workflow description, a JSON string in the report) holds the summary and every table.
+    first_page = (results / "report.html").read_text(encoding="utf-8")
+    for name in [*config["tables"], "summary"]:
+        assert f'<table class=\\"havana\\" id=\\"{name}\\">' in first_page, name
 
     again = run_demo(tmp_path)
     assert again.returncode == 0

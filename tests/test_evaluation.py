@@ -41,6 +41,9 @@ def assert_same_metrics(got: dict, want: dict) -> None:
     assert got["mAP"] == pytest.approx(want["mAP"], abs=1e-6)
     assert got["mINP"] == pytest.approx(want["mINP"], abs=1e-6)
     assert got["cmc"] == want["cmc"]
+    assert got["per_query"]["index"] == want["per_query"]["index"]
+    assert got["per_query"]["first_match"] == want["per_query"]["first_match"]
+    assert got["per_query"]["ap"] == pytest.approx(want["per_query"]["ap"], abs=1e-6)
 
 
 @pytest.mark.parametrize("seed", range(6))

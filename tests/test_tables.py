@@ -438,3 +438,68 @@ def test_note_names_imports_and_heads_trained_without_augmentation(tmp_path: Pat
         config, model.table_spec(config, "table3"), SEEDS, ["market1501"]
     )
     assert "no augmentation" not in model.table_note(config, model.table_spec(config, "table3"), SEEDS, ["market1501"])
+
+
+def test_rows_show_their_difference_to_the_row_they_build_on_with_a_bootstrap_interval(tmp_path: Path) -> None:
+    """Table 3's pairs: each row's difference to its base row in every format, equal to the bootstrap of the kept
+    per-query scores; a clear gain is resolved (bold), a tie is not; mINP and files without per-query scores: n/a."""
+    from havana.report.bootstrap import cell_difference
+
+    config = make_config()
+    config["heads"]["rows"]["vnae"] = {"alpha": 0.2}
+    config["tables"]["table3"] = {
+        "caption": "Components.",
+        "columns": [{"metric": "mAP"}, {"metric": "R1"}, {"metric": "mINP"}],
+        "rows": [
+            {"label": "baseline", "dataset": "market1501", "extractor": "bot_r50", "row": "baseline"},
+            {"label": "V", "dataset": "market1501", "extractor": "bot_r50", "row": "vnae", "base": "baseline"},
+            {"label": "V+J+H+C", "dataset": "market1501", "extractor": "bot_r50", "row": "havana", "base": "V"},
+        ],
+    }
+    rng = np.random.default_rng(0)
+    root = tmp_path / "results"
+    base_ap = rng.uniform(0.3, 0.9, size=60)
+    blocks = {}
+    for head, shift in (("baseline", 0.0), ("vnae", 0.05), ("havana", 0.05)):
+        for seed in SEEDS:
+            ap = np.clip(base_ap + shift + rng.normal(0, 0.01, size=60), 0, 1).round(6)
+            first = np.where(ap > 0.5, 0, 3)
+            plain = {
+                "mAP": float(ap.mean()),
+                "R1": float(np.mean(first < 1)),
+                "mINP": 0.5,
+                "per_query": {"index": list(range(60)), "ap": ap.tolist(), "first_match": first.tolist()},
+            }
+            blocks.setdefault(head, {})[seed] = plain
+            write_metrics(root, "market1501", head, seed, plain, plain)
+    tables.write_table(config, "table3", tmp_path / "table3", Layout(results=str(root)))
+    rows = {row["method"]: row for row in read_csv(tmp_path / "table3.csv")}
+    assert rows["V"]["base"] == "baseline" and rows["baseline"]["base"] == ""
+    gain = cell_difference(blocks["vnae"], blocks["baseline"], "mAP", "V")
+    tie = cell_difference(blocks["havana"], blocks["vnae"], "mAP", "V+J+H+C")
+    assert gain.resolved and not tie.resolved
+    assert rows["V"]["mAP/vs_base"] == model.fmt(gain.estimate, signed=True) == "+5.0"
+    assert (rows["V"]["mAP/vs_base_low"], rows["V"]["mAP/vs_base_high"]) == (
+        model.fmt(gain.low, signed=True),
+        model.fmt(gain.high, signed=True),
+    )
+    assert rows["V"]["mAP/vs_base_resolved"] == "true" and rows["V+J+H+C"]["mAP/vs_base_resolved"] == "false"
+    means = {head: np.mean([100 * b["mAP"] for b in blocks[head].values()]) for head in blocks}
+    assert gain.estimate == pytest.approx(means["vnae"] - means["baseline"])  # the difference of the cells' means
+    assert rows["V"]["mINP/vs_base"] == "" and rows["baseline"]["mAP/vs_base"] == ""
+    md = (tmp_path / "table3.md").read_text()
+    assert f"**{model.difference_text(gain)}**" in md and f"| {model.difference_text(tie)} |" in md
+    assert "V − baseline; V+J+H+C − V" in md
+    assert rf"\textbf{{{model.difference_text(gain)}}}" in (tmp_path / "table3.tex").read_text()
+    [html_rows] = html_tables((tmp_path / "table3.html").read_text())
+    assert [text for text, _ in html_rows[1]] == ["ours", "paper", "Δ", "vs base"] * 3
+    v_row = next(row for row in html_rows[2:] if row[0][0].startswith("V vs"))
+    assert v_row[5] == (model.difference_text(gain), "num resolved") and v_row[13] == ("n/a", "num")  # after Dataset
+
+    for seed in SEEDS:  # metrics written before per-query scores were kept: no interval, the table still renders
+        write_metrics(root, "market1501", "vnae", seed, {"mAP": 0.5, "R1": 0.5, "mINP": 0.5}, {})
+    tables.write_table(config, "table3", tmp_path / "old", Layout(results=str(root)))
+    assert {row["method"]: row for row in read_csv(tmp_path / "old.csv")}["V"]["mAP/vs_base"] == ""
+    config["tables"]["table3"]["rows"][1]["base"] = "V"
+    with pytest.raises(HavanaError, match="not the label of another row"):
+        model.table_spec(config, "table3")

@@ -104,7 +104,19 @@ def evaluation_run(args: argparse.Namespace, record: dict[str, Any], attrs: dict
         args.run_name or run_name(row or out.stem, args.seed, extractor, dataset),
         out.with_name(out.stem + ".mlflow"),
         params=provenance.to_plain(record),
-        tags=cell_tags(dataset, extractor, row, args.seed, fed or ()),
+        tags=cell_tags(
+            dataset,
+            extractor,
+            row,
+            args.seed,
+            fed or (),
+            {  # the config_hash tag: the extractor's features and the evaluation, without the seed
+                "dataset": dataset,
+                "extractor": {"name": extractor, "config_hash": attrs.get("config_hash")},
+                "evaluation": record["evaluation"],
+                "rerank": record["rerank"],
+            },
+        ),
     ) as tracker:
         yield tracker
 
@@ -141,12 +153,12 @@ def run(args: argparse.Namespace) -> int:
         except BaseException:
             provenance_path.unlink(missing_ok=True)
             raise
-        tracker.log_metrics(
+        tracker.log_metrics(  # eval/…: a section of its own in MLflow's charts, apart from the loss/ and grad/ ones
             {
-                f"{prefix}{key}": value
+                f"eval/{prefix}{key}": value
                 for prefix, block in (("", plain), ("flip_", flip))
                 for key, value in block.items()
-                if key != "cmc"
+                if key not in ("cmc", "per_query")
             }
         )
         tracker.log_artifact(out, "evaluation")

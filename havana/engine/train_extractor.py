@@ -42,6 +42,8 @@ from havana.utils.progress import Progress
 from havana.utils.seeding import seed_everything
 from havana.utils.tracking import job_run
 
+TRAIN = ("accuracy", "images_per_s", "lr")  # logged as train/<name>, the losses as loss/<name>: one chart section each
+
 
 @dataclass
 class TrainResult:
@@ -231,7 +233,7 @@ def train_extractor(
             )
             metrics["lr"] = optimizer.param_groups[0]["lr"]
             scheduler.step()
-            run.log_epoch(epoch + 1, metrics)
+            run.log_epoch(epoch + 1, {f"{'train' if k in TRAIN else 'loss'}/{k}": v for k, v in metrics.items()})
             shown.update(1, **{("images/s" if k == "images_per_s" else k): v for k, v in metrics.items()})
             if epoch + 1 < train.epochs and checkpointer.due(epoch_end=True):
                 save(epoch + 1, rng_states(), None, f"epoch {epoch + 1}")
@@ -239,7 +241,7 @@ def train_extractor(
         model_path = out_dir / MODEL_FILE
         save_extractor(model_path, model, config, len(labels))
         provenance.write_beside(model_path, params)
-        run.log_metrics({f"final_{k}": v for k, v in metrics.items()})
+        run.log_metrics({f"final/{k}": v for k, v in metrics.items()})
         run.log_artifact(model_path.with_name(MODEL_FILE + ".provenance.yaml"))
     checkpointer.remove()
     return TrainResult(model_path=model_path, epochs=train.epochs, last_metrics=metrics)

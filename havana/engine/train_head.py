@@ -309,6 +309,18 @@ def epoch_diagnostics(
         return loss_diagnostics(model, features[index, 0], labels[index], row, train.label_smoothing)
 
 
+def chart_names(means: dict[str, float]) -> dict[str, float]:
+    """An epoch's means under the names MLflow logs them by, one chart section per prefix: loss/<term> (total and
+    the loss terms), grad/<term> (the term's share of the gradient) and hinge/<name> (hard_pos, hard_neg, active)."""
+    return {
+        f"grad/{name[5:]}" if name.startswith("grad_") else f"hinge/{name}" if name in HINGE else f"loss/{name}": value
+        for name, value in means.items()
+    }
+
+
+HINGE = ("hard_pos", "hard_neg", "active")  # loss_diagnostics' measures of the triplet hinge
+
+
 def _check_runs(runs: Sequence[HeadRun]) -> None:
     if not runs:
         raise HavanaError("train-head needs at least one seed.")
@@ -384,6 +396,12 @@ def train_heads(
         )
 
     extractor = str(feature_file.attrs.get("extractor", ""))
+    configuration = {  # the config_hash tag: the row, training and inputs without the seed, device or interval
+        "row": row,
+        "train": replace(train, device="any", checkpoint_minutes=0),
+        "dataset": runs[0].dataset,
+        "extractor": {"name": extractor, "config_hash": feature_file.attrs.get("config_hash")},
+    }
     with ExitStack() as contexts:
         trackers = []
         for run in runs:
@@ -394,7 +412,7 @@ def train_heads(
                 "dataset": run.dataset,
                 "extractor": extractor,
             }
-            tags = cell_tags(run.dataset, extractor, run.row_name, run.seed, run.table_cells)
+            tags = cell_tags(run.dataset, extractor, run.row_name, run.seed, run.table_cells, configuration)
             name = run.run_name or run_name(run.row_name, run.seed, extractor, run.dataset)
             trackers.append(
                 contexts.enter_context(job_run(run.tracking_uri, run.dataset, name, run.out_dir, params, tags=tags))
@@ -436,7 +454,7 @@ def train_heads(
                 )
                 histories[head].append({"epoch": epoch + 1, **{t: 0 for t in TERMS}, **head_means, "lr": train.lr})
                 atomic.write_text(outs[head] / HEAD_FILES["history"], _history_csv(histories[head]))
-                trackers[head].log_epoch(epoch + 1, head_means)
+                trackers[head].log_epoch(epoch + 1, chart_names(head_means))
                 images_per_s = len(samplers[head]) * train.p * train.k / seconds  # this head's share of the epoch
                 shown[head].update(1, **head_means, lr=train.lr, **{"images/s": round(images_per_s)})
             if epoch + 1 < train.epochs and checkpointer.due(epoch_end=True):

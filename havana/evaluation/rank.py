@@ -101,6 +101,7 @@ class _GalleryIndex:
 class _ChunkResult:
     """Per-query outcomes of one chunk, for the valid queries only (CPU, float64 where fractional)."""
 
+    query: np.ndarray  # row of each valid query within the chunk
     average_precision: np.ndarray
     inverse_negative_penalty: np.ndarray
     first_rank: np.ndarray  # 0-based rank of the first true match
@@ -113,7 +114,7 @@ def _score_chunk(
     gallery (the block is overwritten)."""
     rows_in_chunk, columns_in_chunk = dist.shape
     device = dist.device
-    empty = _ChunkResult(np.zeros(0), np.zeros(0), np.zeros(0, dtype=np.int64))
+    empty = _ChunkResult(np.zeros(0, dtype=np.int64), np.zeros(0), np.zeros(0), np.zeros(0, dtype=np.int64))
     if len(gallery.unique_pids) == 0:
         return empty
     # Columns of the query's identity (matches, and same-camera junk), padded to the chunk's widest identity.
@@ -167,6 +168,7 @@ def _score_chunk(
     first = rank[segment_start[valid]]
     last = rank[segment_end[valid] - 1]
     return _ChunkResult(
+        query=torch.nonzero(valid).squeeze(1).cpu().numpy(),
         average_precision=(ap_sum[valid] / count.double()).cpu().numpy(),
         inverse_negative_penalty=(count.double() / (last + 1).double()).cpu().numpy(),
         first_rank=first.cpu().numpy(),
@@ -218,7 +220,10 @@ def evaluate(
     where the query features are) in chunks of `chunk_size` queries; `progress`, if given, labels a
     progress line per chunk (havana.utils.progress) in the job's log. `rerank` applies k-reciprocal re-ranking first,
     on the gallery without its junk (pid -1), as torchreid and fast-reid do.
-    Returns {"mAP", "mINP" (fractions), "cmc" (list, cmc[k-1] = Rank-k fraction, length max_rank), "num_valid_queries"}.
+    Returns {"mAP", "mINP" (fractions), "cmc" (list, cmc[k-1] = Rank-k fraction, length max_rank), "num_valid_queries",
+    "per_query"}: per_query holds, for each valid query in order, its "index" among the queries, its "ap" and its
+    0-based "first_match" rank, from which every aggregate but mINP is recomputed (a paired bootstrap over queries,
+    havana.report.bootstrap, resamples them).
     """
     check_metric(metric)
     if isinstance(max_rank, bool) or not isinstance(max_rank, int) or max_rank < 1:
@@ -243,9 +248,11 @@ def evaluate(
             qf, ranked, rerank, metric=metric, chunk_size=rows, progress=progress is not None
         )
     results = []
+    starts = []
     for start, block in shown_progress(chunks, progress, -(-len(qf) // rows), unit="chunk") if progress else chunks:
         stop = start + len(block)
         results.append(_score_chunk(block, q_pids[start:stop], q_camids[start:stop], gallery))
+        starts.append(start)
 
     ap = np.concatenate([r.average_precision for r in results]) if results else np.zeros(0)
     if len(ap) == 0:
@@ -261,6 +268,11 @@ def evaluate(
         "mINP": float(np.mean(inp)),
         "cmc": (np.cumsum(hits) / len(ap)).tolist(),
         "num_valid_queries": int(len(ap)),
+        "per_query": {
+            "index": np.concatenate([r.query + start for r, start in zip(results, starts)]).tolist(),
+            "ap": ap.tolist(),
+            "first_match": first.tolist(),
+        },
     }
 
 

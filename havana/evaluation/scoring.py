@@ -93,14 +93,25 @@ def embed_test_splits(
     return {name: encode(head, data[name].features, device, logvar=logvar) for name in TEST_SPLITS}
 
 
+AP_DECIMALS = 6  # per-query AP kept to 1e-6 (1e-4 points): the file stays small and no delta moves
+
+
 def metrics_entry(result: dict[str, Any]) -> dict[str, Any]:
-    """evaluate()'s result with R1/R5/R10 read off the CMC, as written to the metrics JSON."""
+    """evaluate()'s result with R1/R5/R10 read off the CMC, as written to the metrics JSON; its "per_query" block
+    (each valid query's index, AP and first-match rank) lets the tables put an interval on a difference between two
+    rows (havana.report.bootstrap)."""
+    per_query = result["per_query"]
     return {
         "mAP": result["mAP"],
         "mINP": result["mINP"],
         **{f"R{k}": result["cmc"][k - 1] for k in REPORTED_RANKS},
         "cmc": result["cmc"],
         "num_valid_queries": result["num_valid_queries"],
+        "per_query": {
+            "index": per_query["index"],
+            "ap": [round(value, AP_DECIMALS) for value in per_query["ap"]],
+            "first_match": per_query["first_match"],
+        },
     }
 
 

@@ -22,22 +22,25 @@ VERDICT_CLASSES = {
     table_model.NOT_RUN: "missing",
 }
 STYLE = """
-body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; font-size: 13px; margin: 12px;
-       color: #222; }
-caption { caption-side: top; text-align: left; font-weight: 600; padding: 4px 0 8px; }
-table.havana { border-collapse: collapse; }
-table.havana th, table.havana td { padding: 3px 8px; border-bottom: 1px solid #ddd; white-space: nowrap; }
-table.havana thead th { border-bottom: 2px solid #444; text-align: center; }
-table.havana td.num { text-align: right; font-variant-numeric: tabular-nums; }
-table.havana td.paper { color: #555; }
-table.havana tr.group td { font-style: italic; background: #f4f4f4; }
-.ok { background: #d9f2d9; color: #1a6b1a; }
-.bad { background: #f8d7d7; color: #9b1c1c; }
-.missing { background: #eee; color: #777; }
-.unsure { background: #fdf3d0; color: #7a5b00; }
-.unjudged { color: #555; font-style: italic; }
-p.note { max-width: 70em; color: #444; }
-span.legend { padding: 1px 6px; margin-right: 6px; }
+div.havana { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; font-size: 13px; margin: 12px;
+             color: #222; }
+div.havana caption { caption-side: top; text-align: left; font-weight: 600; padding: 4px 0 8px; }
+div.havana table.havana { border-collapse: collapse; }
+div.havana table.havana th, div.havana table.havana td { padding: 3px 8px; border-bottom: 1px solid #ddd;
+                                                         white-space: nowrap; }
+div.havana table.havana thead th { border-bottom: 2px solid #444; text-align: center; }
+div.havana table.havana td.num { text-align: right; font-variant-numeric: tabular-nums; }
+div.havana table.havana td.paper { color: #555; }
+div.havana table.havana tr.group td { font-style: italic; background: #f4f4f4; }
+div.havana .ok { background: #d9f2d9; color: #1a6b1a; }
+div.havana .bad { background: #f8d7d7; color: #9b1c1c; }
+div.havana .missing { background: #eee; color: #777; }
+div.havana .unsure { background: #fdf3d0; color: #7a5b00; }
+div.havana .unjudged { color: #555; font-style: italic; }
+div.havana .resolved { font-weight: 700; }
+div.havana span.base { color: #777; font-size: 11px; }
+div.havana p.note { max-width: 70em; color: #444; }
+div.havana span.legend { padding: 1px 6px; margin-right: 6px; }
 """
 LEGEND = (
     '<p class="note">Δ = reproduced − paper, in points: <span class="legend ok">reproduced</span>'
@@ -48,9 +51,11 @@ LEGEND = (
 
 
 def _page(title: str, body: str) -> str:
+    """A page whose style reaches only its own <div class="havana">: the report's first page embeds these pages
+    (workflow/report/workflow.rst) without restyling the report around them."""
     return (
-        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
-        f"<style>{STYLE}</style></head>\n<body>\n{body}\n</body></html>\n"
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title></head>\n'
+        f'<body><div class="havana">\n<style>{STYLE}</style>\n{body}\n</div></body></html>\n'
     )
 
 
@@ -63,31 +68,30 @@ def render_table(
 ) -> str:
     """One paper table as an HTML page: two header rows (column titles spanning ours / paper / Δ), group rows."""
     lead = 2 if model.has_dataset_column else 1
+    subs = table_model.sub_columns(model)
     top = '<th rowspan="2">Method</th>' + ('<th rowspan="2">Dataset</th>' if lead == 2 else "")
-    top += "".join(f'<th colspan="3">{html.escape(table_model.column_title(c))}</th>' for c in model.columns)
-    sub = "<th>ours</th><th>paper</th><th>Δ</th>" * len(model.columns)
-    rows, group = [], None
+    top += "".join(f'<th colspan="{len(subs)}">{html.escape(table_model.column_title(c))}</th>' for c in model.columns)
+    sub = "".join(f"<th>{html.escape(name)}</th>" for name in subs) * len(model.columns)
+    rows, group, width = [], None, lead + len(subs) * len(model.columns)
     for row in model.rows:
         if row.group != group:
             group = row.group
-            rows.append(
-                f'<tr class="group"><td colspan="{lead + 3 * len(model.columns)}">{html.escape(group)}</td></tr>'
-            )
-        cells = [_cell(row.label, "label")] + ([_cell(dataset_title(row.dataset), "label")] if lead == 2 else [])
-        if row.spec is None:
-            for value in row.reported:
-                cells += [_cell(""), _cell(table_model.paper_text(value), "num paper"), _cell("")]
-        else:
-            for column, cell in zip(model.columns, row.cells):
+            rows.append(f'<tr class="group"><td colspan="{width}">{html.escape(group)}</td></tr>')
+        base = row.spec.base if row.spec is not None else None
+        label = html.escape(row.label) + (f' <span class="base">vs {html.escape(base)}</span>' if base else "")
+        cells = [f'<td class="label">{label}</td>']
+        cells += [_cell(dataset_title(row.dataset), "label")] if lead == 2 else []
+        for index, texts in enumerate(table_model.row_texts(model, row)):
+            classes = ["num", "num paper", "num", "num"]
+            if row.spec is not None:
+                column, cell = model.columns[index], row.cells[index]
                 reason = reasons(column.dataset or row.spec.dataset or "", row.spec.extractor)
-                judged = (
-                    "" if cell.paper is None else " " + VERDICT_CLASSES[table_model.verdict(cell, tolerance, reason)]
-                )
-                cells += [
-                    _cell(table_model.cell_text(cell)),
-                    _cell(table_model.paper_text(cell.paper), "num paper"),
-                    _cell(table_model.delta_text(cell), "num" + judged),
-                ]
+                if cell.paper is not None:
+                    classes[2] += " " + VERDICT_CLASSES[table_model.verdict(cell, tolerance, reason)]
+            cells += [
+                _cell(text, classes[position] + (" resolved" if resolved else ""))
+                for position, (text, resolved) in enumerate(texts)
+            ]
         rows.append("<tr>" + "".join(cells) + "</tr>")
     display = table_model.display_name(model.name)
     title = model.caption if model.caption.startswith(display) else f"{display}. {model.caption}"

@@ -21,6 +21,7 @@ from havana.data.datasets import dataset_title, is_synthetic
 from havana.errors import HavanaError
 from havana.layout import BASELINE, Layout, require
 from havana.models.extractor_config import extractor_config
+from havana.report.bootstrap import Difference, cell_difference
 
 METRICS = ("mAP", "mINP", "R1", "R5", "R10")
 
@@ -45,6 +46,7 @@ class RowSpec:
     dataset: str | None = None  # needed when a column names no dataset
     flip: bool = False  # True: the metrics JSON's "flip" block (flip-test features), else "plain"
     paper: list[float | None] = field(default_factory=list)  # the paper's value per column, null where none
+    base: str | None = None  # the label of the row this one builds on: its cells show the difference to that row
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,8 @@ class TableRow:
     spec: RowSpec | None
     cells: tuple[Cell, ...] = ()
     reported: tuple[float | None, ...] = ()
+    differences: tuple[Difference | None, ...] = ()  # per column, to the row spec.base (None: no base, or no per-query
+    # scores in its metrics, or mINP)
 
 
 @dataclass(frozen=True)
@@ -111,6 +115,11 @@ class TableModel:
     @property
     def has_dataset_column(self) -> bool:
         return any(column.dataset is None for column in self.columns)
+
+    @property
+    def has_base(self) -> bool:
+        """Whether some row builds on another (then every renderer shows a 'vs base' sub-column)."""
+        return any(row.spec is not None and row.spec.base is not None for row in self.rows)
 
 
 def column_title(column: ColumnSpec) -> str:
@@ -142,6 +151,16 @@ def table_spec(config: Mapping[str, Any], name: str) -> TableSpec:
             )
         if row.dataset is None and any(column.dataset is None for column in spec.columns):
             raise HavanaError(f"{where} names no dataset but some columns do not either; add 'dataset:' to the row.")
+        if row.base is not None:
+            base = next((other for other in spec.rows if other.label == row.base and other is not row), None)
+            if base is None:
+                raise HavanaError(
+                    f"{where} builds on '{row.base}', which is not the label of another row of the table."
+                )
+            if any((column.dataset or row.dataset) != (column.dataset or base.dataset) for column in spec.columns):
+                raise HavanaError(
+                    f"{where} builds on '{row.base}', a row on another dataset; pair rows of one dataset."
+                )
     for row in spec.literature:
         if len(row.values) != width:
             raise HavanaError(
@@ -241,16 +260,41 @@ def build_table(
             for lit in spec.literature
             if lit.group == group
         )
-    for row, row_keys in zip(spec.rows, cell_keys(spec, seeds, active)):
-        cells = []
+    all_keys = cell_keys(spec, seeds, active)
+    by_label = {row.label: (row, keys) for row, keys in zip(spec.rows, all_keys)}
+    for row, row_keys in zip(spec.rows, all_keys):
+        base, base_keys = by_label.get(row.base, (None, None))  # (None, None): the row builds on none
+        cells, differences = [], []
         for index, (column, keys) in enumerate(zip(spec.columns, row_keys)):
             values = tuple(metric_percent(metrics[key], key, column.metric, row.flip) for key in keys)
             paper = row.paper[index] if row.paper else None
             cells.append(Cell(values=values, expected=len(seeds), paper=paper))
+            differences.append(
+                None
+                if base is None or not keys
+                else cell_difference(
+                    _blocks(metrics, keys, row.flip),
+                    _blocks(metrics, base_keys[index], base.flip),
+                    column.metric,
+                    f"{display_name(name)} '{row.label}' vs '{base.label}'",
+                )
+            )
         rows.append(
-            TableRow(label=row.label, group=REPRODUCED_GROUP, dataset=row.dataset, spec=row, cells=tuple(cells))
+            TableRow(
+                label=row.label,
+                group=REPRODUCED_GROUP,
+                dataset=row.dataset,
+                spec=row,
+                cells=tuple(cells),
+                differences=tuple(differences),
+            )
         )
     return TableModel(name=name, caption=spec.caption, columns=tuple(spec.columns), rows=tuple(rows), note=note)
+
+
+def _blocks(metrics: Mapping[RunKey, Mapping[str, Any]], keys: Sequence[RunKey], flip: bool) -> dict[int, Any]:
+    """The "flip" or "plain" block of each seed's metrics JSON of one cell, by seed."""
+    return {key[3]: metrics[key].get("flip" if flip else "plain") or {} for key in keys}
 
 
 def single_view_extractors(metrics: Mapping[RunKey, dict]) -> list[str]:
@@ -325,7 +369,19 @@ def table_note(
         "— : the paper gives no value."
     )
     literature = " Literature rows are the values reported in the paper, not reproduced." if spec.literature else ""
-    return "; ".join(parts) + "." + literature + " " + legend
+    pairs = [f"{row.label} − {row.base}" for row in spec.rows if row.base is not None]
+    base = (
+        " vs base: the row minus the row it builds on ("
+        + "; ".join(pairs)
+        + f") with its {BASE_LEVEL_TEXT} (bold: resolved, the interval excludes 0; n/a: no per-query "
+        "scores kept, or mINP)."
+        if pairs
+        else ""
+    )
+    return "; ".join(parts) + "." + literature + " " + legend + base
+
+
+BASE_LEVEL_TEXT = "95% interval from a paired bootstrap over queries and seeds (havana.report.bootstrap)"
 
 
 def fmt(value: float | None, signed: bool = False) -> str:
@@ -352,6 +408,49 @@ def delta_text(cell: Cell) -> str:
     if cell.paper is None:
         return "—"
     return fmt(cell.delta, signed=True)
+
+
+def interval_text(difference: Difference | None) -> str:
+    """'[+0.2, +1.1]': the 95% interval of a difference, in points; 'n/a' without one."""
+    if difference is None:
+        return "n/a"
+    return f"[{fmt(difference.low, signed=True)}, {fmt(difference.high, signed=True)}]"
+
+
+def difference_text(difference: Difference | None) -> str:
+    """'+0.7 [+0.2, +1.1]': a difference to the base row with its 95% interval, in points; 'n/a' without one."""
+    if difference is None:
+        return "n/a"
+    return f"{fmt(difference.estimate, signed=True)} {interval_text(difference)}"
+
+
+SUB_COLUMNS = ("ours", "paper", "Δ")
+BASE_SUB_COLUMN = "vs base"  # a fourth sub-column when some row builds on another
+
+
+def sub_columns(model: TableModel) -> tuple[str, ...]:
+    """The sub-columns under each column title."""
+    return (*SUB_COLUMNS, BASE_SUB_COLUMN) if model.has_base else SUB_COLUMNS
+
+
+def row_texts(model: TableModel, row: TableRow) -> list[list[tuple[str, bool]]]:
+    """Per column of one row, (text, resolved) of each sub-column: reproduced, paper, delta and, when the table has
+    base rows, the difference to the base row (resolved: its interval excludes 0); literature rows fill only the
+    paper slot."""
+    with_base = model.has_base
+    if row.spec is None:
+        return [
+            [("", False), (paper_text(value), False), ("", False)] + [("", False)] * with_base for value in row.reported
+        ]
+    texts = []
+    for index, cell in enumerate(row.cells):
+        column = [(cell_text(cell), False), (paper_text(cell.paper), False), (delta_text(cell), False)]
+        if with_base:
+            difference = row.differences[index] if row.spec.base is not None else None
+            shown = difference_text(difference) if row.spec.base is not None else ""
+            column.append((shown, difference is not None and difference.resolved))
+        texts.append(column)
+    return texts
 
 
 def display_name(name: str) -> str:

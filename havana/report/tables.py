@@ -15,19 +15,17 @@ from havana.layout import seeds as config_seeds
 from havana.report import html
 from havana.report.model import (
     TableModel,
-    TableRow,
     build_table,
-    cell_text,
     collect_metrics,
     column_title,
     dataset_title,
-    delta_text,
     display_name,
     fmt,
     not_judged_reason,
-    paper_text,
     required_runs,
+    row_texts,
     single_view_extractors,
+    sub_columns,
     summary_config,
     table_note,
     table_spec,
@@ -35,26 +33,22 @@ from havana.report.model import (
 from havana.utils import atomic, provenance
 
 
-def _row_triples(model: TableModel, row: TableRow) -> list[tuple[str, str, str]]:
-    """(reproduced, paper, delta) texts per column of one row; literature rows fill only the paper slot."""
-    if row.spec is None:
-        return [("", paper_text(value), "") for value in row.reported]
-    return [(cell_text(cell), paper_text(cell.paper), delta_text(cell)) for cell in row.cells]
-
-
 def render_markdown(model: TableModel) -> str:
     """A Markdown table: per column three sub-columns (reproduced, paper, Δ), group headings, caption and note."""
     head = ["Method"] + (["Dataset"] if model.has_dataset_column else [])
+    subs = sub_columns(model)
     for column in model.columns:
         title = column_title(column)
-        head += [f"{title} (ours)", f"{title} (paper)", f"{title} Δ"]
+        head += [f"{title} (ours)", f"{title} (paper)", f"{title} Δ", f"{title} vs base"][: len(subs)]
     display = display_name(model.name)
     title = model.caption if model.caption.startswith(display) else f"{display}. {model.caption}"
     lines = [
         f"**{title}**",
         "",
         "| " + " | ".join(head) + " |",
-        "|" + "|".join([":--"] * (len(head) - 3 * len(model.columns)) + ["--:"] * 3 * len(model.columns)) + "|",
+        "|"
+        + "|".join([":--"] * (len(head) - len(subs) * len(model.columns)) + ["--:"] * len(subs) * len(model.columns))
+        + "|",
     ]
     group = None
     for row in model.rows:
@@ -62,26 +56,29 @@ def render_markdown(model: TableModel) -> str:
             group = row.group
             lines.append("| " + " | ".join([f"*{group}*"] + [""] * (len(head) - 1)) + " |")
         cells = [row.label] + ([dataset_title(row.dataset)] if model.has_dataset_column else [])
-        cells += [text for triple in _row_triples(model, row) for text in triple]
+        cells += [f"**{text}**" if resolved else text for column in row_texts(model, row) for text, resolved in column]
         lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
     lines += ["", f"*Note.* {model.note}", ""]
     return "\n".join(lines)
 
 
 def render_csv(model: TableModel) -> str:
-    """A wide CSV: one line per displayed row, per column mean, std, seeds found/expected, paper and delta."""
-    head = ["group", "method", "dataset", "extractor", "row", "flip"]
+    """A wide CSV: one line per displayed row, per column mean, std, seeds found/expected, paper and delta; with base
+    rows also the base row's label and per column the difference to it, its 95% interval and whether it is resolved."""
+    base_fields = ("vs_base", "vs_base_low", "vs_base_high", "vs_base_resolved") if model.has_base else ()
+    head = ["group", "method", "dataset", "extractor", "row", "flip"] + ["base"] * model.has_base
     for column in model.columns:
         prefix = f"{column.dataset}/{column.metric}" if column.dataset else column.metric
         head += [f"{prefix}/mean", f"{prefix}/std", f"{prefix}/seeds", f"{prefix}/paper", f"{prefix}/delta"]
+        head += [f"{prefix}/{name}" for name in base_fields]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(head)
     for row in model.rows:
         if row.spec is None:
-            line = [row.group, row.label, "", "", "", ""]
+            line = [row.group, row.label, "", "", "", ""] + [""] * model.has_base
             for value in row.reported:
-                line += ["", "", "", "" if value is None else fmt(value), ""]
+                line += ["", "", "", "" if value is None else fmt(value), ""] + [""] * len(base_fields)
         else:
             line = [
                 row.group,
@@ -90,8 +87,8 @@ def render_csv(model: TableModel) -> str:
                 row.spec.extractor,
                 row.spec.row,
                 str(row.spec.flip).lower(),
-            ]
-            for cell in row.cells:
+            ] + [row.spec.base or ""] * model.has_base
+            for index, cell in enumerate(row.cells):
                 line += [
                     "" if cell.mean is None else fmt(cell.mean),
                     "" if cell.std is None else fmt(cell.std),
@@ -99,6 +96,17 @@ def render_csv(model: TableModel) -> str:
                     "" if cell.paper is None else fmt(cell.paper),
                     "" if cell.delta is None else fmt(cell.delta, signed=True),
                 ]
+                difference = row.differences[index] if base_fields else None
+                line += (
+                    [
+                        fmt(difference.estimate, signed=True),
+                        fmt(difference.low, signed=True),
+                        fmt(difference.high, signed=True),
+                        str(difference.resolved).lower(),
+                    ]
+                    if difference is not None
+                    else [""] * len(base_fields)
+                )
         writer.writerow(line)
     return buffer.getvalue()
 
@@ -128,22 +136,28 @@ def latex_escape(text: str) -> str:
 
 
 def render_latex(model: TableModel) -> str:
-    """A booktabs LaTeX table: column titles spanning (ours, paper, Δ) sub-columns, group headings, note below."""
+    """A booktabs LaTeX table: column titles spanning (ours, paper, Δ[, vs base]) sub-columns, group headings, note
+    below; a resolved difference to the base row in bold."""
     lead = 2 if model.has_dataset_column else 1
-    width = lead + 3 * len(model.columns)
-    spans = " & ".join(rf"\multicolumn{{3}}{{c}}{{{latex_escape(column_title(c))}}}" for c in model.columns)
-    rules = " ".join(rf"\cmidrule(lr){{{lead + 3 * i + 1}-{lead + 3 * i + 3}}}" for i in range(len(model.columns)))
+    subs = sub_columns(model)
+    n = len(subs)
+    width = lead + n * len(model.columns)
+    spans = " & ".join(rf"\multicolumn{{{n}}}{{c}}{{{latex_escape(column_title(c))}}}" for c in model.columns)
+    rules = " ".join(rf"\cmidrule(lr){{{lead + n * i + 1}-{lead + n * i + n}}}" for i in range(len(model.columns)))
     lines = [
         r"\begin{table}[t]",
         r"\centering",
         r"\small",
         rf"\caption{{{latex_escape(model.caption)}}}",
         rf"\label{{tab:{model.name}}}",
-        r"\begin{tabular}{" + "l" * lead + "rrr" * len(model.columns) + "}",
+        r"\begin{tabular}{" + "l" * lead + "r" * n * len(model.columns) + "}",
         r"\toprule",
         "Method" + (" & Dataset" if lead == 2 else "") + " & " + spans + r" \\",
         rules,
-        " & " * (lead - 1) + " & " + " & ".join([r"Ours & Paper & $\Delta$"] * len(model.columns)) + r" \\",
+        " & " * (lead - 1)
+        + " & "
+        + " & ".join([r"Ours & Paper & $\Delta$" + r" & vs base" * model.has_base] * len(model.columns))
+        + r" \\",
         r"\midrule",
     ]
     group = None
@@ -153,9 +167,13 @@ def render_latex(model: TableModel) -> str:
                 lines.append(r"\midrule")
             group = row.group
             lines.append(rf"\multicolumn{{{width}}}{{l}}{{\textit{{{latex_escape(group)}}}}} \\")
-        cells = [row.label] + ([dataset_title(row.dataset)] if lead == 2 else [])
-        cells += [text for triple in _row_triples(model, row) for text in triple]
-        lines.append(" & ".join(latex_escape(cell) for cell in cells) + r" \\")
+        cells = [latex_escape(row.label)] + ([latex_escape(dataset_title(row.dataset))] if lead == 2 else [])
+        cells += [
+            rf"\textbf{{{latex_escape(text)}}}" if resolved else latex_escape(text)
+            for column in row_texts(model, row)
+            for text, resolved in column
+        ]
+        lines.append(" & ".join(cells) + r" \\")
     lines += [
         r"\bottomrule",
         r"\end{tabular}",

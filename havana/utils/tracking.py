@@ -27,6 +27,8 @@ from havana.layout import RUN_ID_FILE
 from havana.utils import atomic, provenance
 
 CELL_SEPARATOR = "; "  # between the table cells of the table_cells tag (havana.report.runs splits on it)
+CONFIG_HASH_TAG = "config_hash"  # the hash of a run's resolved job config without its seed: one per configuration
+LABEL_TAG = "label."  # + a table name: the run's row label in that table, e.g. label.table3 = "V+J+H"
 EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")  # the UI opens the runs table, not GenAI traces
 RETRY_ATTEMPTS = 12  # bounded: about a minute of backoff in total before giving up
 RETRY_FIRST_DELAY_S = 0.05
@@ -179,8 +181,12 @@ def cell_tags(
     row: str | None = None,
     seed: int | None = None,
     table_cells: list[str] | tuple[str, ...] = (),
+    configuration: Any = None,
 ) -> dict[str, str]:
-    """The tags that make runs filterable and groupable in the UI: dataset, extractor, row, seed, table_cells."""
+    """The tags that make runs filterable and groupable in the UI: dataset, extractor, row, seed, table_cells, the
+    row's label in each table it feeds (label.<table>, what the paper prints) and, given the run's resolved job config
+    without its seed (`configuration`), its hash (config_hash): the seeds of one configuration share it, an edited
+    row gets another."""
     tags = {"dataset": dataset, "extractor": extractor}
     if row is not None:
         tags["row"] = row
@@ -188,6 +194,11 @@ def cell_tags(
         tags["seed"] = str(seed)
     if table_cells:
         tags["table_cells"] = CELL_SEPARATOR.join(table_cells)
+        for cell in table_cells:
+            table, label = cell.split(":", 1)
+            tags.setdefault(LABEL_TAG + table, label)
+    if configuration is not None:
+        tags[CONFIG_HASH_TAG] = provenance.config_hash(configuration)
     return tags
 
 

@@ -22,6 +22,7 @@ from havana.dag import jobs
 from havana.data.datasets import is_synthetic
 from havana.errors import HavanaError
 from havana.models.extractor_config import extractor_config
+from havana.report.model import display_name
 from havana.utils.tracking import run_name
 
 SEEDS = [int(seed) for seed in config["seeds"]]
@@ -136,14 +137,38 @@ def evaluate_inputs(wildcards):
     return inputs
 
 
+# The report's categories. Its side list sorts them by name, so a number leads each: the summary and the tables come
+# first, the figures next and the Markdown/CSV/LaTeX downloads last (its first page shows the summary and every HTML
+# table: workflow/report/workflow.rst).
+REPORT_CATEGORIES = {
+    "summary": "1. Reproduction summary",
+    "tables": "2. Tables",
+    "figures": "3. Figures",
+    "downloads": "4. Downloads (md, csv, tex)",
+}
+
+
 def table_outputs(name):
-    """The four formats of one table (or the summary), each wrapped in report() with the table caption."""
-    return {
-        ext: report(
+    """The four formats of one table (or the summary), each wrapped in report() with the table caption: the HTML page
+    under the summary's or the tables' category, the others under the downloads, one subcategory per table."""
+    return {ext: table_report(name, ext) for ext in layout.TABLE_FORMATS}
+
+
+def table_report(name, ext):
+    """One format of one table as a report() output."""
+    title = display_name(name)
+    if ext == "html":
+        kind = "summary" if name == layout.SUMMARY else "tables"
+        return report(
             LAYOUT.table(name, ext),
             caption="../report/table.rst",
-            category="Tables",
-            labels={"table": name, "format": ext},
+            category=REPORT_CATEGORIES[kind],
+            labels={"table": title},
         )
-        for ext in layout.TABLE_FORMATS
-    }
+    return report(
+        LAYOUT.table(name, ext),
+        caption="../report/table.rst",
+        category=REPORT_CATEGORIES["downloads"],
+        subcategory=title,
+        labels={"table": title, "format": ext},
+    )

@@ -54,7 +54,7 @@ for _figure in FIGURES:
             report(
                 LAYOUT.figure(_figure),
                 caption=f"../report/{_figure}.rst",
-                category="Figures",
+                category=REPORT_CATEGORIES["figures"],
                 labels={"figure": _figure},
             ),
         log:
