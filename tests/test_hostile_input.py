@@ -680,7 +680,10 @@ def test_truncated_training_checkpoint_is_one_sentence(tmp_path, capsys):
     assert not (tmp_path / "head" / "head.pt").exists()
 
 
-def test_head_checkpoint_resumes_on_another_device(tmp_path, capsys, monkeypatch):
+def test_head_checkpoint_resumes_when_only_its_device_setting_changes(tmp_path, capsys, monkeypatch):
+    """Both runs are on this CPU: only heads.train.device changes (cpu, then auto), which is not part of the
+    checkpoint's fingerprint, so the rerun resumes instead of refusing "a different configuration". A real change of
+    device is test_head_checkpoint_resumes_across_devices (where CUDA exists)."""
     import torch
 
     from havana.data.features import read_features
@@ -713,6 +716,68 @@ def test_head_checkpoint_resumes_on_another_device(tmp_path, capsys, monkeypatch
     )  # resumes at epoch 2 instead of refusing "a different configuration"
     resumed = (tmp_path / "head" / "history.csv").read_text().splitlines()
     assert len(resumed) == 3 and resumed[1] == history[1]  # epoch 1 kept as is
+
+
+def _head_trainer(tmp_path: Path, out: Path, device: str, epochs: int):
+    """`havana train-head` in its own process on `device`, checkpointing after every epoch (interval 0)."""
+    features = tmp_path / "f.h5"
+    if not features.is_file():
+        feature_file(features, train_ids=30)  # 120 images: 20 steps of 3 x 2 per epoch
+    config = dict(HEAD_CONFIG, heads={**HEAD_CONFIG["heads"]})
+    config["heads"]["train"] = {**HEAD_CONFIG["heads"]["train"], "epochs": epochs, "device": device}
+    config["heads"]["train"]["checkpoint_minutes"] = 0
+    argv = ["train-head", "--features", features, "--row", "havana", "--out", out]
+    argv += ["--config", config_file(tmp_path / f"{device}.yaml", config)]
+    return subprocess.Popen(
+        [sys.executable, "-m", "havana", *map(str, argv)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+
+
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+@pytest.mark.skipif(
+    not _has_cuda(), reason="needs a CUDA device: a checkpoint written on one device, resumed on another"
+)
+@pytest.mark.parametrize(("first", "then"), [("cuda", "cpu"), ("cpu", "cuda")])
+def test_head_checkpoint_resumes_across_devices(tmp_path, first, then):
+    """A real process trains on `first` and is killed (SIGKILL) after an epoch checkpoint; the rerun on `then` loads
+    that checkpoint (weights and Adam state moved to the other device), keeps the epochs already done and finishes."""
+    import signal
+    import time
+
+    import torch
+
+    epochs, out = 30, tmp_path / "head"
+    proc = _head_trainer(tmp_path, out, first, epochs)
+    history, checkpoint = out / "history.csv", out / "checkpoint.pt"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        if checkpoint.is_file() and history.is_file() and len(history.read_text().splitlines()) >= 4:
+            break
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, err[-2000:]
+    assert checkpoint.is_file() and not (out / "head.pt").exists()
+    done = torch.load(checkpoint, map_location="cpu", weights_only=False)["epoch"]
+    assert 2 <= done < epochs
+    before = history.read_text().splitlines()[: 1 + done]
+    rerun = _head_trainer(tmp_path, out, then, epochs)
+    _, err = rerun.communicate(timeout=600)
+    assert rerun.returncode == 0, err[-2000:]
+    after = history.read_text().splitlines()
+    assert len(after) == 1 + epochs and after[: 1 + done] == before  # resumed, not restarted
+    assert (out / "head.pt").is_file() and not checkpoint.exists()
+    weights = torch.load(out / "head.pt", map_location="cpu", weights_only=True)["state_dict"]
+    assert all(torch.isfinite(w).all() for w in weights.values() if w.is_floating_point())
 
 
 # ------------------------------------------------------------------------------------ MLflow store, Snakemake rule
