@@ -130,14 +130,15 @@ def run_dirs(tmp_path: Path) -> tuple[Path, Path]:
         for seed in SEEDS:
             write_metrics(results, DS, extractor, "baseline", seed, base)
             write_metrics(results, DS, extractor, "havana", seed, head)
-    # Tiny JPEGs and the manifest for Fig. 5.
+    # Tiny JPEGs and the manifest for Fig. 5: each image's colour names it (thumbnail_identity decodes it).
     rows = []
     with h5py.File(results / DS / "features" / "bot_r18.h5", "r") as h5:
         for split_name in ("query", "gallery"):
-            for path, pid in zip(h5[split_name]["paths"].asstr()[...], h5[split_name]["pids"][...]):
+            for index, (path, pid) in enumerate(zip(h5[split_name]["paths"].asstr()[...], h5[split_name]["pids"][...])):
                 image = resources / DS / path
                 image.parent.mkdir(parents=True, exist_ok=True)
-                Image.new("RGB", (16, 32), color=(40 * int(pid), 100, 150)).save(image, format="JPEG")
+                colour = (40 * int(pid), 8 * index, 200 if split_name == "gallery" else 40)
+                Image.new("RGB", (16, 32), color=colour).save(image, format="JPEG")
                 rows.append((path, int(pid), 0 if split_name == "query" else 1, split_name))
     pd.DataFrame(rows, columns=["path", "pid", "camid", "split"]).to_csv(resources / DS / "manifest.csv", index=False)
     return results, resources
@@ -244,11 +245,76 @@ def test_figures_render_at_their_size(tmp_path: Path, run_dirs, name: str, size)
     assert [p.name for p in out.parent.iterdir()] == [f"{name}.png"]  # no temporary file left
 
 
-def test_fig5_retrieval_grid(tmp_path: Path, run_dirs) -> None:
-    pytest.importorskip("havana.evaluation.rank")
+def thumbnail_identity(pixels: np.ndarray) -> tuple[str, int, int]:
+    """(split, index in that split, pid) of a fabricated image, from its colour (run_dirs: R 40 pid, G 8 index, B 200
+    for gallery and 40 for query images; JPEG and resizing move a uniform colour by a few levels at most)."""
+    red, green, blue = pixels.reshape(-1, pixels.shape[-1])[:, :3].astype(float).mean(0)
+    return ("gallery" if blue > 120 else "query"), round(green / 8), round(red / 40)
+
+
+def cosine_ranking(query: np.ndarray, gallery: np.ndarray) -> np.ndarray:
+    """[Q, G] gallery indices by increasing cosine distance (the default metric; every gallery image is in another
+    camera than every query here, so the protocol removes nothing)."""
+    q = query / np.linalg.norm(query, axis=1, keepdims=True)
+    g = gallery / np.linalg.norm(gallery, axis=1, keepdims=True)
+    return np.argsort(1.0 - q @ g.T, axis=1, kind="stable")
+
+
+def test_fig5_draws_each_methods_top_k_with_true_and_false_borders(tmp_path: Path, run_dirs, monkeypatch) -> None:
+    """Read back what Fig. 5 draws (each panel's image and border colour, each row's label) and check it against
+    rankings computed here from the feature file and the head: the baseline's top-k of each query in the upper row,
+    the head's (z_mu) in the lower, green borders on the query's identity and red on others."""
+    from havana.models.head import load_head
+
+    results, _ = run_dirs
+    config, top_k = make_config(), make_config()["figures"]["fig5"]["top_k"]
+    drawn = []
+    save = figures.save_png
+
+    def capture(fig, out):
+        grid = []
+        for ax in fig.axes:
+            image = ax.get_images()[0].get_array() if ax.get_images() else None
+            border = ax.spines["left"].get_edgecolor()
+            grid.append((None if image is None else thumbnail_identity(np.asarray(image)), border, ax.get_ylabel()))
+        drawn.append(grid)
+        return save(fig, out)
+
+    monkeypatch.setattr(figures, "save_png", capture)
     out = tmp_path / "fig5.png"
-    figures.write_figure(make_config(), "fig5", out, Layout(*map(str, run_dirs)))
-    assert png_size(out) == inches_to_pixels(figures.fig5_size(2, 4))
+    figures.write_figure(config, "fig5", out, Layout(*map(str, run_dirs)))
+    assert png_size(out) == inches_to_pixels(figures.fig5_size(2, top_k))
+
+    with h5py.File(results / DS / "features" / "bot_r18.h5", "r") as h5:
+        query, gallery = (h5[name]["features"][:, 0] for name in ("query", "gallery"))
+        q_pids, g_pids = h5["query"]["pids"][...], h5["gallery"]["pids"][...]
+    head = load_head(results / DS / "heads" / "bot_r18" / "havana" / "seed0" / "head.pt").eval()
+    with torch.no_grad():
+        z_query, z_gallery = (head.encode(torch.from_numpy(x).float())[0].numpy() for x in (query, gallery))
+    expected = {"Baseline": cosine_ranking(query, gallery), "HAVANA (havana)": cosine_ranking(z_query, z_gallery)}
+
+    [grid] = drawn
+    rows = [grid[i : i + top_k + 1] for i in range(0, len(grid), top_k + 1)]
+    assert len(rows) == 4  # 2 queries x (baseline, head)
+    shown, borders, differ = [], set(), 0
+    for pair in (rows[0:2], rows[2:4]):
+        [(query_split, q, q_pid)] = {row[0][0] for row in pair}  # both rows show the same query image
+        assert query_split == "query" and q_pid == q_pids[q]
+        shown.append(q)
+        tops = []
+        for row, title in zip(pair, expected):
+            assert row[0][2] == title  # the baseline above, the head below
+            panels = [identity for identity, _, _ in row[1:]]
+            assert panels == [("gallery", int(g), int(g_pids[g])) for g in expected[title][q, :top_k]], title
+            for (_, g, g_pid), (_, border, _) in zip(panels, row[1:]):
+                red, green = border[0], border[1]
+                assert (green > red) if g_pid == q_pid else (red > green), (title, g, border)
+                borders.add(g_pid == q_pid)
+            tops.append(panels)
+        differ += tops[0] != tops[1]
+    assert len(set(shown)) == 2
+    # The oracle can fail: the two methods rank differently, and both border colours are drawn.
+    assert differ >= 1 and borders == {True, False}
 
 
 def test_missing_inputs_are_errors_naming_them_and_inactive_datasets_get_no_panel(tmp_path: Path, run_dirs) -> None:

@@ -680,7 +680,10 @@ def test_truncated_training_checkpoint_is_one_sentence(tmp_path, capsys):
     assert not (tmp_path / "head" / "head.pt").exists()
 
 
-def test_head_checkpoint_resumes_on_another_device(tmp_path, capsys, monkeypatch):
+def test_head_checkpoint_resumes_when_only_its_device_setting_changes(tmp_path, capsys, monkeypatch):
+    """Both runs are on this CPU: only heads.train.device changes (cpu, then auto), which is not part of the
+    checkpoint's fingerprint, so the rerun resumes instead of refusing "a different configuration". A real change of
+    device is test_head_checkpoint_resumes_across_devices (where CUDA exists)."""
     import torch
 
     from havana.data.features import read_features
@@ -715,6 +718,68 @@ def test_head_checkpoint_resumes_on_another_device(tmp_path, capsys, monkeypatch
     assert len(resumed) == 3 and resumed[1] == history[1]  # epoch 1 kept as is
 
 
+def _head_trainer(tmp_path: Path, out: Path, device: str, epochs: int):
+    """`havana train-head` in its own process on `device`, checkpointing after every epoch (interval 0)."""
+    features = tmp_path / "f.h5"
+    if not features.is_file():
+        feature_file(features, train_ids=30)  # 120 images: 20 steps of 3 x 2 per epoch
+    config = dict(HEAD_CONFIG, heads={**HEAD_CONFIG["heads"]})
+    config["heads"]["train"] = {**HEAD_CONFIG["heads"]["train"], "epochs": epochs, "device": device}
+    config["heads"]["train"]["checkpoint_minutes"] = 0
+    argv = ["train-head", "--features", features, "--row", "havana", "--out", out]
+    argv += ["--config", config_file(tmp_path / f"{device}.yaml", config)]
+    return subprocess.Popen(
+        [sys.executable, "-m", "havana", *map(str, argv)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+
+
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+@pytest.mark.skipif(
+    not _has_cuda(), reason="needs a CUDA device: a checkpoint written on one device, resumed on another"
+)
+@pytest.mark.parametrize(("first", "then"), [("cuda", "cpu"), ("cpu", "cuda")])
+def test_head_checkpoint_resumes_across_devices(tmp_path, first, then):
+    """A real process trains on `first` and is killed (SIGKILL) after an epoch checkpoint; the rerun on `then` loads
+    that checkpoint (weights and Adam state moved to the other device), keeps the epochs already done and finishes."""
+    import signal
+    import time
+
+    import torch
+
+    epochs, out = 30, tmp_path / "head"
+    proc = _head_trainer(tmp_path, out, first, epochs)
+    history, checkpoint = out / "history.csv", out / "checkpoint.pt"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        if checkpoint.is_file() and history.is_file() and len(history.read_text().splitlines()) >= 4:
+            break
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, err[-2000:]
+    assert checkpoint.is_file() and not (out / "head.pt").exists()
+    done = torch.load(checkpoint, map_location="cpu", weights_only=False)["epoch"]
+    assert 2 <= done < epochs
+    before = history.read_text().splitlines()[: 1 + done]
+    rerun = _head_trainer(tmp_path, out, then, epochs)
+    _, err = rerun.communicate(timeout=600)
+    assert rerun.returncode == 0, err[-2000:]
+    after = history.read_text().splitlines()
+    assert len(after) == 1 + epochs and after[: 1 + done] == before  # resumed, not restarted
+    assert (out / "head.pt").is_file() and not checkpoint.exists()
+    weights = torch.load(out / "head.pt", map_location="cpu", weights_only=True)["state_dict"]
+    assert all(torch.isfinite(w).all() for w in weights.values() if w.is_floating_point())
+
+
 # ------------------------------------------------------------------------------------ MLflow store, Snakemake rule
 
 
@@ -741,44 +806,26 @@ def test_damaged_mlflow_store_is_one_sentence(tmp_path, capsys):
     assert digest(database) == before and not (tmp_path / "m.json").exists()
 
 
-def test_store_locked_past_every_retry_is_one_sentence(tmp_path):
-    """with_retries around a real SQLite lock held by another process: retried, then one sentence (through MLflow each
-    attempt waits MLflow's 20 s busy timeout, too slow for a unit test; the lock and its error text are the same)."""
-    import sqlite3
+def test_store_locked_past_every_retry_is_one_sentence(tmp_path, monkeypatch):
+    """A real SQLite lock held on the store by another connection through every attempt of a write through MLflow
+    (each attempt waits MLflow's 20 s busy timeout and fails with MLflow's own wrapped "database is locked"; 2
+    attempts here instead of 12): one sentence, not MLflow's traceback. Once the lock is gone the same write lands at
+    once (about 45 s)."""
+    from test_tracking import counting_log_batch, store_locked
 
     from havana.errors import HavanaError
     from havana.utils import tracking
 
-    database = tmp_path / "mlflow.db"
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import sqlite3, sys, time; c = sqlite3.connect(sys.argv[1], "
-            "isolation_level=None); c.execute('BEGIN EXCLUSIVE'); print('locked', flush=True); "
-            "time.sleep(60)",
-            str(database),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    attempts = []
-
-    def write():
-        attempts.append(1)
-        with contextlib.closing(sqlite3.connect(database, timeout=0.05, isolation_level=None)) as connection:
-            connection.execute("BEGIN IMMEDIATE")
-
-    try:
-        assert holder.stdout.readline().strip() == "locked"
-        with pytest.raises(HavanaError, match="the MLflow store stayed locked by other jobs through 3 attempt"):
-            tracking.with_retries(write, attempts=3)
-    finally:
-        holder.kill()
-        holder.wait()
-    assert len(attempts) == 3
-    tracking.with_retries(write, attempts=3)  # the lock is gone: the same call succeeds at once
-    assert len(attempts) == 4
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setattr(tracking, "RETRY_ATTEMPTS", 2)
+    with tracking.job_run(uri, "synthetic", "locked", tmp_path / "job", {"a": 1}) as run:
+        calls = counting_log_batch(run, monkeypatch)
+        with store_locked(tmp_path / "mlflow.db"):
+            with pytest.raises(HavanaError, match="the MLflow store stayed locked by other jobs through 2 attempt"):
+                run.log_metrics({"late": 1.0})
+        assert len(calls) == 2
+        run.log_metrics({"late": 1.0})  # the lock is gone: the same call succeeds at once
+        assert len(calls) == 3
 
 
 def test_prepare_rule_quotes_an_archive_path_with_a_space(tmp_path):

@@ -179,9 +179,18 @@ def bnneck_batch(ids=8, per_id=4, dim=2048, seed=0):
     return mu, torch.arange(ids).repeat_interleave(per_id)
 
 
+# The default (mean_dim) JS triplet's gradient norm on the means over the Euclidean batch-hard triplet's, on
+# bnneck_batch(), measured with the spline-table JS (commit 9804909, torch 2.14.1 CPU): 5.408e-3 with C, 5.362e-3 with
+# a learned sigma. The test asks for at least JS_RATIO_MARGIN of that: a change of the estimator, of float summation
+# order or of torch passes, a lost factor of 1.25 in the gradient does not.
+JS_RATIO_MEASURED = {"identity (C)": 5.408e-3, "learned": 5.362e-3}
+JS_RATIO_MARGIN = 0.8
+
+
 def test_js_triplet_trains_at_paper_scale():
-    """At 2048-d and BNNeck scale the default JS triplet keeps a gradient on the means of at least 1e-4 of the
-    Euclidean batch-hard triplet's on the same batch; the joint reading saturates (the evidence for the default)."""
+    """At 2048-d and BNNeck scale the default JS triplet keeps a gradient on the means of at least JS_RATIO_MARGIN of
+    its measured ratio to the Euclidean batch-hard triplet's on the same batch; the joint reading saturates (the
+    evidence for the default)."""
     mu, pids = bnneck_batch()
     distances = torch.cdist(mu, mu)
     same = pids[:, None] == pids[None]
@@ -205,7 +214,7 @@ def test_js_triplet_trains_at_paper_scale():
                 f"an {info['dist_an'].item():.4f} bits  gradient ratio to the Euclidean triplet {ratio:.3e}"
             )
             if divergence == "mean_dim":
-                assert ratio >= 1e-4
+                assert ratio >= JS_RATIO_MARGIN * JS_RATIO_MEASURED[name], (name, ratio)
                 assert 0.0 < info["dist_ap"].item() < info["dist_an"].item() < 1.0
             else:
                 assert ratio < 1e-6  # the joint 2048-d JS is log 2 for every pair: no gradient

@@ -21,7 +21,7 @@ from havana.data.sampler import PKSampler
 from havana.engine.train_head import StackedHeads, StackedOptimizer
 from havana.models.extractor import build_extractor, save_extractor
 from havana.models.extractor_config import ExtractorConfig
-from havana.models.head import HeadTrainConfig, RowConfig, build_head, save_head
+from havana.models.head import HeadTrainConfig, RowConfig, build_head, head_loss, save_head
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
@@ -132,16 +132,47 @@ def test_head_and_checkpoint_estimates_match_the_real_files(tmp_path, dim, ids, 
     )
 
 
+def counted_step_flops(dim: int, ids: int, row: RowConfig, train: HeadTrainConfig) -> int:
+    """What torch's flop counter sees in one real training step of the head (the row's loss forward and backward on
+    a P x K batch), run on the meta device (shapes only, no arithmetic)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    batch = train.p * train.k
+    with torch.device("meta"):
+        head = build_head(dim, ids, row, train)
+        x = torch.empty(batch, dim)
+    labels = torch.arange(batch, device="meta") // train.k
+    with FlopCounterMode(display=False) as counter:
+        total, _ = head_loss(head, x, labels, row, train.label_smoothing)
+        total.backward()
+    return counter.get_total_flops()
+
+
+@pytest.mark.parametrize("dim,ids,row", [(2048, 751, HAVANA_ROW), (512, 40, HAVANA_ROW), (1024, 751, SIGMA_ROW)])
+def test_head_step_flops_are_the_flop_counters_on_a_real_step(dim, ids, row):
+    """The plan's count (6 FLOPs per weight per sample, every Linear) against the flop counter on a training step: the
+    count is within 5% (it also counts the input gradient of the layers the features feed, which a step does not
+    compute: 3.5% at paper width)."""
+    train = HeadTrainConfig()
+    with torch.device("meta"):
+        head = build_head(dim, ids, row, train)
+    counted = counted_step_flops(dim, ids, row, train)
+    assert plan.head_step_flops(head, train.p * train.k) == pytest.approx(counted, rel=0.05)
+
+
 def test_a_stacked_step_costs_the_heads_work_or_the_dispatch_where_longer():
-    """CPU: N heads' FLOPs at the measured rate; H100: one head alone is launch-bound (the dispatch time), three
-    stacked seeds take their device work (each head's FLOPs at the device rate)."""
-    flops = 14.6e9
-    cpu = costs.RATES[costs.CPU]["head_step"].value
-    assert plan.stacked_step_seconds(costs.CPU, flops, 3) == pytest.approx(3 * flops / cpu)
-    h100 = costs.RATES[costs.H100]
-    assert plan.stacked_step_seconds(costs.H100, flops, 1) == h100["head_dispatch"].value
-    assert plan.stacked_step_seconds(costs.H100, flops, 3) == pytest.approx(3 * flops / h100["head_step"].value)
-    assert plan.stacked_step_seconds(costs.H100, flops, 3) < 3 * plan.stacked_step_seconds(costs.H100, flops, 1)
+    """The step times the plan gives a job of stacked paper heads (2048-d, Market-1501's 751 identities, 16 x 4
+    batches), against what was measured or reasoned by hand, not against the rates' formula: on the 2-core CPU one
+    head steps 516 samples/s and 3 stacked heads run at 0.63x that per head (benchmarks/head.py, README), so a step
+    of 3 takes 3 x 64 / (516 x 0.63) = 0.591 s; on an H100 one head alone is launch-bound at 2.8 ms per step, and 3
+    stacked heads take their device work, 3 x 1.5 ms (issue 11). Within 5%."""
+    train = HeadTrainConfig()
+    with torch.device("meta"):
+        head = build_head(2048, 751, HAVANA_ROW, train)
+    flops = plan.head_step_flops(head, train.p * train.k)
+    assert plan.stacked_step_seconds(costs.CPU, flops, 3) == pytest.approx(3 * 64 / (516 * 0.63), rel=0.05)
+    assert plan.stacked_step_seconds(costs.H100, flops, 1) == pytest.approx(2.8e-3, rel=0.05)
+    assert plan.stacked_step_seconds(costs.H100, flops, 3) == pytest.approx(3 * 1.5e-3, rel=0.05)
 
 
 def test_extractor_model_estimate_matches_the_real_file(tmp_path):

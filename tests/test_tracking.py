@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -85,18 +90,87 @@ def test_run_ends_failed_when_the_job_raises(tmp_path):
     assert _client(uri).get_run(run.run_id).info.status == "FAILED"
 
 
-def test_with_retries_retries_locked_errors_and_not_others():
+MLFLOW_BUSY_TIMEOUT_S = 20.0  # MLflow sets PRAGMA busy_timeout = 20000 on every SQLite session it opens
+
+
+@contextlib.contextmanager
+def store_locked(database: Path, release_after_s: float | None = None) -> Iterator[sqlite3.Connection]:
+    """A second connection holds SQLite's exclusive lock on the store (no other connection reads or writes), released
+    from a thread after `release_after_s` seconds, or when the block ends."""
+    holder = sqlite3.connect(database, isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN EXCLUSIVE")
+    released = threading.Lock()
+
+    def release() -> None:
+        with released:
+            if holder.in_transaction:
+                holder.execute("ROLLBACK")
+
+    timer = threading.Timer(release_after_s, release) if release_after_s is not None else None
+    if timer is not None:
+        timer.start()
+    try:
+        yield holder
+    finally:
+        if timer is not None:
+            timer.cancel()
+        release()
+        holder.close()
+
+
+def counting_log_batch(run: tracking.JobRun, monkeypatch) -> list[float]:
+    """The times JobRun calls MLflow's log_batch (the call itself is MLflow's, untouched)."""
+    calls: list[float] = []
+    real = run.client.log_batch
+    monkeypatch.setattr(run.client, "log_batch", lambda *a, **k: (calls.append(time.monotonic()), real(*a, **k))[1])
+    return calls
+
+
+def test_a_write_blocked_by_a_real_store_lock_is_retried_until_it_lands(tmp_path, monkeypatch):
+    """A real "database is locked", as MLflow raises it (an MlflowException wrapping SQLAlchemy's OperationalError):
+    another connection holds the store's exclusive lock for longer than MLflow's busy timeout. The same write
+    straight through MLflow fails; through JobRun.log_metrics (with_retries) it is retried and lands once the lock is
+    released. Both run at once (about 23 s)."""
+    from mlflow.entities import Metric
+    from mlflow.exceptions import MlflowException
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    with tracking.job_run(uri, "synthetic", "locked", tmp_path / "job", {"a": 1}) as run:
+        bare: dict[str, Exception] = {}
+        log_batch = run.client.log_batch  # MLflow's own call, without with_retries
+
+        def without_retries() -> None:
+            try:
+                log_batch(run.run_id, metrics=[Metric("bare", 1.0, 0, 0)], synchronous=True)
+            except Exception as exc:  # noqa: BLE001 - the error MLflow raises is the finding
+                bare["error"] = exc
+
+        calls = counting_log_batch(run, monkeypatch)
+        with store_locked(tmp_path / "mlflow.db", release_after_s=MLFLOW_BUSY_TIMEOUT_S + 3):
+            thread = threading.Thread(target=without_retries)
+            started = time.monotonic()
+            thread.start()
+            run.log_metrics({"retried": 0.5})
+            thread.join()
+    error = bare.get("error")
+    assert isinstance(error, MlflowException) and "database is locked" in str(error), repr(error)
+    assert len(calls) >= 2 and calls[1] - started > MLFLOW_BUSY_TIMEOUT_S - 1  # the first attempt timed out
+    stored = _client(uri).get_run(run.run_id)
+    assert stored.data.metrics.get("retried") == 0.5 and "bare" not in stored.data.metrics
+    assert stored.info.status == "FINISHED"
+
+
+def test_with_retries_does_not_retry_other_store_errors(tmp_path):
+    from mlflow.exceptions import MlflowException
+
+    client = tracking._client(f"sqlite:///{tmp_path}/mlflow.db")
     calls = []
-
-    def flaky():
-        calls.append(1)
-        if len(calls) < 3:
-            raise RuntimeError("(sqlite3.OperationalError) database is locked")
-        return "ok"
-
-    assert tracking.with_retries(flaky) == "ok" and len(calls) == 3
+    with pytest.raises(MlflowException, match="not found"):
+        tracking.with_retries(lambda: (calls.append(1), client.get_run("0" * 32)), attempts=3)
+    assert calls == [1]
     with pytest.raises(KeyError):
-        tracking.with_retries(lambda: (calls.append(1), {}["missing"]))
+        tracking.with_retries(lambda: (calls.append(1), {}["missing"]), attempts=3)
+    assert calls == [1, 1]
 
 
 WRITER = textwrap.dedent(f"""

@@ -144,3 +144,106 @@ def test_a_checkpoint_from_before_the_bot_settings_still_resumes_under_its_old_b
     assert _checkpoint_key(ExtractorConfig(arch="resnet18", pretrained=False, image_size=(64, 32)), 0, "abc") != (
         _checkpoint_key(legacy, 0, "abc")
     )  # BoT's recipe is another training: a checkpoint of the old one is refused
+
+
+# ------------------------------------------------------------------------- a real process stopped by a signal
+
+KILL_EPOCHS = 2
+
+
+def _extractor_process(root, out, minutes):
+    """`havana train-extractor` in its own process on one thread: resnet18 on 32x16 images, 12 identities of 4
+    images, 8 steps of 3 x 2 per epoch, KILL_EPOCHS epochs, a checkpoint every `minutes` (0: each epoch end)."""
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    manifest = root / "images" / "manifest.csv"
+    if not manifest.is_file():
+        make_image_folder(root / "images", train_ids=12, per_id=4)
+    train = {"epochs": KILL_EPOCHS, "p": 3, "k": 2, "warmup_epochs": 2, "milestones": [2], "num_workers": 0}
+    extractor = {"arch": "resnet18", "pretrained": False, "image_size": [32, 16], "transforms": {"padding": 2}}
+    extractor["train"] = {**train, "device": "cpu", "checkpoint_minutes": minutes}
+    config = root / f"config_{minutes}.yaml"
+    config.write_text(yaml.safe_dump({"extractors": {"tiny": extractor}}))
+    argv = ["train-extractor", "--manifest", manifest, "--config", config, "--extractor", "tiny", "--out", out]
+    return subprocess.Popen(
+        [sys.executable, "-m", "havana", *map(str, argv), "--seed", "4"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+
+
+def _stderr_lines(proc) -> list[str]:
+    """The process's stderr lines as they come (read by a thread, so the pipe never fills)."""
+    import threading
+
+    lines: list[str] = []
+    threading.Thread(target=lambda: lines.extend(iter(proc.stderr.readline, "")), daemon=True).start()
+    return lines
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """model.pt of the same job run once without interruption (and without timed checkpoints)."""
+    root = tmp_path_factory.mktemp("extractor_kill")
+    proc = _extractor_process(root, root / "whole", 60.0)
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-3000:]
+    return root, root / "whole"
+
+
+@pytest.mark.parametrize("signal_name", ["SIGTERM", "SIGKILL"])
+def test_a_real_process_stopped_by_a_signal_resumes_bit_identically(uninterrupted, signal_name):
+    """SIGTERM inside epoch 2 (no timed checkpoint before it): the step finishes, a checkpoint is written, exit
+    non-zero with one sentence. SIGKILL inside epoch 2, the job checkpointing at each epoch end: nothing runs after
+    it (no cleanup), only the epoch-1 checkpoint survives. Both reruns resume in epoch 2 (their log shows that epoch
+    alone) and end with the weights of the uninterrupted run, the same files and no
+    checkpoint or temporary left. (checkpoint_crash's in-process "crash" is a SystemExit, which runs every cleanup.)"""
+    import signal
+    import time
+
+    root, whole = uninterrupted
+    out = root / signal_name
+    minutes = 60.0 if signal_name == "SIGTERM" else 0
+    proc = _extractor_process(root, out, minutes)
+    err_lines = _stderr_lines(proc)
+    deadline = time.monotonic() + 300
+
+    def epochs_shown(lines: list[str]) -> list[str]:
+        return [m["done"] for m in epoch_lines("".join(lines), f"train-extractor {out.name}")]
+
+    while time.monotonic() < deadline and proc.poll() is None and not epochs_shown(err_lines):
+        time.sleep(0.005)  # epoch 1 done: the signal lands inside epoch 2
+    if signal_name == "SIGKILL":  # and after the epoch-end checkpoint (interval 0: the job's only one)
+        while time.monotonic() < deadline and proc.poll() is None and not (out / "checkpoint.pt").is_file():
+            time.sleep(0.005)
+    proc.send_signal(getattr(signal, signal_name))
+    proc.wait(timeout=300)
+    time.sleep(0.2)  # the reader thread takes the last lines
+    err = "".join(err_lines)
+    if signal_name == "SIGKILL":
+        assert proc.returncode == -signal.SIGKILL, (proc.returncode, err[-3000:])
+    else:  # it handled the signal and exited with an error status of its own, not killed by it
+        assert proc.returncode > 0, (proc.returncode, err[-3000:])
+    assert not (out / "model.pt").exists() and (out / "checkpoint.pt").is_file()
+    state = torch.load(out / "checkpoint.pt", weights_only=False)
+    assert state["epoch"] == 1, state["epoch"]  # 0-based: epoch 2 is the one to run
+    # SIGTERM: inside epoch 2, at a step (the rerun restores the step and its RNG); SIGKILL: at its start (the epoch's)
+    assert (state["within"] is not None) == (signal_name == "SIGTERM"), state["within"]
+    if signal_name == "SIGTERM":
+        message = [line for line in err.splitlines() if "havana" in line]
+        assert len(message) == 1 and "stopped by SIGTERM after epoch 2, step" in message[0], err
+        assert "Traceback" not in err
+    left = sorted(p.name for p in out.iterdir())
+    rerun = _extractor_process(root, out, minutes)
+    _, err = rerun.communicate(timeout=600)
+    assert rerun.returncode == 0, err[-3000:]
+    assert epochs_shown([err]) == ["2"], (left, err[-3000:])  # resumed in epoch 2, not restarted
+    a, b = _weights(whole / "model.pt"), _weights(out / "model.pt")
+    assert a.keys() == b.keys() and all(torch.equal(a[name], b[name]) for name in a)
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in whole.iterdir())  # no checkpoint, no temp

@@ -67,6 +67,9 @@ ROW = RowConfig(jst=True, reconx=True, klz=True, reconz=True, klv=True, constrai
 TRAIN = HeadTrainConfig(epochs=60, lr=3e-3, weight_decay=5e-4, p=8, k=4, device="cpu")
 
 
+RAW_MAP_MEASURED, HEAD_MAP_MEASURED, MAP_MARGIN = 0.158, 0.730, 0.03
+
+
 def test_short_run_improves_map_over_raw_features(tmp_path):
     torch.set_num_threads(1)
     ff = fix_query_gallery(synthetic_features())
@@ -84,7 +87,10 @@ def test_short_run_improves_map_over_raw_features(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["head.pt", "head.pt.provenance.yaml", "history.csv"]
     write_features(tmp_path / "f.h5", ff.splits, ff.attrs)
     scored = scoring.score_file(tmp_path / "f.h5", tmp_path / "head.pt", EvaluationConfig(max_rank=10))
-    assert raw < 0.3 and scored.metrics["plain"]["mAP"] > raw + 0.5, (raw, scored.metrics)  # measured: 0.16 -> 0.94
+    # Measured (torch 2.14.1 CPU, one thread, commit 9804909): raw features 0.158, the head 0.730. The raw figure is
+    # numpy's draw alone; the head must reach its measured mAP less MAP_MARGIN.
+    assert raw == pytest.approx(RAW_MAP_MEASURED, abs=0.005), raw
+    assert scored.metrics["plain"]["mAP"] >= HEAD_MAP_MEASURED - MAP_MARGIN, (raw, scored.metrics["plain"]["mAP"])
     head = load_head(tmp_path / "head.pt")
     encoded = scoring.encode(head, q.features, logvar=True)
     z_mu, _ = head.encode(torch.from_numpy(q.features[:, 1]))
