@@ -62,7 +62,7 @@ class Job:
     extractor: str = ""
     row: str = ""
     seed: int | None = None
-    seeds: tuple[int, ...] = ()  # train_head: the seeds its heads are trained for, stacked in the one job
+    seeds: tuple[int, ...] = ()  # train_head, evaluate: the seeds the one job trains (stacked) or scores
 
 
 @dataclass
@@ -134,7 +134,8 @@ def planned_jobs(config: dict[str, Any]) -> dict[str, list[Job]]:
         jobs["prepare"].append(Job("prepare", dataset))
     seeds = tuple(config["seeds"])  # one job per (dataset, extractor, row) trains every seed (workflow/rules/heads.smk)
     jobs["train_head"] = [Job("train_head", ds, ex, row, seeds=seeds) for ds, ex, row in sorted({h[:3] for h in heads})]
-    jobs["evaluate"] = [Job("evaluate", ds, ex, row, int(seed)) for ds, ex, row, seed in sorted(evaluated)]
+    # one evaluate job per (dataset, extractor, row) scores every seed (workflow/rules/evaluate.smk)
+    jobs["evaluate"] = [Job("evaluate", ds, ex, row, seeds=seeds) for ds, ex, row in sorted({e[:3] for e in evaluated})]
     jobs["tables_figures"] = [Job(name) for name in tables] + [Job("reproduction_summary")] + [Job(n) for n in drawn]
     return jobs
 
@@ -415,10 +416,11 @@ def make_plan(config: dict[str, Any], device_kinds: Iterable[str] = (costs.H100,
     for job in jobs["evaluate"]:
         split = sizes[job.dataset]
         dim = dims[(job.dataset, job.extractor)]
-        work = 2 * 2 * split["query"][1] * split["gallery"][1] * dim  # plain and flip, 2 FLOP per multiply-add
+        scored = 1 if job.row == BASELINE else len(job.seeds)  # the raw features are scored once for every seed
+        work = scored * 2 * 2 * split["query"][1] * split["gallery"][1] * dim  # plain, flip; 2 FLOP per multiply-add
         for kind in kinds:
             estimates["evaluate"].hours[kind] += _hours(work, kind, "evaluate")
-        estimates["evaluate"].kept += METRICS_BYTES
+        estimates["evaluate"].kept += len(job.seeds) * METRICS_BYTES
     estimates["evaluate"].written = estimates["evaluate"].kept
     figures = sum(1 for job in jobs["tables_figures"] if job.stage.startswith("fig"))
     estimates["tables_figures"].kept = figures * FIGURE_BYTES + (len(jobs["tables_figures"]) - figures) * TABLE_BYTES
