@@ -498,3 +498,52 @@ def measured_kept(config: dict[str, Any], root: str | os.PathLike = ".") -> dict
         stage: sum(Path(path).stat().st_size for path in paths if Path(path).is_file())
         for stage, paths in outputs.items()
     }
+
+
+# Snakemake's rule of each benchmark file (its first folder under benchmarks/) -> the plan's stage.
+RULE_STAGES = {
+    "synthesize": "prepare",
+    "prepare": "prepare",
+    "train_extractor": "train_extractor",
+    "import_extractor": "train_extractor",
+    "export_extractor": "train_extractor",
+    "extract_features": "extract_features",
+    "import_features": "extract_features",
+    "export_features": "extract_features",
+    "train_head": "train_head",
+    "evaluate": "evaluate",
+    "tables": "tables_figures",
+    "figures": "tables_figures",
+}
+
+
+def measured_stages(results_dir: str | os.PathLike) -> dict[str, tuple[int, float]]:
+    """(jobs, job-seconds) per stage from the `benchmark:` files Snakemake wrote under `results_dir/benchmarks/` (its
+    tab-separated table: wall seconds `s` first, then h:m:s, max RSS, I/O; one row per run of the job)."""
+    found: dict[str, tuple[int, float]] = {}
+    root = Path(results_dir) / "benchmarks"
+    for path in sorted(root.rglob("*.tsv")):
+        stage = RULE_STAGES.get(path.relative_to(root).parts[0])
+        rows = [line.split("\t") for line in path.read_text(encoding="utf-8").splitlines()[1:] if line.strip()]
+        if stage is None or not rows:
+            continue
+        jobs, seconds = found.get(stage, (0, 0.0))
+        found[stage] = (jobs + 1, seconds + float(rows[-1][0]))
+    if not found:
+        raise HavanaError(f"{root} holds no Snakemake benchmark files; run the workflow there first.")
+    return found
+
+
+def format_measured(plan: Plan, measured: dict[str, tuple[int, float]], kind: str = costs.CPU) -> str:
+    """The plan's job-seconds on `kind` beside those measured on this machine, per stage and in total."""
+    lines = [f"measured on this machine (Snakemake benchmark files) vs the plan's {kind} estimate, job-seconds:"]
+    planned_total = measured_total = 0.0
+    for stage in plan.stages:
+        jobs, seconds = measured.get(stage.stage, (0, 0.0))
+        planned = 3600 * stage.hours.get(kind, 0.0)
+        planned_total, measured_total = planned_total + planned, measured_total + seconds
+        ratio = f"{seconds / planned:.2f}x" if planned and seconds else "-"
+        lines.append(f"  {stage.stage:<18}{jobs:>4} jobs  measured {seconds:>9.1f}  planned {planned:>9.1f}  {ratio}")
+    ratio = f"{measured_total / planned_total:.2f}x" if planned_total else "-"
+    lines.append(f"  {'total':<18}{'':>9}  measured {measured_total:>9.1f}  planned {planned_total:>9.1f}  {ratio}")
+    return "\n".join(lines)

@@ -11,6 +11,8 @@ rule evaluate:
         metrics=[LAYOUT.metrics("{dataset}", "{extractor}", "{row}", seed) for seed in SEEDS],
     log:
         LAYOUT.log("evaluate/{dataset}/{extractor}/{row}"),
+    benchmark:
+        LAYOUT.benchmark("evaluate/{dataset}/{extractor}/{row}")
     conda:
         CONDA_ENV
     threads: 1
