@@ -43,6 +43,7 @@ RESULTS = {
     "figure": "figures/{name}_{title}.png",
     "job_config": "configs/{digest}.yaml",
     "log": "logs/{job}.log",
+    "benchmark": "benchmarks/{job}.tsv",  # Snakemake's per-job wall time, memory and I/O (`benchmark:` of every rule)
 }
 RESOURCES = {
     "manifest": "{dataset}/manifest.csv",
@@ -125,6 +126,9 @@ class Layout:
 
     def log(self, job: str) -> str:
         return self._results("log", job=job)
+
+    def benchmark(self, job: str) -> str:
+        return self._results("benchmark", job=job)
 
 
 def _pattern(template: str) -> re.Pattern:

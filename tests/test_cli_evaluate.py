@@ -308,3 +308,28 @@ def test_evaluate_never_waits_on_a_gpu_lock_it_was_not_granted(tmp_path, feature
     finally:
         for h in holders:
             h.communicate("", timeout=60)
+
+
+def test_one_job_scores_every_seeds_head_as_separate_runs_would(tmp_path, feature_file, capsys):
+    """`--head h0 h1 --out m0 m1 --seeds 0 1` reads the features once and writes what two single runs write; the
+    baseline (no --head) writes each seed's copy of one scoring; mismatched counts are one sentence."""
+    heads = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        heads.append(tmp_path / f"head{seed}.pt")
+        save_head(heads[-1], HavanaHead(HeadConfig(feature_dim=6, num_classes=4, latent_dim=5)))
+    common = ["evaluate", "--features", str(feature_file), "--device", "cpu"]
+    together = [tmp_path / "together" / f"seed{seed}.json" for seed in (0, 1)]
+    assert cli.main([*common, "--head", *map(str, heads), "--out", *map(str, together), "--seeds", "0", "1"]) == 0
+    for seed in (0, 1):
+        alone = tmp_path / "alone" / f"seed{seed}.json"
+        assert cli.main([*common, "--head", str(heads[seed]), "--out", str(alone), "--seed", str(seed)]) == 0
+        assert read_json(together[seed])["plain"] == read_json(alone)["plain"]
+        assert read_json(together[seed])["flip"] == read_json(alone)["flip"]
+    assert read_json(together[0])["plain"]["mAP"] != read_json(together[1])["plain"]["mAP"]  # two heads, two scores
+    baseline = [tmp_path / "baseline" / f"seed{seed}.json" for seed in (0, 1)]
+    assert cli.main([*common, "--out", *map(str, baseline), "--seeds", "0", "1"]) == 0
+    assert read_json(baseline[0])["plain"] == read_json(baseline[1])["plain"]
+    capsys.readouterr()
+    assert cli.main([*common, "--head", str(heads[0]), "--out", *map(str, together)]) == 2
+    assert "give one --head per --out: 1 --head for 2 --out." in capsys.readouterr().err

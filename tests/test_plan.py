@@ -239,3 +239,28 @@ def test_imported_extractors_cost_no_extractor_hours(extractor, tmp_path):
         ["extract_features"] if "imported" in extractor else ["import_features"]
     )
     assert estimate["train_head"].jobs == 1 and set(estimate["train_head"].hours.values()) != {0.0}
+
+
+def test_measured_job_seconds_are_read_from_snakemakes_benchmark_files(tmp_path, capsys):
+    """`havana plan --measured DIR` sums each stage's benchmark files (Snakemake's own format: `s` first) and prints
+    them beside the plan's cpu estimate; a folder without them is one sentence."""
+    from havana.cli import main
+    from havana.dag.plan import measured_stages
+
+    header = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
+    for rule, name, seconds in (
+        ("train_head", "synthetic/bot_r18/havana", 12.5),
+        ("train_head", "synthetic/bot_r18/vnae", 7.5),
+        ("evaluate", "synthetic/bot_r18/havana", 4.0),
+        ("tables", "table3", 0.5),
+    ):
+        path = tmp_path / "benchmarks" / rule / f"{name}.tsv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(header + f"{seconds}\t0:00:{int(seconds):02d}\t100\t0\t0\t0\t0\t0\t50\t{seconds}\n")
+    assert measured_stages(tmp_path) == {"train_head": (2, 20.0), "evaluate": (1, 4.0), "tables_figures": (1, 0.5)}
+    config = str(Path(__file__).resolve().parents[1] / "config" / "demo.yaml")
+    assert main(["plan", "--config", config, "--measured", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "train_head           2 jobs  measured      20.0" in out and "total" in out.split("measured on")[1]
+    assert main(["plan", "--config", config, "--measured", str(tmp_path / "empty")]) == 2
+    assert "holds no Snakemake benchmark files" in capsys.readouterr().err

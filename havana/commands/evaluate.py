@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from havana.errors import HavanaError
 
 if TYPE_CHECKING:  # torch and the engines are imported when the command runs, not to print its help
     from havana.evaluation.rank import EvaluationConfig
@@ -18,7 +21,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "evaluate",
         help="mAP, mINP and CMC of query vs gallery features (or a head's embeddings), ± flip test",
-        description="Rank the gallery for every query of FEATURES (Market-1501 protocol) and write OUT as JSON: "
+        description="Rank the gallery for every query of FEATURES (Market-1501 protocol) and write each OUT as JSON "
+        "(one per seed; the features are read once and the job's interpreter serves every seed): "
         "'plain' (first view) and 'flip' (mean of plain and flipped views) metrics as fractions, with the "
         "resolved settings and git SHA; also OUT.provenance.yaml. With --head, the head's z_mu of each "
         "view is ranked instead of the raw features, and the metrics are logged into the head's own MLflow "
@@ -26,9 +30,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "features (the baseline) get a run of their own. Runs on CPU unless --device asks for a GPU.",
     )
     parser.add_argument("--features", required=True, help="an HDF5 file written by `havana extract`")
-    parser.add_argument("--head", help="a head.pt written by `havana train-head` (default: raw features)")
     parser.add_argument(
-        "--out", required=True, help="output JSON, e.g. results/<ds>/metrics/<extractor>/<row>/seed0.json"
+        "--head",
+        nargs="+",
+        help="head.pt files written by `havana train-head`, one per --out (default: raw features, scored once)",
+    )
+    parser.add_argument(
+        "--out",
+        required=True,
+        nargs="+",
+        help="output JSONs, one per seed, e.g. results/<ds>/metrics/<extractor>/<row>/seed0.json",
     )
     parser.add_argument("--config", help="YAML config whose 'evaluation' section gives metric, max_rank, rerank")
     parser.add_argument("--metric", help="override evaluation.metric: euclidean or cosine")
@@ -42,17 +53,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--tracking-uri", help="MLflow store, e.g. sqlite:///results/mlflow.db (none: no tracking)")
     parser.add_argument("--row", help="the table row evaluated (heads.rows name, or baseline): MLflow tag and run name")
-    parser.add_argument("--seed", type=int, help="the head's seed (the baseline's copy for that seed): MLflow tag")
+    parser.add_argument(
+        "--seed",
+        "--seeds",
+        type=int,
+        nargs="+",
+        help="each --out's seed (the head's, or the baseline copy's): MLflow tag",
+    )
     parser.add_argument(
         "--run-name",
-        help="MLflow run name of a job without a head run (default: '<ROW> seed<S> · <extractor> · <dataset>')",
+        nargs="+",
+        help="MLflow run name per --out without a head run (default: '<ROW> seed<S> · <extractor> · <dataset>')",
     )
     parser.set_defaults(func=run, io=io)
 
 
 def io(args: argparse.Namespace) -> tuple[dict, dict]:
     """What the command reads and writes, for the CLI's collision check (havana.utils.pathsafety.check_io)."""
-    return {"--features": args.features, "--head": args.head, "--config": args.config}, {"--out": (args.out, "file")}
+    reads = {"--features": args.features, "--config": args.config}
+    heads = args.head or []
+    reads |= {"--head" if len(heads) == 1 else f"--head[{index}]": head for index, head in enumerate(heads)}
+    return reads, {"--out": (args.out, "file")}
 
 
 def resolve_settings(args: argparse.Namespace) -> EvaluationConfig:
@@ -67,15 +88,20 @@ def resolve_settings(args: argparse.Namespace) -> EvaluationConfig:
 
 
 @contextlib.contextmanager
-def evaluation_run(args: argparse.Namespace, record: dict[str, Any], attrs: dict[str, Any]) -> Iterator[JobRun]:
+def evaluation_run(
+    args: argparse.Namespace,
+    record: dict[str, Any],
+    attrs: dict[str, Any],
+    evaluated: Evaluated,
+) -> Iterator[JobRun]:
     """The MLflow run the metrics go to: the head's own run when it is in this store (the evaluation settings become
     its eval.* tags), else a run of this job, named and tagged as its table row (the baseline's case)."""
     from havana.config import load_yaml
     from havana.utils import provenance
     from havana.utils.tracking import cell_tags, existing_run, job_run, run_name
 
-    if args.head:
-        with existing_run(args.tracking_uri, Path(args.head).parent) as head_run:
+    if evaluated.head:
+        with existing_run(args.tracking_uri, Path(evaluated.head).parent) as head_run:
             if head_run is not None:
                 settings = record["evaluation"]
                 head_run.set_tags(
@@ -89,26 +115,26 @@ def evaluation_run(args: argparse.Namespace, record: dict[str, Any], attrs: dict
                 yield head_run
                 return
     dataset, extractor = str(attrs.get("dataset", "havana")), str(attrs.get("extractor", ""))
-    row = args.row or (None if args.head else "baseline")
+    row = args.row or (None if evaluated.head else "baseline")
     config = load_yaml(args.config) if args.config and row else {}
     fed = config.get("table_cells")  # a job config carries the cells it feeds (havana.dag.jobs.write_job_config)
     if fed is None and config:
         from havana.dag.jobs import cells_fed  # a hand-run command: the job declarations say which cells it feeds
 
         fed = cells_fed(config, dataset, extractor, row)
-    out = Path(args.out)
+    out = Path(evaluated.out)
     # The run-id file sits in a folder of its own per output: several seeds' metrics share one folder.
     with job_run(
         args.tracking_uri,
         dataset,
-        args.run_name or run_name(row or out.stem, args.seed, extractor, dataset),
+        evaluated.run_name or run_name(row or out.stem, evaluated.seed, extractor, dataset),
         out.with_name(out.stem + ".mlflow"),
         params=provenance.to_plain(record),
         tags=cell_tags(
             dataset,
             extractor,
             row,
-            args.seed,
+            evaluated.seed,
             fed or (),
             {  # the config_hash tag: the extractor's features and the evaluation, without the seed
                 "dataset": dataset,
@@ -121,17 +147,60 @@ def evaluation_run(args: argparse.Namespace, record: dict[str, Any], attrs: dict
         yield tracker
 
 
+@dataclasses.dataclass(frozen=True)
+class Evaluated:
+    """One output of the command: the head scored (None: the raw features), where its metrics go, its seed and run
+    name."""
+
+    head: str | None
+    out: str
+    seed: int | None
+    run_name: str | None
+
+
+def outputs(args: argparse.Namespace) -> list[Evaluated]:
+    """The command's outputs, --head, --seed and --run-name paired with --out in order (one sentence when the counts
+    differ)."""
+    count = len(args.out)
+    for option, values in (("--head", args.head), ("--seed", args.seed), ("--run-name", args.run_name)):
+        if values is not None and len(values) != count:
+            raise HavanaError(f"give one {option} per --out: {len(values)} {option} for {count} --out.")
+    return [
+        Evaluated(head, out, seed, name)
+        for head, out, seed, name in zip(
+            args.head or [None] * count, args.out, args.seed or [None] * count, args.run_name or [None] * count
+        )
+    ]
+
+
 def run(args: argparse.Namespace) -> int:
-    """Score the features (or the head's embeddings of them) through havana.evaluation.scoring; write metrics and
-    provenance."""
+    """Read the features once, score each head (or the raw features, once for every seed's copy) through
+    havana.evaluation.scoring, and write each output's metrics and provenance."""
     from havana.evaluation import scoring
-    from havana.evaluation.rank import RerankConfig
-    from havana.utils import atomic, provenance
     from havana.utils.device import select_device
 
+    wanted = outputs(args)
     settings = resolve_settings(args)
     device = select_device(args.device)
-    scored = scoring.score_file(args.features, args.head, settings, device, progress=True)
+    data = scoring.read_test_features(args.features)
+    raw = None
+    for evaluated in wanted:
+        if evaluated.head is None:
+            raw = raw or scoring.score_data(data, None, args.features, settings, device, progress=True)
+            scored = raw
+        else:
+            scored = scoring.score_data(data, evaluated.head, args.features, settings, device, progress=True)
+        write_metrics(args, settings, device, scored, evaluated)
+    return 0
+
+
+def write_metrics(
+    args: argparse.Namespace, settings: EvaluationConfig, device: Any, scored: Any, evaluated: Evaluated
+) -> None:
+    """One output: the metrics JSON and its provenance, logged into its MLflow run, and a one-line summary."""
+    from havana.evaluation.rank import RerankConfig
+    from havana.utils import atomic, provenance
+
     plain, flip = scored.metrics["plain"], scored.metrics["flip"]
     record = {
         "features": {
@@ -139,14 +208,14 @@ def run(args: argparse.Namespace) -> int:
             "sha256": provenance.file_sha256(args.features),
             "attrs": scored.data.attrs,
         },
-        "head": {"path": args.head, "sha256": provenance.file_sha256(args.head)} if args.head else None,
+        "head": {"path": evaluated.head, "sha256": provenance.file_sha256(evaluated.head)} if evaluated.head else None,
         "evaluation": settings,
         "rerank": RerankConfig() if settings.rerank else None,
         "embedding_dim": scored.embedding_dim,
         "device": str(device),
     }
-    out = Path(args.out)
-    with evaluation_run(args, record, scored.data.attrs) as tracker:
+    out = Path(evaluated.out)
+    with evaluation_run(args, record, scored.data.attrs, evaluated) as tracker:
         provenance_path = provenance.write_beside(out, record)
         try:
             atomic.write_json(out, {"plain": plain, "flip": flip, "provenance": provenance.record(record)})
@@ -163,8 +232,7 @@ def run(args: argparse.Namespace) -> int:
         )
         tracker.log_artifact(out, "evaluation")
     print(
-        f"havana evaluate: wrote {args.out}: mAP {100 * plain['mAP']:.1f}%, R1 {100 * plain['R1']:.1f}% "
+        f"havana evaluate: wrote {evaluated.out}: mAP {100 * plain['mAP']:.1f}%, R1 {100 * plain['R1']:.1f}% "
         f"(flip: mAP {100 * flip['mAP']:.1f}%, R1 {100 * flip['R1']:.1f}%) over {plain['num_valid_queries']} "
         f"queries on {device}, {settings.metric}{' with re-ranking' if settings.rerank else ''}."
     )
-    return 0

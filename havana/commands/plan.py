@@ -20,13 +20,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--config", default=DEFAULT_CONFIG, help=f"the workflow's config file (default {DEFAULT_CONFIG})"
     )
+    parser.add_argument(
+        "--measured",
+        metavar="RESULTS_DIR",
+        help="also print the job-seconds Snakemake measured per stage in RESULTS_DIR/benchmarks/ (every rule writes "
+        "a benchmark file) beside the plan's estimate for this machine's kind (cpu), with their ratio",
+    )
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Print the plan."""
     from havana.config import load_yaml
-    from havana.dag.plan import format_plan, make_plan
+    from havana.dag.plan import format_measured, format_plan, make_plan, measured_stages
 
-    print(format_plan(make_plan(load_yaml(args.config))))
+    plan = make_plan(load_yaml(args.config))
+    print(format_plan(plan))
+    if args.measured:
+        print()
+        print(format_measured(plan, measured_stages(args.measured)))
     return 0

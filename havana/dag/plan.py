@@ -62,7 +62,7 @@ class Job:
     extractor: str = ""
     row: str = ""
     seed: int | None = None
-    seeds: tuple[int, ...] = ()  # train_head: the seeds its heads are trained for, stacked in the one job
+    seeds: tuple[int, ...] = ()  # train_head, evaluate: the seeds the one job trains (stacked) or scores
 
 
 @dataclass
@@ -134,7 +134,8 @@ def planned_jobs(config: dict[str, Any]) -> dict[str, list[Job]]:
         jobs["prepare"].append(Job("prepare", dataset))
     seeds = tuple(config["seeds"])  # one job per (dataset, extractor, row) trains every seed (workflow/rules/heads.smk)
     jobs["train_head"] = [Job("train_head", ds, ex, row, seeds=seeds) for ds, ex, row in sorted({h[:3] for h in heads})]
-    jobs["evaluate"] = [Job("evaluate", ds, ex, row, int(seed)) for ds, ex, row, seed in sorted(evaluated)]
+    # one evaluate job per (dataset, extractor, row) scores every seed (workflow/rules/evaluate.smk)
+    jobs["evaluate"] = [Job("evaluate", ds, ex, row, seeds=seeds) for ds, ex, row in sorted({e[:3] for e in evaluated})]
     jobs["tables_figures"] = [Job(name) for name in tables] + [Job("reproduction_summary")] + [Job(n) for n in drawn]
     return jobs
 
@@ -415,10 +416,11 @@ def make_plan(config: dict[str, Any], device_kinds: Iterable[str] = (costs.H100,
     for job in jobs["evaluate"]:
         split = sizes[job.dataset]
         dim = dims[(job.dataset, job.extractor)]
-        work = 2 * 2 * split["query"][1] * split["gallery"][1] * dim  # plain and flip, 2 FLOP per multiply-add
+        scored = 1 if job.row == BASELINE else len(job.seeds)  # the raw features are scored once for every seed
+        work = scored * 2 * 2 * split["query"][1] * split["gallery"][1] * dim  # plain, flip; 2 FLOP per multiply-add
         for kind in kinds:
             estimates["evaluate"].hours[kind] += _hours(work, kind, "evaluate")
-        estimates["evaluate"].kept += METRICS_BYTES
+        estimates["evaluate"].kept += len(job.seeds) * METRICS_BYTES
     estimates["evaluate"].written = estimates["evaluate"].kept
     figures = sum(1 for job in jobs["tables_figures"] if job.stage.startswith("fig"))
     estimates["tables_figures"].kept = figures * FIGURE_BYTES + (len(jobs["tables_figures"]) - figures) * TABLE_BYTES
@@ -496,3 +498,52 @@ def measured_kept(config: dict[str, Any], root: str | os.PathLike = ".") -> dict
         stage: sum(Path(path).stat().st_size for path in paths if Path(path).is_file())
         for stage, paths in outputs.items()
     }
+
+
+# Snakemake's rule of each benchmark file (its first folder under benchmarks/) -> the plan's stage.
+RULE_STAGES = {
+    "synthesize": "prepare",
+    "prepare": "prepare",
+    "train_extractor": "train_extractor",
+    "import_extractor": "train_extractor",
+    "export_extractor": "train_extractor",
+    "extract_features": "extract_features",
+    "import_features": "extract_features",
+    "export_features": "extract_features",
+    "train_head": "train_head",
+    "evaluate": "evaluate",
+    "tables": "tables_figures",
+    "figures": "tables_figures",
+}
+
+
+def measured_stages(results_dir: str | os.PathLike) -> dict[str, tuple[int, float]]:
+    """(jobs, job-seconds) per stage from the `benchmark:` files Snakemake wrote under `results_dir/benchmarks/` (its
+    tab-separated table: wall seconds `s` first, then h:m:s, max RSS, I/O; one row per run of the job)."""
+    found: dict[str, tuple[int, float]] = {}
+    root = Path(results_dir) / "benchmarks"
+    for path in sorted(root.rglob("*.tsv")):
+        stage = RULE_STAGES.get(path.relative_to(root).parts[0])
+        rows = [line.split("\t") for line in path.read_text(encoding="utf-8").splitlines()[1:] if line.strip()]
+        if stage is None or not rows:
+            continue
+        jobs, seconds = found.get(stage, (0, 0.0))
+        found[stage] = (jobs + 1, seconds + float(rows[-1][0]))
+    if not found:
+        raise HavanaError(f"{root} holds no Snakemake benchmark files; run the workflow there first.")
+    return found
+
+
+def format_measured(plan: Plan, measured: dict[str, tuple[int, float]], kind: str = costs.CPU) -> str:
+    """The plan's job-seconds on `kind` beside those measured on this machine, per stage and in total."""
+    lines = [f"measured on this machine (Snakemake benchmark files) vs the plan's {kind} estimate, job-seconds:"]
+    planned_total = measured_total = 0.0
+    for stage in plan.stages:
+        jobs, seconds = measured.get(stage.stage, (0, 0.0))
+        planned = 3600 * stage.hours.get(kind, 0.0)
+        planned_total, measured_total = planned_total + planned, measured_total + seconds
+        ratio = f"{seconds / planned:.2f}x" if planned and seconds else "-"
+        lines.append(f"  {stage.stage:<18}{jobs:>4} jobs  measured {seconds:>9.1f}  planned {planned:>9.1f}  {ratio}")
+    ratio = f"{measured_total / planned_total:.2f}x" if planned_total else "-"
+    lines.append(f"  {'total':<18}{'':>9}  measured {measured_total:>9.1f}  planned {planned_total:>9.1f}  {ratio}")
+    return "\n".join(lines)

@@ -157,7 +157,18 @@ def score_file(
 ) -> Scored:
     """Read a feature file's query and gallery, encode them with the head at `head_path` (raw features when None) on
     `device`, and score plain and flip-test embeddings under `settings`."""
-    data = read_test_features(features_path)
+    return score_data(read_test_features(features_path), head_path, features_path, settings, device, progress)
+
+
+def score_data(
+    data: FeatureFile,
+    head_path: str | os.PathLike | None,
+    features_path: str | os.PathLike,
+    settings: EvaluationConfig,
+    device: torch.device | str = "cpu",
+    progress: bool = False,
+) -> Scored:
+    """`score_file` on features already read (`read_test_features`), so one job scores several heads on one read."""
     head = load_head_for(head_path, data, features_path, device) if head_path else None
     embedded = embed_test_splits(data, head, device)
     return Scored(data, score(data, embedded, settings, device, progress), int(embedded["query"].mu.shape[-1]))

@@ -130,10 +130,10 @@ def prepare_inputs(wildcards):
 
 
 def evaluate_inputs(wildcards):
-    """The features, and the head unless the row is the baseline (raw features, no head)."""
+    """The features, and every seed's head unless the row is the baseline (raw features, no head)."""
     inputs = {"features": LAYOUT.features(wildcards.dataset, wildcards.extractor)}
     if wildcards.row != layout.BASELINE:
-        inputs["head"] = LAYOUT.head_file(wildcards.dataset, wildcards.extractor, wildcards.row, wildcards.seed, "head")
+        inputs["heads"] = LAYOUT.head_files(wildcards.dataset, wildcards.extractor, wildcards.row, SEEDS, "head")
     return inputs
 
 

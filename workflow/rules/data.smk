@@ -8,6 +8,8 @@ rule synthesize:
         directory(LAYOUT.synthetic_archive("synthetic")),
     log:
         LAYOUT.log("synthesize/synthetic"),
+    benchmark:
+        LAYOUT.benchmark("synthesize/synthetic")
     conda:
         CONDA_ENV
     params:
@@ -23,6 +25,8 @@ rule prepare:
         LAYOUT.manifest("{dataset}"),
     log:
         LAYOUT.log("prepare/{dataset}"),
+    benchmark:
+        LAYOUT.benchmark("prepare/{dataset}")
     conda:
         CONDA_ENV
     params:

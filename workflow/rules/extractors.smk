@@ -9,6 +9,8 @@ rule train_extractor:
         model=LAYOUT.model("{dataset}", "{extractor}"),
     log:
         LAYOUT.log("train_extractor/{dataset}/{extractor}"),
+    benchmark:
+        LAYOUT.benchmark("train_extractor/{dataset}/{extractor}")
     wildcard_constraints:
         extractor=names_pattern("train"),
     conda:
@@ -33,6 +35,8 @@ rule import_extractor:
         model=LAYOUT.model("{dataset}", "{extractor}"),
     log:
         LAYOUT.log("import_extractor/{dataset}/{extractor}"),
+    benchmark:
+        LAYOUT.benchmark("import_extractor/{dataset}/{extractor}")
     wildcard_constraints:
         extractor=names_pattern("import"),
     conda:
@@ -50,6 +54,8 @@ rule export_extractor:
         checkpoint=LAYOUT.exported_model("{dataset}", "{extractor}", "{format}"),
     log:
         LAYOUT.log("export_extractor/{dataset}/{extractor}.{format}"),
+    benchmark:
+        LAYOUT.benchmark("export_extractor/{dataset}/{extractor}.{format}")
     conda:
         CONDA_ENV
     shell:

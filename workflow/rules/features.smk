@@ -11,6 +11,8 @@ rule extract_features:
         features=LAYOUT.features("{dataset}", "{extractor}"),
     log:
         LAYOUT.log("extract_features/{dataset}/{extractor}"),
+    benchmark:
+        LAYOUT.benchmark("extract_features/{dataset}/{extractor}")
     wildcard_constraints:
         extractor=f"(?!(?:{names_pattern('features')})$).+",
     conda:
@@ -33,6 +35,8 @@ rule import_features:
         features=LAYOUT.features("{dataset}", "{extractor}"),
     log:
         LAYOUT.log("import_features/{dataset}/{extractor}"),
+    benchmark:
+        LAYOUT.benchmark("import_features/{dataset}/{extractor}")
     wildcard_constraints:
         extractor=names_pattern("features"),
     conda:
@@ -49,6 +53,8 @@ rule export_features:
         npz=LAYOUT.exported_features("{dataset}", "{extractor}"),
     log:
         LAYOUT.log("export_features/{dataset}/{extractor}"),
+    benchmark:
+        LAYOUT.benchmark("export_features/{dataset}/{extractor}")
     conda:
         CONDA_ENV
     shell:

@@ -11,6 +11,8 @@ rule train_head:
         histories=LAYOUT.head_files("{dataset}", "{extractor}", "{row}", SEEDS, "history"),
     log:
         LAYOUT.log("train_head/{dataset}/{extractor}/{row}"),
+    benchmark:
+        LAYOUT.benchmark("train_head/{dataset}/{extractor}/{row}")
     conda:
         CONDA_ENV
     threads: 1

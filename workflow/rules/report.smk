@@ -15,6 +15,8 @@ for _table in PAPER_TABLES:
             **table_outputs(_table),
         log:
             LAYOUT.log(f"tables/{_table}"),
+        benchmark:
+            LAYOUT.benchmark(f"tables/{_table}")
         localrule: True
         conda:
             CONDA_ENV
@@ -33,6 +35,8 @@ rule reproduction_summary:
         **table_outputs(layout.SUMMARY),
     log:
         LAYOUT.log(f"tables/{layout.SUMMARY}"),
+    benchmark:
+        LAYOUT.benchmark(f"tables/{layout.SUMMARY}")
     localrule: True
     conda:
         CONDA_ENV
@@ -59,6 +63,8 @@ for _figure in FIGURES:
             ),
         log:
             LAYOUT.log(f"figures/{_figure}"),
+        benchmark:
+            LAYOUT.benchmark(f"figures/{_figure}")
         localrule: True
         conda:
             CONDA_ENV
