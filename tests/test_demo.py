@@ -50,6 +50,31 @@ def report_html_pages(report: str) -> list[str]:
     ]
 
 
+def check_readme_claims(log: str, config: dict, layout: Layout, table4_maps: list[tuple[float, ...]]) -> None:
+    """What the README says any machine can check after `make demo` (its "Two commands" section), against this run:
+    the job count it prints, every Table 4 margin giving a different mean mAP, gamma 0.3's hinges less than half active
+    in the last epoch and gamma 0.7's at least 90%, no synthetic cell judged, and Fig. 5 the only PNG near 1 MB."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    claimed = int(re.search(r"`snakemake -n` plans \*\*(\d+) jobs\*\*", readme).group(1))
+    done = re.findall(r"(\d+) of (\d+) steps \(100%\) done", log)
+    assert done and int(done[-1][1]) == claimed, (done[-1:], claimed)
+    means = [sum(seeds) / len(seeds) for seeds in table4_maps]
+    assert len(set(means)) == len(means), means
+    last = {}
+    for row in ("jst_g0.3", "jst_g0.7"):
+        for seed in config["seeds"]:
+            history = Path(layout.head_file("synthetic", "bot_r18", row, seed, "history")).read_text().splitlines()
+            header, final = history[0].split(","), history[-1].split(",")
+            last[row, seed] = float(dict(zip(header, final))["active"])
+    assert all(last["jst_g0.3", seed] < 0.5 for seed in config["seeds"]), last
+    assert all(last["jst_g0.7", seed] >= 0.9 for seed in config["seeds"]), last
+    summary = Path(layout.table("summary", "md")).read_text(encoding="utf-8")
+    assert "reproduced" in summary and "| not judged (synthetic dataset" in summary
+    assert " reproduced |" not in summary.replace("not reproduced", "")  # no synthetic cell judged as reproduced
+    sizes = {name: Path(layout.figure(name)).stat().st_size for name in config["figures"]}
+    assert 0.3e6 < sizes.pop("fig5") < 3e6 and all(size < 0.5e6 for size in sizes.values()), sizes
+
+
 @pytest.mark.slow
 def test_demo_runs_end_to_end_and_a_second_run_does_nothing(tmp_path):
     first = run_demo(tmp_path)
@@ -78,6 +103,7 @@ def test_demo_runs_end_to_end_and_a_second_run_does_nothing(tmp_path):
         for cell in table4
     ]
     assert len(set(values)) == len(table4), dict(zip([cell[2] for cell in table4], values))
+    check_readme_claims(first.stdout + first.stderr, config, layout, values)
 
     for name in [n for n in config["tables"] if re.fullmatch(r"table\d+", n)] + ["summary"]:
         for ext in ("html", "md", "csv", "tex"):
