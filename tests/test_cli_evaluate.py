@@ -13,6 +13,7 @@ import yaml
 
 from havana import cli
 from havana.commands.evaluate import resolve_settings
+from havana.config import load_yaml
 from havana.data.features import FeatureSplit, read_features, write_features
 from havana.evaluation.rank import evaluate
 from havana.models.head import HavanaHead, HeadConfig, save_head
@@ -177,7 +178,7 @@ def test_missing_head_is_rejected(tmp_path, feature_file, capsys):
 def test_project_configs_give_valid_evaluation_settings(config_file):
     root = Path(__file__).resolve().parents[1]
     args = argparse.Namespace(config=str(root / config_file), metric=None, max_rank=None, rerank=None)
-    settings = resolve_settings(args)
+    settings = resolve_settings(args, load_yaml(args.config))
     assert settings.metric in ("euclidean", "cosine") and settings.max_rank >= 10
 
 

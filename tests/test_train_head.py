@@ -86,7 +86,8 @@ def test_short_run_improves_map_over_raw_features(tmp_path):
     # train_head writes the head, its history and provenance only; scoring is havana.evaluation.scoring's job.
     assert sorted(p.name for p in tmp_path.iterdir()) == ["head.pt", "head.pt.provenance.yaml", "history.csv"]
     write_features(tmp_path / "f.h5", ff.splits, ff.attrs)
-    scored = scoring.score_file(tmp_path / "f.h5", tmp_path / "head.pt", EvaluationConfig(max_rank=10))
+    features = scoring.read_test_features(tmp_path / "f.h5")
+    scored = scoring.score_data(features, tmp_path / "head.pt", tmp_path / "f.h5", EvaluationConfig(max_rank=10))
     # Measured (torch 2.14.1 CPU, one thread, commit 9804909): raw features 0.158, the head 0.730. The raw figure is
     # numpy's draw alone; the head must reach its measured mAP less MAP_MARGIN.
     assert raw == pytest.approx(RAW_MAP_MEASURED, abs=0.005), raw

@@ -76,14 +76,13 @@ def io(args: argparse.Namespace) -> tuple[dict, dict]:
     return reads, {"--out": (args.out, "file")}
 
 
-def resolve_settings(args: argparse.Namespace) -> EvaluationConfig:
-    """The config's `evaluation` section (defaults without --config) with the command-line overrides applied."""
-    from havana.config import from_mapping, load_yaml, override
+def resolve_settings(args: argparse.Namespace, config: dict[str, Any]) -> EvaluationConfig:
+    """The loaded config's `evaluation` section (defaults when it has none, e.g. without --config) with the
+    command-line overrides applied."""
+    from havana.config import from_mapping, override
     from havana.evaluation.rank import EvaluationConfig
 
-    settings = EvaluationConfig()
-    if args.config:
-        settings = from_mapping(EvaluationConfig, load_yaml(args.config).get("evaluation") or {}, "evaluation")
+    settings = from_mapping(EvaluationConfig, config.get("evaluation") or {}, "evaluation")
     return override(settings, {"metric": args.metric, "max_rank": args.max_rank, "rerank": args.rerank}, "evaluation")
 
 
@@ -93,10 +92,11 @@ def evaluation_run(
     record: dict[str, Any],
     attrs: dict[str, Any],
     evaluated: Evaluated,
+    config: dict[str, Any],
 ) -> Iterator[JobRun]:
     """The MLflow run the metrics go to: the head's own run when it is in this store (the evaluation settings become
-    its eval.* tags), else a run of this job, named and tagged as its table row (the baseline's case)."""
-    from havana.config import load_yaml
+    its eval.* tags), else a run of this job, named and tagged as its table row (the baseline's case); `config` is
+    the command's loaded --config ({} without one)."""
     from havana.utils import provenance
     from havana.utils.tracking import cell_tags, existing_run, job_run, run_name
 
@@ -116,7 +116,7 @@ def evaluation_run(
                 return
     dataset, extractor = str(attrs.get("dataset", "havana")), str(attrs.get("extractor", ""))
     row = args.row or (None if evaluated.head else "baseline")
-    config = load_yaml(args.config) if args.config and row else {}
+    config = config if row else {}
     fed = config.get("table_cells")  # a job config carries the cells it feeds (havana.dag.jobs.write_job_config)
     if fed is None and config:
         from havana.dag.jobs import cells_fed  # a hand-run command: the job declarations say which cells it feeds
@@ -176,13 +176,17 @@ def outputs(args: argparse.Namespace) -> list[Evaluated]:
 def run(args: argparse.Namespace) -> int:
     """Read the features once, score each head (or the raw features, once for every seed's copy) through
     havana.evaluation.scoring, and write each output's metrics and provenance."""
+    from havana.config import load_yaml
     from havana.evaluation import scoring
+    from havana.utils import provenance
     from havana.utils.device import select_device
 
     wanted = outputs(args)
-    settings = resolve_settings(args)
+    config = load_yaml(args.config) if args.config else {}
+    settings = resolve_settings(args, config)
     device = select_device(args.device)
     data = scoring.read_test_features(args.features)
+    features = {"path": args.features, "sha256": provenance.file_sha256(args.features), "attrs": data.attrs}
     raw = None
     for evaluated in wanted:
         if evaluated.head is None:
@@ -190,24 +194,27 @@ def run(args: argparse.Namespace) -> int:
             scored = raw
         else:
             scored = scoring.score_data(data, evaluated.head, args.features, settings, device, progress=True)
-        write_metrics(args, settings, device, scored, evaluated)
+        write_metrics(args, config, settings, device, features, scored, evaluated)
     return 0
 
 
 def write_metrics(
-    args: argparse.Namespace, settings: EvaluationConfig, device: Any, scored: Any, evaluated: Evaluated
+    args: argparse.Namespace,
+    config: dict[str, Any],
+    settings: EvaluationConfig,
+    device: Any,
+    features: dict[str, Any],
+    scored: Any,
+    evaluated: Evaluated,
 ) -> None:
-    """One output: the metrics JSON and its provenance, logged into its MLflow run, and a one-line summary."""
+    """One output: the metrics JSON and its provenance, logged into its MLflow run, and a one-line summary.
+    `features` is the feature file's provenance entry (path, sha256, attributes), hashed once per job."""
     from havana.evaluation.rank import RerankConfig
     from havana.utils import atomic, provenance
 
     plain, flip = scored.metrics["plain"], scored.metrics["flip"]
     record = {
-        "features": {
-            "path": args.features,
-            "sha256": provenance.file_sha256(args.features),
-            "attrs": scored.data.attrs,
-        },
+        "features": features,
         "head": {"path": evaluated.head, "sha256": provenance.file_sha256(evaluated.head)} if evaluated.head else None,
         "evaluation": settings,
         "rerank": RerankConfig() if settings.rerank else None,
@@ -215,7 +222,7 @@ def write_metrics(
         "device": str(device),
     }
     out = Path(evaluated.out)
-    with evaluation_run(args, record, scored.data.attrs, evaluated) as tracker:
+    with evaluation_run(args, record, scored.data.attrs, evaluated, config) as tracker:
         provenance_path = provenance.write_beside(out, record)
         try:
             atomic.write_json(out, {"plain": plain, "flip": flip, "provenance": provenance.record(record)})

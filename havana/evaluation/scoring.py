@@ -141,23 +141,11 @@ def score(
 
 @dataclass
 class Scored:
-    """What `score_file` measured and on what: metrics plus the facts its provenance records."""
+    """What `score_data` measured and on what: metrics plus the facts its provenance records."""
 
     data: FeatureFile  # the query and gallery splits read
     metrics: dict[str, dict[str, Any]]  # {"plain": ..., "flip": ...}
     embedding_dim: int
-
-
-def score_file(
-    features_path: str | os.PathLike,
-    head_path: str | os.PathLike | None,
-    settings: EvaluationConfig,
-    device: torch.device | str = "cpu",
-    progress: bool = False,
-) -> Scored:
-    """Read a feature file's query and gallery, encode them with the head at `head_path` (raw features when None) on
-    `device`, and score plain and flip-test embeddings under `settings`."""
-    return score_data(read_test_features(features_path), head_path, features_path, settings, device, progress)
 
 
 def score_data(
@@ -168,7 +156,9 @@ def score_data(
     device: torch.device | str = "cpu",
     progress: bool = False,
 ) -> Scored:
-    """`score_file` on features already read (`read_test_features`), so one job scores several heads on one read."""
+    """Encode a feature file's query and gallery, already read (`read_test_features`, so one job scores several heads on
+    one read), with the head at `head_path` (raw features when None) on `device`, and score plain and flip-test
+    embeddings under `settings`."""
     head = load_head_for(head_path, data, features_path, device) if head_path else None
     embedded = embed_test_splits(data, head, device)
     return Scored(data, score(data, embedded, settings, device, progress), int(embedded["query"].mu.shape[-1]))
