@@ -9,7 +9,6 @@ those two are paired), and the difference after − before gets the paired boots
 
 from __future__ import annotations
 
-import json
 import statistics
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any
 from havana.errors import HavanaError
 from havana.layout import Layout, producer
 from havana.report.bootstrap import cell_difference
-from havana.report.model import fmt, interval_text
+from havana.report.model import fmt, interval_text, read_metrics
 
 CellKey = tuple[str, str, str]  # (dataset, extractor, row)
 Side = dict[CellKey, dict[int, Mapping[str, Any]]]
@@ -34,11 +33,9 @@ def folder_side(results: str | Path) -> Side:
         kind, fields = producer(layout, str(path))
         if kind != "metrics" or not fields["seed"].isdigit():
             continue
-        try:
-            payload = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise HavanaError(f"metrics file {path} cannot be read ({exc.__class__.__name__}).") from None
-        side.setdefault((fields["dataset"], fields["extractor"], fields["row"]), {})[int(fields["seed"])] = payload
+        side.setdefault((fields["dataset"], fields["extractor"], fields["row"]), {})[int(fields["seed"])] = (
+            read_metrics(path)
+        )
     if not side:
         raise HavanaError(f"{results} holds no metrics files (<dataset>/metrics/<extractor>/<row>/seed<k>.json).")
     return side

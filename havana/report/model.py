@@ -191,15 +191,17 @@ def collect_metrics(layout: Layout, keys: set[RunKey], job: str) -> dict[RunKey,
     """Read the metrics JSON of every key; a missing one is a HavanaError naming it (job says who needed it)."""
     paths = {key: Path(layout.metrics(*key)) for key in sorted(keys)}
     require(paths.values(), job)
-    found: dict[RunKey, dict] = {}
-    for key, path in paths.items():
-        try:
-            found[key] = check_metrics(path, json.loads(path.read_text(encoding="utf-8")))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise HavanaError(
-                f"metrics file {path} cannot be read ({exc.__class__.__name__}); delete it and rerun its evaluate job."
-            ) from None
-    return found
+    return {key: read_metrics(path) for key, path in paths.items()}
+
+
+def read_metrics(path: Path) -> dict:
+    """One metrics JSON, checked (check_metrics); an unreadable one is a HavanaError saying what to do."""
+    try:
+        return check_metrics(path, json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise HavanaError(
+            f"metrics file {path} cannot be read ({exc.__class__.__name__}); delete it and rerun its evaluate job."
+        ) from None
 
 
 def check_metrics(path: Path, payload: Any) -> dict:
