@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import functools
 import math
+from typing import Any
 
 import numpy as np
 import torch
@@ -165,15 +166,31 @@ def _pair_js(
     return value, slope_x.mul_(diff.sign()).mul_(inv_scale).add_(poison), d_lv1.add_(poison), along_x.sub_(d_lv1)
 
 
-class _PerDimJS(torch.autograd.Function):
-    """_pair_js with its backward; first-order only. setup_context and generate_vmap_rule make it work under
-    torch.func (the head engine's vmap(grad_and_value))."""
+def _batched(info: Any, in_dims: tuple[int | None, ...], *tensors: torch.Tensor) -> list[torch.Tensor]:
+    """The vmap rule of an elementwise function: each input with its vmapped dimension moved to the front (size 1 for
+    an input vmap does not batch) and its per-sample dimensions padded on the left to the inputs' common rank, so that
+    broadcasting the physical tensors is broadcasting the per-sample ones with the batch in front."""
+    rank = max(tensor.dim() - (dim is not None) for tensor, dim in zip(tensors, in_dims))
+    moved = []
+    for tensor, dim in zip(tensors, in_dims):
+        front = tensor.movedim(dim, 0) if dim is not None else tensor.unsqueeze(0)
+        moved.append(front.reshape(front.shape[0], *[1] * (rank + 1 - front.dim()), *front.shape[1:]))
+    return moved
 
-    generate_vmap_rule = True
+
+class _PerDimJS(torch.autograd.Function):
+    """_pair_js with its backward; first-order only. setup_context and the vmap rule make it work under torch.func
+    (the head engine's vmap(grad_and_value)). The rule computes the whole batch at once on the physical tensors (the
+    function is elementwise): vmap's generated rule, which batches each of the spline read's ~40 operations one by
+    one, cost 6x the unbatched call (9 ms vs 1.5 ms on the demo's 2 x 32 x 512)."""
 
     @staticmethod
     def forward(mu1, logvar1, mu2, logvar2):
         return _pair_js(*torch.broadcast_tensors(mu1, logvar1, mu2, logvar2), with_slopes=True)
+
+    @staticmethod
+    def vmap(info, in_dims, mu1, logvar1, mu2, logvar2):
+        return _PerDimJS.forward(*_batched(info, in_dims, mu1, logvar1, mu2, logvar2)), (0, 0, 0, 0)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -202,13 +219,16 @@ def _isotropic_js(squared: torch.Tensor, with_slope: bool) -> tuple[torch.Tensor
 
 
 class _IsotropicJS(torch.autograd.Function):
-    """_isotropic_js with its backward; first-order only; works under torch.func like _PerDimJS."""
-
-    generate_vmap_rule = True
+    """_isotropic_js with its backward; first-order only; works under torch.func like _PerDimJS (the same vmap
+    rule)."""
 
     @staticmethod
     def forward(squared):
         return _isotropic_js(squared, with_slope=True)
+
+    @staticmethod
+    def vmap(info, in_dims, squared):
+        return _IsotropicJS.forward(*_batched(info, in_dims, squared)), (0, 0)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
