@@ -186,6 +186,34 @@ def test_works_under_vmap_of_grad_like_the_head_engine():
             torch.testing.assert_close(batched[h], single)
 
 
+def test_vmap_rule_broadcasts_per_sample_shapes_and_unbatched_inputs():
+    """The Functions' own vmap rule (the whole batch in one elementwise call): per-sample shapes that broadcast
+    ([6, 1, 5] against [1, 6, 5], as pairwise_js_bits' blocks), inputs of fewer dimensions than others (a [5]
+    log-variance against [6, 5] means), an input vmap does not batch (in_dims None) and a None log-variance give each
+    sample's own values and gradients."""
+    g = torch.Generator().manual_seed(3)
+    mu, partner, logvar = (torch.randn(3, 6, 5, generator=g) for _ in range(3))
+    row = torch.randn(3, 5, generator=g)  # per head, one log-variance per dimension
+    shared = torch.randn(1, 6, 5, generator=g)  # one log-variance for every head
+
+    def loss(m, p, lv, lv_row, lv_shared):
+        return (
+            gaussian_js_per_dim(m.unsqueeze(1), lv.unsqueeze(1), p.unsqueeze(0), lv_shared).sum()
+            + gaussian_js_per_dim(m, lv_row, p, lv).sum()
+            + gaussian_js_per_dim(m, None, p, lv).sum()
+            + js_isotropic_from_sq_distance((m - p).pow(2)).sum()
+        )
+
+    step = vmap(grad_and_value(loss, argnums=(0, 1, 2, 3)), in_dims=(0, 0, 0, 0, None))
+    grads, values = step(mu, partner, logvar, row, shared)
+    for h in range(3):
+        leaves = [t[h].clone().requires_grad_() for t in (mu, partner, logvar, row)]
+        value = loss(*leaves, shared)
+        torch.testing.assert_close(values[h], value)
+        for batched, single in zip(grads, torch.autograd.grad(value, leaves)):
+            torch.testing.assert_close(batched[h], single)
+
+
 def bnneck_batch(ids: int = 16, per_id: int = 4, dim: int = 2048, seed: int = 0):
     """tests/test_losses.py's BNNeck-scale batch (per-dimension spread 0.5-1, identities tens apart, look-alike
     identity pairs)."""
