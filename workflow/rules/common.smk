@@ -29,6 +29,7 @@ SEEDS = [int(seed) for seed in config["seeds"]]
 config["seeds"] = SEEDS  # `--config 'seeds=[0,1]'` arrives as strings; the CLI reads integers
 LAYOUT = layout.Layout.of(config)
 EXTRACTOR_SEED = int(config["extractor_seed"])
+EXTRACTOR_THREADS = int(config["extractor_threads"])
 TRACKING_URI = config["tracking_uri"]
 # The software environment of every job under `--sdm conda`: this package and its pins (pyproject.toml), installed
 # from this checkout, whose path pip reads from HAVANA_SOURCE. Without --sdm conda, jobs use the Python running

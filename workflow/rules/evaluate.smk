@@ -16,6 +16,7 @@ rule evaluate:
     conda:
         CONDA_ENV
     threads: 1
+    priority: 1  # scored as soon as its heads exist, between head jobs, not all at the DAG's end
     params:
         config=job_config("evaluate"),
         heads=lambda wildcards, input: f"--head {' '.join(input.heads)}" if "heads" in input.keys() else "",

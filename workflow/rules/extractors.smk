@@ -15,7 +15,7 @@ rule train_extractor:
         extractor=names_pattern("train"),
     conda:
         CONDA_ENV
-    threads: 4
+    threads: EXTRACTOR_THREADS
     resources:
         gpu=1,
     params:

@@ -17,7 +17,7 @@ rule extract_features:
         extractor=f"(?!(?:{names_pattern('features')})$).+",
     conda:
         CONDA_ENV
-    threads: 4
+    threads: EXTRACTOR_THREADS
     resources:
         gpu=1,
     params:
