@@ -123,7 +123,8 @@ def apply_augmentation(images: torch.Tensor, draws: AugmentationDraws, config: T
     cols = left[:, None] + torch.arange(width, device=device)  # [B, W]
     cols = torch.where(flip[:, None], width + 2 * pad - 1 - cols, cols)
     which = torch.arange(batch, device=device)[:, None, None]
-    out = padded[which, :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)  # [B, H, W, C] -> [B, C, H, W]
+    out = padded[which, :, rows[:, :, None], cols[:, None, :]]  # [B, H, W, C]
+    out = out.permute(0, 3, 1, 2).contiguous()  # the usual layout: a convolution's result depends on it in the last bit
     out = normalize_batch(out, config)
     if config.random_erasing:
         fill = IMAGENET_MEAN if config.erasing_fill == "bot" else (0.0, 0.0, 0.0)
