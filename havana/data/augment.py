@@ -111,20 +111,19 @@ def apply_augmentation(images: torch.Tensor, draws: AugmentationDraws, config: T
     """uint8 images [B, 3, H, W] flipped, padded and cropped, as float (normalised when `config.normalize`), then
     erased, as the draws say; on the images' device.
 
-    Flip and crop are one gather from the zero-padded batch: padding is symmetric, so the padded flipped image is the
-    flipped padded image, and its column c is the padded image's column W + 2·padding − 1 − c."""
+    Flip and crop are one gather: every H×W window of the zero-padded batch and of its mirror image (padding is
+    symmetric, so the padded flipped image is the flipped padded image) is a strided view (`unfold`, no copy), and each
+    image takes its own window, as T.RandomHorizontalFlip, T.Pad and T.RandomCrop would give it."""
     _require_uint8_batch(images)
     batch, _channels, height, width = images.shape
     device = images.device
     pad = config.padding if config.pad_crop else 0
     padded = torch.nn.functional.pad(images, (pad, pad, pad, pad)) if pad else images
-    flip, top, left = draws.flip.to(device), draws.top.to(device), draws.left.to(device)
-    rows = top[:, None] + torch.arange(height, device=device)  # [B, H]
-    cols = left[:, None] + torch.arange(width, device=device)  # [B, W]
-    cols = torch.where(flip[:, None], width + 2 * pad - 1 - cols, cols)
-    which = torch.arange(batch, device=device)[:, None, None]
-    out = padded[which, :, rows[:, :, None], cols[:, None, :]]  # [B, H, W, C]
-    out = out.permute(0, 3, 1, 2).contiguous()  # the usual layout: a convolution's result depends on it in the last bit
+    if config.flip:
+        padded = torch.cat([padded, padded.flip(-1)])  # image b mirrored is image B + b
+    windows = padded.unfold(2, height, 1).unfold(3, width, 1)  # [B or 2B, C, 2·pad + 1, 2·pad + 1, H, W]
+    which = torch.arange(batch, device=device) + batch * draws.flip.to(device).long()
+    out = windows[which, :, draws.top.to(device), draws.left.to(device)]  # [B, C, H, W], contiguous
     out = normalize_batch(out, config)
     if config.random_erasing:
         fill = IMAGENET_MEAN if config.erasing_fill == "bot" else (0.0, 0.0, 0.0)
