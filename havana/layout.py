@@ -27,6 +27,9 @@ TABLE_FORMATS = ("html", "md", "csv", "tex")  # every table and the summary; htm
 SUMMARY = "summary"  # the reproduction summary's file name under tables/ (it is not a table of the config)
 
 MODEL_FILE = "model.pt"  # a trained extractor, inside its folder (written by `havana train-extractor`)
+# Beside model.pt while it trains with `train.loader: decoded`: its train images decoded and resized once (uint8),
+# reused by a resumed job, removed with the checkpoint once model.pt exists (havana.data.image_cache).
+IMAGE_CACHE_FILE = "train_images.pt"
 # Files inside a head's folder (written by `havana train-head`).
 HEAD_FILES = {"head": "head.pt", "history": "history.csv"}
 RUN_ID_FILE = "mlflow_run_id"  # beside a training job's outputs: the MLflow run that produced them

@@ -10,6 +10,7 @@ from test_progress import epoch_lines
 
 from havana.engine.train_extractor import extractor_loss, lr_scheduler, train_extractor, warmup_multistep_factor
 from havana.errors import HavanaError
+from havana.layout import IMAGE_CACHE_FILE
 from havana.models.extractor import ExtractorOutput, load_extractor
 from havana.models.extractor_config import ExtractorConfig, ExtractorTrainConfig, TransformConfig
 
@@ -86,13 +87,22 @@ def _weights(path):
     return torch.load(path, weights_only=True)["state_dict"]
 
 
-@pytest.mark.parametrize("workers, minutes, where", [(0, 0, "epoch 1"), (1, 1e-9, "epoch 1, step 1")])
+@pytest.mark.parametrize(
+    "loader, workers, minutes, where",
+    [
+        ("pil", 0, 0, "epoch 1"),
+        ("pil", 1, 1e-9, "epoch 1, step 1"),
+        ("decoded", 0, 0, "epoch 1"),
+        ("decoded", 1, 1e-9, "epoch 1, step 1"),
+    ],
+)
 def test_killed_after_a_checkpoint_and_resumed_equals_uninterrupted(
-    manifest, tmp_path, monkeypatch, workers, minutes, where, capfd
+    manifest, tmp_path, monkeypatch, loader, workers, minutes, where, capfd
 ):
     """minutes 0: a checkpoint at each epoch end; 1e-9: after every step, so the crash comes inside epoch 1 and the
-    resumed run re-reads its first batch (with the loader's worker, if any) before training on the second."""
-    config = tiny_config(2, num_workers=workers, checkpoint_minutes=minutes)
+    resumed run re-reads its first batch (with the loader's worker, if any; the decoded path skips it) before
+    training on the second. The decoded path's image cache survives the crash and is gone once model.pt exists."""
+    config = tiny_config(2, num_workers=workers, checkpoint_minutes=minutes, loader=loader)
     whole = train_extractor(manifest, config, tmp_path / "whole", seed=4)
     epochs = epoch_lines(capfd.readouterr().err, "train-extractor whole")  # a log gets one plain line per epoch
     assert [m["done"] for m in epochs] == ["1", "2"]
@@ -101,6 +111,7 @@ def test_killed_after_a_checkpoint_and_resumed_equals_uninterrupted(
     with pytest.raises(SystemExit, match=f"killed after {where}$"):
         train_extractor(manifest, config, tmp_path / "resumed", seed=4)
     assert (tmp_path / "resumed" / "checkpoint.pt").is_file()
+    assert (tmp_path / "resumed" / IMAGE_CACHE_FILE).is_file() == (loader == "decoded")
     resumed = train_extractor(manifest, config, tmp_path / "resumed", seed=4)
     a, b = _weights(whole.model_path), _weights(resumed.model_path)
     assert a.keys() == b.keys()
@@ -108,6 +119,7 @@ def test_killed_after_a_checkpoint_and_resumed_equals_uninterrupted(
         assert torch.equal(a[name], b[name]), name
     assert whole.last_metrics["loss"] == resumed.last_metrics["loss"]
     assert not (tmp_path / "resumed" / "checkpoint.pt").exists()  # removed once model.pt exists
+    assert not list((tmp_path / "resumed").glob(IMAGE_CACHE_FILE + "*"))  # the cache and its record too
     model, config = load_extractor(whole.model_path)
     assert config.train.epochs == 2 and model.classifier.out_features == 6
     assert (whole.model_path.parent / "model.pt.provenance.yaml").is_file()
@@ -119,6 +131,28 @@ def test_checkpoint_of_another_config_is_refused(manifest, tmp_path, monkeypatch
         train_extractor(manifest, tiny_config(2, checkpoint_minutes=0), tmp_path / "run", seed=0)
     with pytest.raises(HavanaError, match="different config"):
         train_extractor(manifest, tiny_config(2, lr=1e-3), tmp_path / "run", seed=0)
+
+
+def test_a_checkpoint_of_one_loader_is_refused_by_the_other(manifest, tmp_path, monkeypatch):
+    # their augmentations draw differently, so resuming one with the other would be neither run
+    crash_after_first_checkpoint(monkeypatch)
+    with pytest.raises(SystemExit):
+        train_extractor(manifest, tiny_config(2, checkpoint_minutes=0), tmp_path / "run", seed=0)
+    with pytest.raises(HavanaError, match="different config"):
+        train_extractor(manifest, tiny_config(2, loader="decoded"), tmp_path / "run", seed=0)
+
+
+def test_without_random_augmentation_both_loaders_train_the_same_weights(manifest, tmp_path):
+    # oracle: the "pil" path. With flip, crop and erasing off both give the same normalised images (normalize_batch is
+    # bit-identical to ToTensor + Normalize) in the sampler's batches, so the weights must be equal bit for bit
+    plain = TransformConfig(flip=False, pad_crop=False, random_erasing=False)
+    runs = {}
+    for loader in ("pil", "decoded"):
+        config = tiny_config(1, loader=loader)
+        config.transforms = plain
+        runs[loader] = _weights(train_extractor(manifest, config, tmp_path / loader, seed=1).model_path)
+    for name in runs["pil"]:
+        assert torch.equal(runs["pil"][name], runs["decoded"][name]), name
 
 
 def test_diverging_loss_stops_with_epoch_and_iteration(manifest, tmp_path):

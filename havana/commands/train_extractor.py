@@ -13,7 +13,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "train-extractor",
         help="train a BoT/MGN extractor (checkpointed by wall-clock interval and on SIGTERM, resumable)",
         description="Train extractors.<NAME> of the config on the train split of MANIFEST; writes DIR/model.pt, "
-        "DIR/model.pt.provenance.yaml and DIR/checkpoint.pt (rerunning resumes from it).",
+        "DIR/model.pt.provenance.yaml and DIR/checkpoint.pt (rerunning resumes from it); with train.loader decoded, "
+        "DIR/train_images.pt holds the decoded train images while it trains.",
     )
     parser.add_argument("--manifest", required=True, help="resources/<ds>/manifest.csv (paths relative to its folder)")
     parser.add_argument("--config", required=True, help="YAML config holding extractors.<NAME>")

@@ -9,16 +9,24 @@ resumes from it and ends with the same weights as an uninterrupted run (bit-iden
 restores the epoch-start RNG, re-reads (without training on them) the batches already done, so that the loader and its
 workers draw the same augmentations, then restores the later RNG states and goes on. `DIR/model.pt` is the
 self-describing final model that `havana extract` reads; the checkpoint is removed once it exists.
+
+`train.loader` picks how images arrive. "pil": a DataLoader decodes each image and runs `train_transform` on it, every
+epoch. "decoded": the train split is decoded once into `DIR/train_images.pt` (havana.data.image_cache; kept until
+model.pt exists, so a resumed job reuses it), held on the GPU when it takes at most half its free memory (else in CPU
+memory, each batch copied through pinned memory), and each P×K batch is gathered from it and augmented as a whole on
+the training device (havana.data.augment). That batch's draws come from a generator seeded by (seed, epoch, step)
+alone, so resuming inside an epoch needs no re-reading: the batches done are skipped.
 """
 
 from __future__ import annotations
 
 import bisect
+import functools
 import math
 import os
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,12 +34,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from havana.data.augment import augment_batch
 from havana.data.datasets import read_manifest
+from havana.data.image_cache import cache_settings, load_or_decode, remove_image_cache
 from havana.data.images import ManifestImages, label_map, loader_batches
 from havana.data.sampler import PKSampler
 from havana.data.transforms import train_transform
 from havana.errors import HavanaError
-from havana.layout import MODEL_FILE
+from havana.layout import IMAGE_CACHE_FILE, MODEL_FILE
 from havana.models.extractor import ExtractorOutput, build_extractor, save_extractor
 from havana.models.extractor_config import ExtractorConfig, ExtractorTrainConfig
 from havana.models.losses import batch_hard_triplet_loss, cross_entropy_label_smoothing
@@ -43,6 +53,11 @@ from havana.utils.seeding import seed_everything
 from havana.utils.tracking import job_run
 
 TRAIN = ("accuracy", "images_per_s", "lr")  # logged as train/<name>, the losses as loss/<name>: one chart section each
+GPU_CACHE_SHARE = 0.5  # the decoded images go on the GPU when they take at most this share of its free memory
+
+# An epoch's batches: (epoch, skip, skipped) -> (images, labels) on the training device from step `skip` on, calling
+# `skipped()` (which restores the RNG states after step skip - 1) before the first of them.
+BatchSource = Callable[[int, int, Callable[[], None]], Iterator[tuple[torch.Tensor, torch.Tensor]]]
 
 
 @dataclass
@@ -107,6 +122,7 @@ _ADDED_SETTINGS = {
     ("transforms", "erasing_draw"): "torchvision",
     ("transforms", "erasing_fill"): "zero",
     ("train", "schedule_step"): "epoch_end",
+    ("train", "loader"): "pil",
     (None, "import_"): None,
     (None, "features"): None,
 }
@@ -157,16 +173,28 @@ def train_extractor(
         [p for p in model.parameters() if p.requires_grad], lr=train.lr, weight_decay=train.weight_decay
     )
     scheduler = lr_scheduler(optimizer, train)
-    dataset = ManifestImages(manifest.parent, rows, train_transform(config.image_size, config.transforms), labels)
     sampler = PKSampler(rows["pid"].tolist(), p=train.p, k=train.k, seed=seed)
-    loader = torch.utils.data.DataLoader(
-        dataset,
-        batch_sampler=sampler,
-        num_workers=train.num_workers,
-        pin_memory=device.type == "cuda",
-        worker_init_fn=seed_worker,
-        persistent_workers=False,
-    )
+    batches: BatchSource
+    if train.loader == "pil":
+        dataset = ManifestImages(manifest.parent, rows, train_transform(config.image_size, config.transforms), labels)
+        loader = torch.utils.data.DataLoader(
+            dataset,
+            batch_sampler=sampler,
+            num_workers=train.num_workers,
+            pin_memory=device.type == "cuda",
+            worker_init_fn=seed_worker,
+            persistent_workers=False,
+        )
+        batches = functools.partial(_pil_batches, loader, device)
+    else:
+        settings = cache_settings(manifest_sha, "train", len(rows), config.image_size, config.transforms.interpolation)
+        images = load_or_decode(
+            out_dir / IMAGE_CACHE_FILE, manifest.parent, rows, settings, threads=max(1, train.num_workers)
+        )
+        targets = torch.tensor([labels[int(pid)] for pid in rows["pid"]], dtype=torch.long, device=device)
+        batches = functools.partial(
+            _decoded_batches, _place_images(images, device), targets, sampler, config, seed, device
+        )
 
     key = _checkpoint_key(config, seed, manifest_sha)
     checkpointer = Checkpointer(out_dir / CHECKPOINT, train.checkpoint_minutes)
@@ -221,7 +249,7 @@ def train_extractor(
 
             metrics = _train_one_epoch(
                 model,
-                loader,
+                batches,
                 sampler,
                 optimizer,
                 train,
@@ -244,12 +272,67 @@ def train_extractor(
         run.log_metrics({f"final/{k}": v for k, v in metrics.items()})
         run.log_artifact(model_path.with_name(MODEL_FILE + ".provenance.yaml"))
     checkpointer.remove()
+    remove_image_cache(out_dir / IMAGE_CACHE_FILE)
     return TrainResult(model_path=model_path, epochs=train.epochs, last_metrics=metrics)
+
+
+def _pil_batches(
+    loader: torch.utils.data.DataLoader, device: torch.device, epoch: int, skip: int, skipped: Callable[[], None]
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The loader's batches from step `skip` on; the first `skip` are read and dropped, so that the workers (seeded
+    from the RNG restored to the epoch's start) draw the augmentations of the rest as they did the first time."""
+    for step, (images, labels, _camids, _indices) in enumerate(loader_batches(loader)):
+        if step < skip:
+            if step + 1 == skip:
+                skipped()
+            continue
+        yield images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+
+
+def _place_images(images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """The decoded images on the CUDA training device when they take at most GPU_CACHE_SHARE of its free memory (the
+    rest is for training), else where they are (CPU memory; batches go through pinned memory, `_decoded_batches`)."""
+    if device.type == "cuda" and images.nbytes <= GPU_CACHE_SHARE * torch.cuda.mem_get_info(device)[0]:
+        return images.to(device)
+    return images
+
+
+def batch_seed(seed: int, epoch: int, step: int) -> int:
+    """The seed of the augmentation of batch `step` of `epoch` (0-based) in the decoded path: a function of the three
+    alone, so a resumed epoch redraws no batch and no two batches share draws."""
+    return int(np.random.SeedSequence([seed, epoch, step]).generate_state(1, dtype=np.uint64)[0])
+
+
+def _decoded_batches(
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    sampler: PKSampler,
+    config: ExtractorConfig,
+    seed: int,
+    device: torch.device,
+    epoch: int,
+    skip: int,
+    skipped: Callable[[], None],
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The sampler's batches from step `skip` on, gathered from the decoded `images` and augmented on `device` with
+    draws seeded by `batch_seed`; the first `skip` are not computed at all."""
+    if skip:
+        skipped()
+    generator = torch.Generator()
+    for step, indices in enumerate(sampler):
+        if step < skip:
+            continue
+        index = torch.as_tensor(indices, dtype=torch.long)
+        batch = images[index.to(images.device)]
+        if batch.device != device:
+            batch = batch.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else batch.to(device)
+        generator.manual_seed(batch_seed(seed, epoch, step))
+        yield augment_batch(batch, config.transforms, generator), targets[index.to(device)]
 
 
 def _train_one_epoch(
     model: torch.nn.Module,
-    loader: torch.utils.data.DataLoader,
+    batches: BatchSource,
     sampler: PKSampler,
     optimizer: torch.optim.Optimizer,
     train: ExtractorTrainConfig,
@@ -259,10 +342,11 @@ def _train_one_epoch(
     resume: dict[str, Any] | None = None,
     after_step: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, float]:
-    """One pass over the sampler's batches; returns the epoch's mean loss terms and throughput.
+    """One pass over the sampler's batches as `batches` gives them; returns the epoch's mean loss terms and throughput.
 
     `resume` (a mid-epoch checkpoint's {"step", "sums", "images", "rng"}, with the epoch-start RNG already restored)
-    re-reads the batches already done without training on them, then restores the RNG states after them and goes on.
+    starts after the batches already done (the source re-reads or skips them, then the RNG states after them are
+    restored) and goes on.
     `after_step({"step", "sums", "images"})` runs after every step but the last (the engine checkpoints when due)."""
     model.train()
     sampler.set_epoch(epoch)
@@ -270,18 +354,14 @@ def _train_one_epoch(
     images_seen, skip, started = 0, 0, time.perf_counter()
     if resume is not None:
         sums, images_seen, skip = dict(resume["sums"]), resume["images"], resume["step"]
+    steps = len(sampler)
     bar = Progress(
-        f"epoch {epoch + 1}/{train.epochs}", len(loader), unit="batch", final_line=False
+        f"epoch {epoch + 1}/{train.epochs}", steps, unit="batch", final_line=False
     )  # in a log: a line a minute within long epochs; the epoch line follows
-    for iteration, (images, labels, _camids, _indices) in enumerate(loader_batches(loader)):
-        if iteration < skip:
-            if iteration + 1 == skip:
-                restore_rng_states(resume["rng"])
-            continue
-        images = images.to(device, non_blocking=True)
+    source = batches(epoch, skip, lambda: restore_rng_states(resume["rng"]))
+    for iteration, (images, labels) in enumerate(source, start=skip):
         if fast:
             images = images.contiguous(memory_format=torch.channels_last)
-        labels = labels.to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=fast):
             output = model(images)
         loss, parts = extractor_loss(output, labels, train)
@@ -299,7 +379,7 @@ def _train_one_epoch(
             sums[name] += value
         images_seen += len(images)
         bar.update(1, loss=loss_value, acc=parts["accuracy"])
-        if after_step is not None and iteration + 1 < len(loader):
+        if after_step is not None and iteration + 1 < steps:
             after_step({"step": iteration + 1, "sums": dict(sums), "images": images_seen})
     bar.close()
     batches = max(1, len(sampler))

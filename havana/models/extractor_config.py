@@ -19,6 +19,8 @@ ERASING_DRAWS = ("bot", "torchvision")  # random-erasing rectangle draw: BoT's o
 ERASING_FILLS = ("bot", "zero")  # erased value after normalisation: BoT's (0.485, 0.456, 0.406); 0 (the mean pixel)
 IMPORT_FORMATS = ("bot", "fastreid", "torchreid")  # checkpoint layouts `havana import-extractor` reads
 SCHEDULE_STEPS = ("epoch_start", "epoch_end")  # when the lr scheduler steps: BoT's (ignite EPOCH_STARTED); after
+LOADERS = ("pil", "decoded")  # training images: PIL decode + per-image transforms in a DataLoader; decoded once, then
+# whole batches augmented on the training device (havana.data.image_cache, havana.data.augment)
 
 
 @dataclass
@@ -69,7 +71,9 @@ class ExtractorTrainConfig:
     k: int = 4  # images per identity in a batch
     label_smoothing: float = 0.1  # epsilon of the label-smoothed cross-entropy
     triplet_margin: float = 0.3  # batch-hard triplet margin
-    num_workers: int = 4  # DataLoader worker processes
+    num_workers: int = 4  # DataLoader worker processes ("pil"); threads decoding the image cache ("decoded")
+    loader: str = "pil"  # one of LOADERS: "decoded" decodes the train images once into a uint8 tensor beside the model
+    # and augments whole batches on the training device, with the same distributions as "pil" but other draws
     amp: bool = False  # bf16 autocast and channels_last on CUDA (ignored on CPU); BoT trains in fp32, so this is an
     # opt-in departure (faster, not BoT's numbers)
     device: str = "auto"  # "auto" (CUDA when available), "cpu" or "cuda[:i]"
@@ -93,6 +97,7 @@ class ExtractorTrainConfig:
 
     def __post_init__(self) -> None:
         _choose("train.schedule_step", self.schedule_step, SCHEDULE_STEPS)
+        _choose("train.loader", self.loader, LOADERS)
 
 
 @dataclass
