@@ -64,15 +64,21 @@ def timed(command: list[str], cwd: Path, repeats: int = 1) -> float:
     times = []
     for _ in range(repeats):
         started = time.perf_counter()
-        subprocess.run(command, cwd=cwd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        done = subprocess.run(command, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         times.append(time.perf_counter() - started)
+        if done.returncode:
+            raise SystemExit(f"{' '.join(command)} failed:\n{done.stderr}")
     return statistics.median(times)
 
 
 def start_up(work: Path) -> dict[str, float]:
-    """Seconds of a fresh process with each kind of job's imports (and for tracked jobs, an MLflow run)."""
+    """Seconds of a fresh process with each kind of job's imports (for tracked jobs, and an MLflow run in an existing
+    store: the workflow's store is created once, by its first job)."""
+    tracked = [sys.executable, "-c", TRACKED_START.format(db=work / "start.db")]
+    timed(tracked, work)  # creates the store
     return {
-        "tracked": timed([sys.executable, "-c", TRACKED_START.format(db=work / "start.db")], work, 3),
+        "tracked": timed(tracked, work, 3),
+        "torch": timed([sys.executable, "-c", "import h5py, torch, torchvision"], work, 3),
         "table": timed(
             [sys.executable, "-c", "from havana.commands import table; from havana.report import html"], work, 3
         ),
@@ -97,135 +103,62 @@ def demo_dataset(work: Path) -> tuple[Path, dict]:
 
 
 def extractor_costs(work: Path, manifest: Path, config: dict, start: float) -> dict[str, float]:
-    """Per image seen in training / forwarded in extraction: a fixed cost and a FLOP rate, from two image sizes
-    (`start`: a tracked job's start-up, taken off the extract job's time)."""
+    """The demo extractor's (ResNet-18, 64x32, loader as configured) training and extraction as FLOP/s with the
+    loader's per-image work included: training from 1 and 4 epochs (the difference: 3 epochs of seen images), the
+    extract job less `start` (an untracked torch job's start-up)."""
     import pandas as pd
 
     rows = pd.read_csv(manifest)
     train_rows = rows[rows["split"] == "train"]
     ids, images = train_rows["pid"].nunique(), len(train_rows)
-    extracted_images = len(rows[rows["split"] != "train"]) * 2  # query and gallery: plain + flipped
-    found: dict[str, list[tuple[float, float]]] = {"train": [], "forward": []}
-    db = f"sqlite:///{work / 'extractor.db'}"
-    for size in ([64, 32], [128, 64]):
-        entry = dict(config["extractors"]["bot_r18"], image_size=size)
-        sized = dict(config, extractors={"bot_r18": entry})
-        path = work / f"extractor_{size[0]}.yaml"
-        path.write_text(yaml.safe_dump(sized))
-        settings = extractor_config(sized, "bot_r18")
-        with torch.device("meta"):
-            forward = extractor_forward_flops(build_extractor(settings, ids).eval(), size)
-        seconds = {}
-        for epochs in (1, 3):
-            out = work / f"model_{size[0]}_{epochs}"
-            seconds[epochs] = timed(
-                [
-                    *HAVANA,
-                    "train-extractor",
-                    "--manifest",
-                    str(manifest),
-                    "--config",
-                    str(path),
-                    "--extractor",
-                    "bot_r18",
-                    "--out",
-                    str(out),
-                    "--epochs",
-                    str(epochs),
-                    "--device",
-                    "cpu",
-                    "--tracking-uri",
-                    db,
-                ],
-                work,
-            )
-        train = settings.train
-        seen = batches_per_epoch(images, ids, train.p, train.k) * train.p * train.k
-        found["train"].append(((seconds[3] - seconds[1]) / (2 * seen), 3 * forward))
-        views = settings.extraction.views
-        one, two = (work / f"features_{size[0]}_{n}.h5" for n in (1, 2))
-        extract = [
-            *HAVANA,
-            "extract",
-            "--manifest",
-            str(manifest),
-            "--model",
-            str(work / f"model_{size[0]}_1" / "model.pt"),
-            "--config",
-            str(path),
-            "--extractor",
-            "bot_r18",
-            "--dataset",
-            "synthetic",
-            "--device",
-            "cpu",
-            "--tracking-uri",
-            db,
-        ]
-        total = timed([*extract, "--out", str(one)], work)
-        forwarded = images * views + extracted_images
-        found["forward"].append((total - start, forward * forwarded, forwarded))
-        if size == [64, 32]:
-            demo_features = one
-    (t_small, f_small), (t_large, f_large) = found["train"]
-    train_rate = (f_large - f_small) / max(t_large - t_small, 1e-9)
-    train_image = t_small - f_small / train_rate
-    (e_small, g_small, n_small), (e_large, g_large, n_large) = found["forward"]
-    forward_rate = (g_large / n_large - g_small / n_small) / max(e_large / n_large - e_small / n_small, 1e-12)
+    path = work / "demo.yaml"
+    path.write_text(yaml.safe_dump(config))
+    settings = extractor_config(config, "bot_r18")
+    with torch.device("meta"):
+        forward = extractor_forward_flops(build_extractor(settings, ids).eval(), settings.image_size)
+    seconds = {}
+    for epochs in (1, 4):
+        command = [*HAVANA, "train-extractor", "--manifest", str(manifest), "--config", str(path)]
+        command += ["--extractor", "bot_r18", "--out", str(work / f"model_{epochs}"), "--epochs", str(epochs)]
+        seconds[epochs] = timed([*command, "--device", "cpu", "--tracking-uri", f"sqlite:///{work / 'x.db'}"], work, 2)
+    train = settings.train
+    seen = batches_per_epoch(images, ids, train.p, train.k) * train.p * train.k
+    features = work / "features.h5"
+    command = [*HAVANA, "extract", "--manifest", str(manifest), "--model", str(work / "model_1" / "model.pt")]
+    command += ["--config", str(path), "--extractor", "bot_r18", "--dataset", "synthetic", "--device", "cpu"]
+    extract = timed([*command, "--out", str(features)], work)
+    forwarded = images * settings.extraction.views + len(rows[rows["split"] != "train"]) * 2  # query, gallery: 2 views
     return {
-        "extractor_train_rate": train_rate,
-        "extractor_train_image": train_image,
-        "extractor_forward_rate": forward_rate,
-        "extractor_forward_image": e_small / n_small - g_small / n_small / forward_rate,
-        "demo_features": demo_features,
+        "extractor_train": 3 * 3 * forward * seen / (seconds[4] - seconds[1]),
+        "extractor_forward": forward * forwarded / (extract - start),
+        "train_extractor_1_epoch": seconds[1],
+        "demo_features": features,
     }
 
 
 def evaluate_costs(work: Path, features: Path) -> dict[str, float]:
-    """A raw-feature evaluate job with 1 output and with 3 (the features scored once): fixed and per-output seconds."""
+    """A raw-feature evaluate job with 1 output and with 3 (the features scored once; medians of 3 runs): the job's
+    fixed seconds and the seconds per output."""
     base = [*HAVANA, "evaluate", "--features", str(features), "--tracking-uri", f"sqlite:///{work / 'eval.db'}"]
-    one = timed([*base, "--out", str(work / "e1" / "seed0.json"), "--seeds", "0"], work)
-    three = timed(
-        [*base, "--out", *(str(work / "e3" / f"seed{s}.json") for s in range(3)), "--seeds", "0", "1", "2"], work
-    )
+    one = timed([*base, "--out", str(work / "e1" / "seed0.json"), "--seeds", "0"], work, 3)
+    outs = [str(work / "e3" / f"seed{seed}.json") for seed in range(3)]
+    three = timed([*base, "--out", *outs, "--seeds", "0", "1", "2"], work, 3)
     per_output = (three - one) / 2
     return {"evaluate_output": per_output, "evaluate_job": one - per_output}
 
 
 def head_job_costs(work: Path, features: Path) -> dict[str, float]:
-    """A train-head job (vnae_jst, seeds 0 and 1, the demo's features) for 1 and for 3 epochs: its fixed seconds."""
-    config = REPO / "config" / "demo.yaml"
+    """A train-head job (vnae_jst, seeds 0 and 1, the demo's features) for 1 and for 21 epochs (medians of 2): its
+    seconds per epoch and its fixed seconds (the 1-epoch job less one epoch; the first step's warm-up stays in it)."""
     seconds = {}
-    for epochs in (1, 3):
-        outs = [str(work / f"head{epochs}" / f"seed{s}") for s in (0, 1)]
-        seconds[epochs] = timed(
-            [
-                *HAVANA,
-                "train-head",
-                "--features",
-                str(features),
-                "--row",
-                "vnae_jst",
-                "--config",
-                str(config),
-                "--dataset",
-                "synthetic",
-                "--out",
-                *outs,
-                "--seeds",
-                "0",
-                "1",
-                "--epochs",
-                str(epochs),
-                "--device",
-                "cpu",
-                "--tracking-uri",
-                f"sqlite:///{work / 'head.db'}",
-            ],
-            work,
-        )
-    per_epoch = (seconds[3] - seconds[1]) / 2
-    return {"head_job": seconds[1] - per_epoch, "head_epoch_measured": per_epoch}
+    for epochs in (1, 21):
+        outs = [str(work / f"head{epochs}" / f"seed{seed}") for seed in (0, 1)]
+        command = [*HAVANA, "train-head", "--features", str(features), "--row", "vnae_jst", "--dataset", "synthetic"]
+        command += ["--config", str(REPO / "config" / "demo.yaml"), "--out", *outs, "--seeds", "0", "1"]
+        command += ["--epochs", str(epochs), "--device", "cpu", "--tracking-uri", f"sqlite:///{work / 'head.db'}"]
+        seconds[epochs] = timed(command, work, 2)
+    per_epoch = (seconds[21] - seconds[1]) / 20
+    return {"head_job": seconds[1] - per_epoch, "head_epoch": per_epoch}
 
 
 def step_seconds(row: RowConfig, dim: int, ids: int, p: int, heads: int, repeats: int) -> tuple[float, float]:
@@ -257,9 +190,33 @@ def step_seconds(row: RowConfig, dim: int, ids: int, p: int, heads: int, repeats
     return stepped, (time.perf_counter() - started) / repeats
 
 
+def matmul_rate() -> float:
+    """FLOP/s of the stacked heads' matmuls on this thread: torch.bmm of [N, B, D] x [N, D, D] at the demo's and the
+    paper's shapes (the larger, as the step's Linears run at their own shape's speed; median of 10)."""
+    rates = []
+    for dim, _ids, p, heads in SHAPES.values():
+        a, b = torch.randn(heads, 4 * p, dim), torch.randn(heads, dim, dim)
+        torch.bmm(a, b)
+        times = []
+        for _ in range(10):
+            started = time.perf_counter()
+            torch.bmm(a, b)
+            times.append(time.perf_counter() - started)
+        rates.append(2 * heads * 4 * p * dim * dim / statistics.median(times))
+    return max(rates)
+
+
 def head_step_fit() -> dict[str, float]:
-    """Least-squares seconds per call, matmul FLOP/s and bytes/s over the three rows at both shapes, with each
-    shape's measured and fitted step times printed; the diagnostics in steps of one head (their median ratio)."""
+    """The matmul FLOP/s measured (matmul_rate), the seconds per call measured on 8-d heads (where FLOPs and bytes are
+    nothing), then the bytes/s that fits the six timed steps best on what the calls and FLOPs leave; each step's
+    measured and fitted time printed; the diagnostics of every head of the job (one loss_diagnostics each, per epoch)
+    in stacked steps (their median ratio)."""
+    rate = matmul_rate()
+    tiny = [
+        step_seconds(row, 8, 40, 8, 2, 20)[0] / step_counts(row, HeadTrainConfig(p=8, k=4), 8, 40, 2).calls
+        for row in ROWS.values()
+    ]
+    per_call = float(np.median(tiny))
     equations, times, ratios = [], [], []
     for shape, (dim, ids, p, heads) in SHAPES.items():
         train = HeadTrainConfig(p=p, k=4)
@@ -268,24 +225,22 @@ def head_step_fit() -> dict[str, float]:
             with torch.device("meta"):
                 flops = heads * head_step_flops(build_head(dim, ids, row, train), p * 4)
             seconds, diagnostics = step_seconds(row, dim, ids, p, heads, 20 if shape == "demo" else 4)
-            one_head, _ = step_seconds(row, dim, ids, p, 1, 20 if shape == "demo" else 4)
-            ratios.append(diagnostics / one_head)
-            equations.append([counts.calls, flops, counts.bytes])
+            ratios.append(heads * diagnostics / seconds)
+            equations.append((counts.calls, flops, counts.bytes))
             times.append(seconds)
             print(
                 f"  step {shape:5s} {name:8s} {seconds * 1e3:8.1f} ms: {counts.calls} calls, {flops / 1e9:.2f} GFLOP, "
-                f"{counts.bytes / 1e9:.2f} GB; diagnostics {diagnostics / one_head:.2f} one-head steps"
+                f"{counts.bytes / 1e9:.2f} GB; every head's diagnostics {heads * diagnostics / seconds:.2f} steps"
             )
-    a, b = np.array(equations, dtype=float), np.array(times)
-    scale = a.max(axis=0)
-    solution = np.linalg.lstsq(a / scale, b, rcond=None)[0] / scale
-    per_call, per_flop, per_byte = (max(value, 1e-30) for value in solution)
-    for (calls, flops, moved), seconds in zip(equations, times):
-        fitted = calls * per_call + flops * per_flop + moved * per_byte
+    left = np.array([seconds - flops / rate - calls * per_call for (calls, flops, _), seconds in zip(equations, times)])
+    moved = np.array([moved for _, _, moved in equations], dtype=float)
+    per_byte = max(float(moved @ left / (moved @ moved)), 1e-30)
+    for (calls, flops, byte_count), seconds in zip(equations, times):
+        fitted = calls * per_call + flops / rate + byte_count * per_byte
         print(f"    measured {seconds * 1e3:8.1f} ms, fitted {fitted * 1e3:8.1f} ms ({seconds / fitted:.2f}x)")
     return {
         "head_call": per_call,
-        "head_matmul": 1 / per_flop,
+        "head_matmul": rate,
         "head_memory": 1 / per_byte,
         "head_diagnostics": float(np.median(ratios)),
     }
@@ -298,34 +253,42 @@ def main() -> None:
     started = time.perf_counter()
     js_table._coefficients.cache_clear()
     js_table._coefficients()
-    table_seconds = time.perf_counter() - started
-    print(f"  JS table build: {table_seconds:.2f} s")
+    print(f"  JS table build: {time.perf_counter() - started:.2f} s (once per process, in head_job)")
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder)
         starts = start_up(work)
         print("  start-up: " + ", ".join(f"{kind} {seconds:.2f} s" for kind, seconds in starts.items()))
         manifest, config = demo_dataset(work)
-        extractor = extractor_costs(work, manifest, config, starts["tracked"])
-        for kind in ("train", "forward"):
-            print(
-                f"  extractor {kind}: {extractor[f'extractor_{kind}_image'] * 1e3:.2f} ms per image + FLOPs at "
-                f"{extractor[f'extractor_{kind}_rate'] / 1e9:.1f} GFLOP/s"
-            )
-        evaluated = evaluate_costs(work, extractor["demo_features"])
+        extractor = extractor_costs(work, manifest, config, starts["torch"])
         print(
-            f"  evaluate job: {evaluated['evaluate_job']:.2f} s fixed + {evaluated['evaluate_output']:.2f} s per output"
+            f"  extractor (64x32, loader included): training {extractor['extractor_train'] / 1e9:.1f} GFLOP/s "
+            f"(a 1-epoch job {extractor['train_extractor_1_epoch']:.1f} s), extraction "
+            f"{extractor['extractor_forward'] / 1e9:.1f} GFLOP/s"
         )
+        evaluated = evaluate_costs(work, extractor["demo_features"])
+        print(f"  evaluate job: {evaluated['evaluate_job']:.2f} s + {evaluated['evaluate_output']:.2f} s per output")
         head = head_job_costs(work, extractor["demo_features"])
         print(
-            f"  train-head job (vnae_jst, 2 seeds, demo): {head['head_job']:.2f} s fixed, "
-            f"{head['head_epoch_measured']:.2f} s per epoch"
+            f"  train-head job (vnae_jst, 2 seeds, demo): {head['head_job']:.2f} s + {head['head_epoch']:.2f} s/epoch"
         )
     print("  stacked head steps, 1 thread:")
     fit = head_step_fit()
     print(
-        f"  fit: {fit['head_call'] * 1e6:.1f} us per call, {fit['head_matmul'] / 1e9:.1f} GFLOP/s, "
-        f"{fit['head_memory'] / 1e9:.1f} GB/s; diagnostics {fit['head_diagnostics']:.2f} one-head steps per epoch"
+        f"  {fit['head_call'] * 1e6:.1f} us per call and matmuls at {fit['head_matmul'] / 1e9:.1f} GFLOP/s (measured), "
+        f"{fit['head_memory'] / 1e9:.1f} GB/s; diagnostics {fit['head_diagnostics']:.2f} stacked steps per epoch"
     )
+    figures = {
+        "tracked_job": starts["tracked"],
+        "torch_job": starts["torch"],
+        "table_job": starts["table"],
+        "figure_job": starts["figure"],
+        "extractor_train": extractor["extractor_train"],
+        "extractor_forward": extractor["extractor_forward"],
+        "head_job": head["head_job"],
+        **fit,
+        **evaluated,
+    }
+    print("costs.py, CPU: " + ", ".join(f"{name} {value:.4g}" for name, value in figures.items()))
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from havana.utils.tracking import CELL_SEPARATOR, CONFIG_HASH_TAG, LABEL_TAG, ru
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
 DEMO = REPO / "config" / "demo.yaml"
+PLAN_FACTOR = 1.3  # issue 22: the plan's job-seconds within this factor of the demo's measured ones
 METADATA = "workflow/report/metadata.yaml"  # the report's first page: the summary and the tables
 
 
@@ -75,6 +76,18 @@ def check_readme_claims(log: str, config: dict, layout: Layout, table4_maps: lis
     assert 0.3e6 < sizes.pop("fig5") < 3e6 and all(size < 0.5e6 for size in sizes.values()), sizes
 
 
+def check_planned_seconds(config: dict, root: Path) -> None:
+    """`havana plan`'s cpu job-seconds against those Snakemake measured in this run's benchmark files (issue 22):
+    within a factor PLAN_FACTOR for every stage of at least 30 measured seconds, and in total."""
+    from havana.dag import costs, plan
+
+    measured = plan.measured_stages(root / config["results_dir"])
+    planned = {stage.stage: 3600 * stage.hours[costs.CPU] for stage in plan.make_plan(config).stages}
+    ratios = {stage: seconds / planned[stage] for stage, (_, seconds) in measured.items() if seconds >= 30}
+    ratios["total"] = sum(seconds for _, seconds in measured.values()) / sum(planned.values())
+    assert all(1 / PLAN_FACTOR <= ratio <= PLAN_FACTOR for ratio in ratios.values()), ratios
+
+
 @pytest.mark.slow
 def test_demo_runs_end_to_end_and_a_second_run_does_nothing(tmp_path):
     first = run_demo(tmp_path)
@@ -115,6 +128,7 @@ def test_demo_runs_end_to_end_and_a_second_run_does_nothing(tmp_path):
     estimate = {stage.stage: stage.kept for stage in plan.make_plan(config).stages}
     for stage, real in plan.measured_kept(config, tmp_path).items():
         assert estimate[stage] == pytest.approx(real, rel=0.05), stage
+    check_planned_seconds(config, tmp_path)
 
     # the two imports read back what bot_r18 wrote: the BoT-layout checkpoint gives the same weights, the .npz the same
     # features

@@ -19,6 +19,7 @@ from havana.dag import costs, plan
 from havana.data.features import FeatureSplit, write_features
 from havana.data.sampler import PKSampler
 from havana.engine.train_head import StackedHeads, StackedOptimizer
+from havana.errors import HavanaError
 from havana.models.extractor import build_extractor, save_extractor
 from havana.models.extractor_config import ExtractorConfig
 from havana.models.head import HeadTrainConfig, RowConfig, build_head, head_loss, save_head
@@ -160,19 +161,47 @@ def test_head_step_flops_are_the_flop_counters_on_a_real_step(dim, ids, row):
     assert plan.head_step_flops(head, train.p * train.k) == pytest.approx(counted, rel=0.05)
 
 
-def test_a_stacked_step_costs_the_heads_work_or_the_dispatch_where_longer():
-    """The step times the plan gives a job of stacked paper heads (2048-d, Market-1501's 751 identities, 16 x 4
-    batches), against what was measured or reasoned by hand, not against the rates' formula: on the 2-core CPU one
-    head steps 516 samples/s and 3 stacked heads run at 0.63x that per head (benchmarks/head.py, README), so a step
-    of 3 takes 3 x 64 / (516 x 0.63) = 0.591 s; on an H100 one head alone is launch-bound at 2.8 ms per step, and 3
-    stacked heads take their device work, 3 x 1.5 ms (issue 11). Within 5%."""
-    train = HeadTrainConfig()
+def test_step_counts_at_a_wide_head_equal_a_real_count_at_that_width():
+    """The plan's calls and bytes of a stacked step (probes at widths 8, 16, 32 and their quadratic) equal a count on
+    a real step at 256-d: the calls exactly, the bytes to 1e-6 (the quadratic is exact, not a fit)."""
+    from havana.engine.step_counts import count_step, step_counts
+
+    train = HeadTrainConfig(p=4, k=4)
+    for row in (HAVANA_ROW, SIGMA_ROW):
+        real = count_step(row, train, 256, 40, 2)
+        counted = step_counts(row, train, 256, 40, 2)
+        assert counted.calls == sum(real.calls.values())
+        assert counted.bytes == pytest.approx(real.bytes, rel=1e-6)
+
+
+def test_a_step_costs_calls_then_work_on_a_cpu_and_the_longer_of_them_on_a_gpu():
+    """Hand-computed step times from the cost table: on the CPU (one thread does both) calls x s/call + FLOPs / rate +
+    bytes / rate; on the H100 (launches overlap the device's work) the longer of the launches and the work."""
+    from havana.engine.step_counts import StepCounts
+
+    counts, flops = StepCounts(calls=300, bytes=4.0e9), 3.0e10
+    cpu, gpu = costs.RATES[costs.CPU], costs.RATES[costs.H100]
+    expected_cpu = 300 * cpu["head_call"].value + 3.0e10 / cpu["head_matmul"].value + 4.0e9 / cpu["head_memory"].value
+    assert plan.head_step_seconds(costs.CPU, counts, flops) == pytest.approx(expected_cpu)
+    launches = 300 * gpu["head_call"].value
+    work = 3.0e10 / gpu["head_matmul"].value + 4.0e9 / gpu["head_memory"].value
+    assert plan.head_step_seconds(costs.H100, counts, flops) == pytest.approx(max(launches, work))
+    few_calls = StepCounts(calls=1, bytes=4.0e9)
+    assert plan.head_step_seconds(costs.H100, few_calls, flops) == pytest.approx(work)
+
+
+def test_a_head_job_is_its_fixed_cost_and_epochs_of_steps_and_diagnostics():
+    """head_job_seconds against the sum written out: fixed cost + epochs x (batches x stacked step + diagnostics)."""
+    from havana.engine.step_counts import step_counts
+
+    train = HeadTrainConfig(p=4, k=4, epochs=3)
+    rates = costs.RATES[costs.CPU]
     with torch.device("meta"):
-        head = build_head(2048, 751, HAVANA_ROW, train)
-    flops = plan.head_step_flops(head, train.p * train.k)
-    assert plan.stacked_step_seconds(costs.CPU, flops, 3) == pytest.approx(3 * 64 / (516 * 0.63), rel=0.05)
-    assert plan.stacked_step_seconds(costs.H100, flops, 1) == pytest.approx(2.8e-3, rel=0.05)
-    assert plan.stacked_step_seconds(costs.H100, flops, 3) == pytest.approx(3 * 1.5e-3, rel=0.05)
+        flops = plan.head_step_flops(build_head(64, 10, HAVANA_ROW, train), 16)
+    step = plan.head_step_seconds(costs.CPU, step_counts(HAVANA_ROW, train, 64, 10, 2), 2 * flops)
+    batches = plan.batches_per_epoch(80, 10, 4, 4)
+    expected = rates["head_job"].value + 3 * (batches * step + rates["head_diagnostics"].value * step)
+    assert plan.head_job_seconds(costs.CPU, HAVANA_ROW, train, 64, 10, 80, 2) == pytest.approx(expected)
 
 
 def test_extractor_model_estimate_matches_the_real_file(tmp_path):
@@ -264,3 +293,21 @@ def test_measured_job_seconds_are_read_from_snakemakes_benchmark_files(tmp_path,
     assert "train_head           2 jobs  measured      20.0" in out and "total" in out.split("measured on")[1]
     assert main(["plan", "--config", config, "--measured", str(tmp_path / "empty")]) == 2
     assert "holds no Snakemake benchmark files" in capsys.readouterr().err
+
+
+def test_measured_rates_replace_the_plans_stage_by_stage():
+    """`calibrated`: each stage's cpu hours times measured / planned of a run on this machine, in a column of its own,
+    with a note naming the run; a stage the run did not measure keeps its estimate. A run with more jobs in a stage
+    than the config plans is another config's: one sentence."""
+    estimate = plan.make_plan(load_yaml(CONFIGS["demo"]), [costs.CPU])
+    head = next(stage for stage in estimate.stages if stage.stage == "train_head")
+    planned = 3600 * head.hours[costs.CPU]
+    factors = plan.stage_factors(estimate, {"train_head": (head.jobs, 2 * planned)})
+    assert factors == {"train_head": pytest.approx(2.0)}
+    scaled = plan.calibrated(estimate, factors, "results/demo")
+    hours = {stage.stage: stage.hours for stage in scaled.stages}
+    assert hours["train_head"][plan.MEASURED] == pytest.approx(2 * head.hours[costs.CPU])
+    assert hours["evaluate"][plan.MEASURED] == hours["evaluate"][costs.CPU]
+    assert "results/demo" in scaled.notes[-1] and plan.MEASURED in plan.format_plan(scaled)
+    with pytest.raises(HavanaError, match="give the config it was run with"):
+        plan.stage_factors(estimate, {"train_head": (head.jobs + 1, planned)})

@@ -23,8 +23,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--measured",
         metavar="RESULTS_DIR",
-        help="also print the job-seconds Snakemake measured per stage in RESULTS_DIR/benchmarks/ (every rule writes "
-        "a benchmark file) beside the plan's estimate for this machine's kind (cpu), with their ratio",
+        help="a finished run on this machine: print the job-seconds Snakemake measured per stage in "
+        "RESULTS_DIR/benchmarks/ (every rule writes a benchmark file) beside the plan of --measured-config for this "
+        "machine's kind (cpu), with their ratio; then plan --config with the cpu rates replaced by the measured ones, "
+        "stage by stage (column 'measured')",
+    )
+    parser.add_argument(
+        "--measured-config",
+        metavar="CONFIG",
+        help="the config RESULTS_DIR was run with (default: --config), e.g. config/demo.yaml to plan the paper with "
+        "the demo's measured rates",
     )
     parser.set_defaults(func=run)
 
@@ -32,11 +40,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Print the plan."""
     from havana.config import load_yaml
-    from havana.dag.plan import format_measured, format_plan, make_plan, measured_stages
+    from havana.dag.plan import calibrated, format_measured, format_plan, make_plan, measured_stages, stage_factors
 
     plan = make_plan(load_yaml(args.config))
-    print(format_plan(plan))
-    if args.measured:
-        print()
-        print(format_measured(plan, measured_stages(args.measured)))
+    if not args.measured:
+        print(format_plan(plan))
+        return 0
+    measured = measured_stages(args.measured)
+    reference = plan if args.measured_config in (None, args.config) else make_plan(load_yaml(args.measured_config))
+    factors = stage_factors(reference, measured)
+    print(format_measured(reference, measured))
+    print()
+    print(format_plan(calibrated(plan, factors, f"{args.measured} ({args.measured_config or args.config})")))
     return 0

@@ -1,13 +1,22 @@
-"""Per-device compute rates that `havana plan` turns into hours: data, each with where it comes from.
+"""Per-device costs that `havana plan` turns into job-seconds and hours: data, each with where it comes from.
 
-A rate is either MEASURED by a script in benchmarks/ (the figure it printed, on the device named) or EXTRAPOLATED
-(an estimate with its reasoning). `havana plan` prints which is which beside every figure. Work is counted from the
-code's own shapes (torch.utils.flop_counter on the real modules, built on the meta device), so a rate in FLOP/s
-carries over between architectures, image sizes and feature widths. A train_head job steps the seeds' heads stacked
-(one vmapped step for all of them): a step of N heads takes N x the head's FLOPs at `head_step`, or the host's
-`head_dispatch` time where that is longer (a GPU, where the head is bound by kernel launches, not FLOPs).
+A cost is either MEASURED by a script in benchmarks/ (the figure it printed, on the device named) or EXTRAPOLATED (an
+estimate with its reasoning). `havana plan` prints which is which beside every figure. Work is counted from the code
+itself: FLOPs with torch.utils.flop_counter on the real modules (meta device), a head step's ATen calls and bytes on
+the engine's own step (havana.engine.step_counts), so a rate carries over between architectures, widths and sizes.
 
-To add a device kind: run benchmarks/extraction.py and benchmarks/head.py on it and add its rates here, measured.
+What a job costs (havana.dag.plan):
+- every job: a fixed cost (interpreter, imports, the MLflow store and run, writing its outputs): `*_job`;
+- train_extractor / extract_features: each image's FLOPs at a rate that includes the loader's work per image (on the
+  CPU measured at the demo's 64x32, where the loader is about a fifth of the time);
+- train_head: per stacked step its calls x `head_call` plus its FLOPs and bytes at `head_matmul` and `head_memory`
+  (on a GPU the longer of the host's launches and the device's work, which overlap); per epoch the diagnostics of
+  every head (one loss_diagnostics each), `head_diagnostics` stacked steps;
+- evaluate: per output its metrics, run and files, plus the scoring FLOPs at `evaluate`.
+
+Units: "FLOP/s", "B/s" (work / rate = seconds), "s/job", "s/call", "s/output" (count x value = seconds),
+"steps" (a multiple of the job's stacked step). To add a device kind: run benchmarks/job_costs.py on it and add its
+figures here, measured.
 """
 
 from __future__ import annotations
@@ -17,41 +26,68 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Rate:
-    """How fast one kind of work runs on one device kind."""
+    """How fast one kind of work runs, or what it costs, on one device kind."""
 
     value: float
-    unit: str  # "FLOP/s" (work / rate = seconds) or "s/step" (a fixed time per head training step)
+    unit: str  # FLOP/s, B/s, s/job, s/call, s/image, s/output or steps (module docstring)
     measured: bool  # True: printed by a benchmark script on this device kind; False: extrapolated
     source: str  # the benchmark and its printed figure, or the reasoning of the extrapolation
 
 
-# The 2-core CPU development machine (torch 2.14 CPU build). Conv work per image: ResNet-18 at 128x64, last stride 1,
-# is 1.00 GFLOP forward (flop counter), so images/s x 1.00e9 (x3 for forward + backward) gives FLOP/s.
 CPU = "cpu"
 H100 = "h100"
+_JOB_COSTS = (
+    "benchmarks/job_costs.py (2-core AMD EPYC VM, torch 2.14.1 CPU build, 1 thread per job, nothing else running)"
+)
 
 RATES: dict[str, dict[str, Rate]] = {
+    # The 2-core CPU development machine, one thread per job as Snakemake runs the demo (extractor_threads: 1).
     CPU: {
+        "tracked_job": Rate(
+            4.5,
+            "s/job",
+            True,
+            f"{_JOB_COSTS}: 4.51 s, a fresh process importing torch, h5py and "
+            "mlflow and writing one run to an existing sqlite store",
+        ),
+        "torch_job": Rate(
+            3.4, "s/job", True, f"{_JOB_COSTS}: 3.43 s, a fresh process importing torch, torchvision, h5py"
+        ),
+        "table_job": Rate(0.21, "s/job", True, f"{_JOB_COSTS}: 0.21 s, a fresh process importing the table command"),
+        "figure_job": Rate(
+            2.7, "s/job", True, f"{_JOB_COSTS}: 2.70 s, a fresh process importing torch, matplotlib and the figures"
+        ),
         "extractor_train": Rate(
-            2.67e11,
+            6.0e10,
             "FLOP/s",
             True,
-            "benchmarks/extraction.py: ResNet-18 128x64 training 89 images/s x 3.0 GFLOP (README, 2-core CPU)",
+            f"{_JOB_COSTS}: train-extractor, the demo's ResNet-18 at 64x32, 4 epochs less 1 (loader included)",
         ),
         "extractor_forward": Rate(
-            2.78e11,
+            7.1e10,
             "FLOP/s",
             True,
-            "benchmarks/extraction.py: extraction end to end 278 images/s x 1.0 GFLOP (README, 2-core CPU)",
+            f"{_JOB_COSTS}: extract, the demo's ResNet-18 at 64x32, less a torch job's start-up (loader included)",
         ),
-        "head_step": Rate(
-            7.4e10,
-            "FLOP/s",
+        "head_job": Rate(
+            8.6,
+            "s/job",
             True,
-            "benchmarks/head.py: one paper head's Linear layers run at 117 "
-            "GFLOP/s (516 samples/s, README, 2-core CPU), and 3 heads stacked run at 0.63x the heads x "
-            "samples/s of 3 heads one at a time on this CPU (2048-d, measured in one run), so 74 GFLOP/s",
+            f"{_JOB_COSTS}: train-head, row vnae_jst, 2 seeds, 1 epoch less the epoch "
+            "(21 epochs: 0.24 s each); start-up, the JS table (1.5 s), runs and files",
         ),
+        "head_call": Rate(1.94e-5, "s/call", True, f"{_JOB_COSTS}: stacked steps of 8-d heads, seconds / calls"),
+        "head_matmul": Rate(8.5e10, "FLOP/s", True, f"{_JOB_COSTS}: torch.bmm at the stacked heads' shapes"),
+        "head_memory": Rate(
+            1.7e10,
+            "B/s",
+            True,
+            f"{_JOB_COSTS}: fitted to 6 timed stacked steps (3 rows, demo and "
+            "paper shapes) after the calls and matmuls; every step within 0.87-1.11x of the model",
+        ),
+        "head_diagnostics": Rate(0.46, "steps", True, f"{_JOB_COSTS}: heads x loss_diagnostics / stacked step"),
+        "evaluate_job": Rate(4.6, "s/job", True, f"{_JOB_COSTS}: evaluate, raw features, 1 and 3 outputs"),
+        "evaluate_output": Rate(0.04, "s/output", True, f"{_JOB_COSTS}: the same"),
         "evaluate": Rate(
             1.60e11,
             "FLOP/s",
@@ -61,6 +97,10 @@ RATES: dict[str, dict[str, Rate]] = {
         ),
     },
     H100: {
+        "tracked_job": Rate(5.0, "s/job", False, "extrapolated: the CPU's start-up and CUDA's initialisation (~2 s)"),
+        "torch_job": Rate(4.0, "s/job", False, "extrapolated: the CPU's start-up and CUDA's initialisation (~2 s)"),
+        "table_job": Rate(0.5, "s/job", False, "extrapolated: the CPU's (tables never use the GPU)"),
+        "figure_job": Rate(2.5, "s/job", False, "extrapolated: the CPU's (figures never use the GPU)"),
         "extractor_train": Rate(
             4.0e13,
             "FLOP/s",
@@ -74,25 +114,34 @@ RATES: dict[str, dict[str, Rate]] = {
             4.0e13,
             "FLOP/s",
             False,
-            "extrapolated: the training rate (forward-only runs "
-            "faster on the GPU, but the JPEG loader then sets the pace)",
+            "extrapolated: the training rate (forward-only runs faster on the GPU, but the JPEG loader then sets the "
+            "pace)",
         ),
-        "head_step": Rate(
-            9.7e12,
+        "head_job": Rate(8.0, "s/job", False, "extrapolated: the CPU's train-head job and CUDA's initialisation"),
+        "head_call": Rate(
+            8.0e-6,
+            "s/call",
+            False,
+            "extrapolated (issue 11): one head step's ~235 kernels took 1.2-2.8 ms of host dispatch in eager PyTorch, "
+            "5-12 us each; vmap adds its own Python per call. Not measured: no GPU was lent to this work",
+        ),
+        "head_matmul": Rate(
+            1.0e13,
             "FLOP/s",
             False,
-            "extrapolated (issue 11): one step of the paper head is 14.6 GFLOP in about 1.5 ms of device work (fp32)",
+            "extrapolated (issue 11): one step of the paper head is 14.6 GFLOP in about 1.5 ms of device work (fp32, "
+            "batch 64: far below the 67 TFLOP/s peak)",
         ),
-        "head_dispatch": Rate(
-            2.8e-3,
-            "s/step",
+        "head_memory": Rate(
+            2.0e12,
+            "B/s",
             False,
-            "extrapolated (issue 11): one step launches about 235 "
-            "kernels, 1.2-2.8 ms of host dispatch, the same for N stacked heads (one vmapped step "
-            "launches each kernel once, N times larger); so one head alone is launch-bound at "
-            "2.8 ms per step and 3 stacked seeds take 3 x 1.5 = 4.5 ms of device work, 1.9x "
-            "the heads per hour; not measured: no GPU was lent to this work",
+            "extrapolated: 60% of the H100 SXM's 3.35 TB/s HBM3, what elementwise kernels reach; the bytes are an "
+            "upper bound (every operand and result of every call)",
         ),
+        "head_diagnostics": Rate(2.0, "steps", False, "extrapolated: the CPU's ratio"),
+        "evaluate_job": Rate(4.0, "s/job", False, "evaluate runs on the CPU cores (its rule claims no GPU): the CPU's"),
+        "evaluate_output": Rate(0.3, "s/output", False, "the CPU's"),
         "evaluate": Rate(
             1.60e11,
             "FLOP/s",
@@ -102,6 +151,9 @@ RATES: dict[str, dict[str, Rate]] = {
         ),
     },
 }
+# On a GPU the host launches kernels while the device runs earlier ones: a step takes the longer of the two. On the CPU
+# one thread does both, one after the other.
+OVERLAPPED = {CPU: False, H100: True}
 
 
 def rate(device_kind: str, work: str) -> Rate:

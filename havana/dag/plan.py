@@ -31,10 +31,11 @@ from havana.dag import costs
 from havana.dag.jobs import figure_names, figure_reads, table_reads
 from havana.data.datasets import is_synthetic
 from havana.data.features import INDEX_CHUNK_ROWS, SPLITS, feature_chunk_rows
+from havana.engine.step_counts import StepCounts, step_counts
 from havana.errors import HavanaError
 from havana.layout import BASELINE
 from havana.models.extractor_config import ExtractorConfig, extractor_config
-from havana.models.head import HeadTrainConfig, build_head, resolve_row
+from havana.models.head import HeadTrainConfig, RowConfig, build_head, resolve_row
 from havana.utils.checkpointing import checkpoints_written
 
 STAGES = ("prepare", "train_extractor", "extract_features", "train_head", "evaluate", "tables_figures")
@@ -318,18 +319,34 @@ def batches_per_epoch(images: int, ids: int, p: int, k: int) -> int:
 
 
 def _hours(work: float, device_kind: str, name: str) -> float:
+    """Hours of `work` on `device_kind`: work / rate for a rate (FLOP/s, B/s), work x cost for a cost (s/job, s/call,
+    s/image, s/output, steps)."""
     rate = costs.rate(device_kind, name)
-    return work / rate.value / 3600 if rate.unit == "FLOP/s" else work * rate.value / 3600
+    return (work / rate.value if rate.unit.endswith("/s") else work * rate.value) / 3600
 
 
-def stacked_step_seconds(device_kind: str, flops_per_head: float, heads: int) -> float:
-    """Seconds of one training step of `heads` heads stacked in one process (havana.engine.train_head): the heads'
-    work at
-    the device's head rate, or the step's host dispatch where that is longer (a GPU: one vmapped step launches about
-    the kernels of one head, whatever the number of heads)."""
-    rates = costs.RATES[device_kind]
-    work = heads * flops_per_head / rates["head_step"].value
-    return max(work, rates["head_dispatch"].value) if "head_dispatch" in rates else work
+def head_step_seconds(device_kind: str, counts: StepCounts, flops: float) -> float:
+    """Seconds of one stacked head step (havana.engine.train_head) with its ATen calls and bytes `counts` and the
+    heads' matmul `flops`: the calls' overhead plus the device's work (FLOPs and bytes at its rates), one after the
+    other on a CPU, the longer of the two where the host launches while the device computes (a GPU)."""
+    host = 3600 * _hours(counts.calls, device_kind, "head_call")
+    device = 3600 * (_hours(flops, device_kind, "head_matmul") + _hours(counts.bytes, device_kind, "head_memory"))
+    return max(host, device) if costs.OVERLAPPED[device_kind] else host + device
+
+
+def head_job_seconds(
+    device_kind: str, row: RowConfig, train: HeadTrainConfig, dim: int, ids: int, images: int, heads: int
+) -> float:
+    """Seconds of one train_head job: its fixed cost, then per epoch the stacked steps of its `heads` heads and each
+    head's diagnostics (havana.engine.train_head.epoch_diagnostics, `head_diagnostics` times a head's share of the
+    stacked step)."""
+    with torch.device("meta"):
+        flops = head_step_flops(build_head(dim, ids, row, train), train.p * train.k)
+    stacked = head_step_seconds(device_kind, step_counts(row, train, dim, ids, heads), heads * flops)
+    per_epoch = batches_per_epoch(images, ids, train.p, train.k) * stacked + 3600 * _hours(
+        stacked, device_kind, "head_diagnostics"
+    )
+    return 3600 * _hours(1, device_kind, "head_job") + train.epochs * per_epoch
 
 
 def make_plan(config: dict[str, Any], device_kinds: Iterable[str] = (costs.H100, costs.CPU)) -> Plan:
@@ -367,7 +384,9 @@ def make_plan(config: dict[str, Any], device_kinds: Iterable[str] = (costs.H100,
         forward = forward_flops[shape]
         extraction = images * views + (split["query"][1] + split["gallery"][1]) * FLIP_VIEWS
         for kind in kinds:
-            estimates["extract_features"].hours[kind] += _hours(forward * extraction, kind, "extractor_forward")
+            estimates["extract_features"].hours[kind] += _hours(1, kind, "torch_job") + _hours(
+                forward * extraction, kind, "extractor_forward"
+            )
         model_bytes = state_bytes(model)
         if (job.dataset, source) in imported:  # a converted checkpoint: written, never trained
             imported.discard((job.dataset, source))
@@ -377,12 +396,14 @@ def make_plan(config: dict[str, Any], device_kinds: Iterable[str] = (costs.H100,
             trained.discard((job.dataset, source))
             train = settings.train
             seen = batches_per_epoch(images, ids, train.p, train.k) * train.p * train.k * train.epochs
+            job_hours = {
+                kind: _hours(1, kind, "tracked_job") + _hours(3 * forward * seen, kind, "extractor_train")
+                for kind in kinds
+            }
             for kind in kinds:
-                estimates["train_extractor"].hours[kind] += _hours(3 * forward * seen, kind, "extractor_train")
+                estimates["train_extractor"].hours[kind] += job_hours[kind]
             checkpoint_bytes = adam_checkpoint_bytes(model)
-            checkpoints = checkpoints_written(
-                3600 * _hours(3 * forward * seen, kinds[0], "extractor_train"), train.checkpoint_minutes, train.epochs
-            )
+            checkpoints = checkpoints_written(3600 * job_hours[kinds[0]], train.checkpoint_minutes, train.epochs)
             estimates["train_extractor"].kept += model_bytes
             estimates["train_extractor"].written += model_bytes + checkpoints * checkpoint_bytes
         file_bytes = features_bytes(split, views, model.feature_dim)
@@ -402,10 +423,8 @@ def make_plan(config: dict[str, Any], device_kinds: Iterable[str] = (costs.H100,
         ids, images = sizes[job.dataset]["train"]
         with torch.device("meta"):
             head = build_head(dims[(job.dataset, job.extractor)], ids, row, train)
-        steps = batches_per_epoch(images, ids, train.p, train.k) * train.epochs
-        heads = len(job.seeds)
-        flops = head_step_flops(head, train.p * train.k)
-        job_hours = {kind: steps * stacked_step_seconds(kind, flops, heads) / 3600 for kind in kinds}
+        heads, dim = len(job.seeds), dims[(job.dataset, job.extractor)]
+        job_hours = {kind: head_job_seconds(kind, row, train, dim, ids, images, heads) / 3600 for kind in kinds}
         for kind in kinds:
             estimates["train_head"].hours[kind] += job_hours[kind]
         kept = heads * (state_bytes(head) + (train.epochs + 1) * HISTORY_ROW_BYTES)
@@ -419,10 +438,30 @@ def make_plan(config: dict[str, Any], device_kinds: Iterable[str] = (costs.H100,
         scored = 1 if job.row == BASELINE else len(job.seeds)  # the raw features are scored once for every seed
         work = scored * 2 * 2 * split["query"][1] * split["gallery"][1] * dim  # plain, flip; 2 FLOP per multiply-add
         for kind in kinds:
-            estimates["evaluate"].hours[kind] += _hours(work, kind, "evaluate")
+            estimates["evaluate"].hours[kind] += (
+                _hours(1, kind, "evaluate_job")
+                + _hours(len(job.seeds), kind, "evaluate_output")
+                + _hours(work, kind, "evaluate")
+            )
         estimates["evaluate"].kept += len(job.seeds) * METRICS_BYTES
     estimates["evaluate"].written = estimates["evaluate"].kept
     figures = sum(1 for job in jobs["tables_figures"] if job.stage.startswith("fig"))
+    for kind in kinds:
+        estimates["tables_figures"].hours[kind] = _hours(figures, kind, "figure_job") + _hours(
+            len(jobs["tables_figures"]) - figures, kind, "table_job"
+        )
+    for kind in kinds:  # rendering and preparing run no torch: a table job's start-up and little work each
+        estimates["prepare"].hours[kind] += _hours(len(jobs["prepare"]), kind, "table_job")
+    moves = [
+        job
+        for stage in ("train_extractor", "extract_features")
+        for job in jobs[stage]
+        if job.stage not in ("train_extractor", "extract_features")
+    ]  # imports and exports: a tracked job's start-up, no training
+    for job in moves:
+        stage = "train_extractor" if job.stage.endswith("extractor") else "extract_features"
+        for kind in kinds:
+            estimates[stage].hours[kind] += _hours(1, kind, "torch_job")
     estimates["tables_figures"].kept = figures * FIGURE_BYTES + (len(jobs["tables_figures"]) - figures) * TABLE_BYTES
     estimates["tables_figures"].written = estimates["tables_figures"].kept
     notes = [
@@ -547,3 +586,35 @@ def format_measured(plan: Plan, measured: dict[str, tuple[int, float]], kind: st
     ratio = f"{measured_total / planned_total:.2f}x" if planned_total else "-"
     lines.append(f"  {'total':<18}{'':>9}  measured {measured_total:>9.1f}  planned {planned_total:>9.1f}  {ratio}")
     return "\n".join(lines)
+
+
+MEASURED = "measured"  # the device kind of a plan whose cpu hours were rescaled by `calibrated`
+
+
+def stage_factors(plan: Plan, measured: dict[str, tuple[int, float]], kind: str = costs.CPU) -> dict[str, float]:
+    """Per stage, measured / planned job-seconds on `kind` (stages with both): this machine's correction of the
+    plan's rates, stage by stage. A run with more jobs in a stage than the plan has is not this plan's run: one
+    sentence."""
+    factors = {}
+    for stage in plan.stages:
+        if measured.get(stage.stage, (0, 0.0))[0] > stage.jobs:
+            raise HavanaError(
+                f"the measured run has {measured[stage.stage][0]} {stage.stage} jobs where this config plans "
+                f"{stage.jobs}: give the config it was run with (--measured-config)."
+            )
+        planned, seconds = 3600 * stage.hours.get(kind, 0.0), measured.get(stage.stage, (0, 0.0))[1]
+        if planned > 0 and seconds > 0:
+            factors[stage.stage] = seconds / planned
+    return factors
+
+
+def calibrated(plan: Plan, factors: dict[str, float], source: str, kind: str = costs.CPU) -> Plan:
+    """`plan` with a `measured` column: its `kind` hours times each stage's factor (stage_factors of a run on this
+    machine; a stage that run did not measure keeps the rate's estimate), and a note saying so."""
+    stages = [
+        replace(stage, hours={**stage.hours, MEASURED: stage.hours.get(kind, 0.0) * factors.get(stage.stage, 1.0)})
+        for stage in plan.stages
+    ]
+    scaled = ", ".join(f"{name} x{factor:.2f}" for name, factor in factors.items())
+    note = f"{MEASURED}: the {kind} hours with this machine's rates, measured in {source}: {scaled}"
+    return Plan(stages, [*plan.device_kinds, MEASURED], [*plan.notes, note])
