@@ -4,15 +4,18 @@ this machine with one thread per job, as Snakemake runs the demo's jobs (issue 2
 What it runs, in a temporary folder, through the real CLI in fresh processes (what a Snakemake job pays):
 1. job start-up: `python -c` with the imports and the MLflow store a tracked job opens (torch, h5py, mlflow, a run);
    a table job's and a figure job's imports;
-2. train-extractor (ResNet-18 on the demo's synthetic dataset) for 1 and 3 epochs at 64x32 and at 128x64 images:
-   per seen image a fixed loader cost plus FLOPs at a rate, solved from the two sizes; the same for `extract`;
-3. evaluate on raw features with 1 and with 3 outputs: the job's fixed cost and the cost per output;
-4. train-head (row vnae_jst, two seeds, the demo's features) for 1 and 3 epochs: the job's fixed cost;
+2. train-extractor (the demo's ResNet-18 on its synthetic dataset, 64x32) for 1 and 4 epochs, and extract: FLOP/s
+   with the loader's per-image work included;
+3. train-head (row vnae_jst, two seeds, the demo's features) for 1 and 21 epochs: the job's fixed cost;
+4. evaluate: the baseline's job (raw features) and what each head's output adds (one head vs two);
 5. in this process, stacked head steps (havana.engine.train_head) of three rows at the demo's and the paper's shapes,
-   timed, with their ATen calls, bytes and FLOPs counted (havana.engine.step_counts): the seconds per call, the matmul
-   FLOP/s and the bytes/s that fit the six times best (least squares); and the per-epoch diagnostics in steps;
+   timed, with their ATen calls, bytes and FLOPs counted (havana.engine.step_counts): the seconds per call (8-d heads)
+   and the matmul FLOP/s (torch.bmm) measured, the bytes/s fitted to the six times; the diagnostics in steps;
 6. the JS table's build (once per process).
-It prints each figure and a block to paste into costs.py. About 3 minutes on the 2-core VM.
+Everything here runs alone; how much slower the same work runs in the demo, where Snakemake keeps both cores busy, is
+costs.py's busy_* (from a demo run's benchmark files and logs against these figures: two processes started side by
+side here overlap too little to measure it).
+It prints each figure and a line to copy into costs.py. About 8 minutes on the 2-core VM.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/job_costs.py
 """
@@ -128,23 +131,26 @@ def extractor_costs(work: Path, manifest: Path, config: dict, start: float) -> d
     command += ["--config", str(path), "--extractor", "bot_r18", "--dataset", "synthetic", "--device", "cpu"]
     extract = timed([*command, "--out", str(features)], work)
     forwarded = images * settings.extraction.views + len(rows[rows["split"] != "train"]) * 2  # query, gallery: 2 views
+    per_epoch = (seconds[4] - seconds[1]) / 3
     return {
-        "extractor_train": 3 * 3 * forward * seen / (seconds[4] - seconds[1]),
+        "extractor_job": seconds[1] - per_epoch,
+        "extractor_train": 3 * forward * seen / per_epoch,
         "extractor_forward": forward * forwarded / (extract - start),
         "train_extractor_1_epoch": seconds[1],
         "demo_features": features,
     }
 
 
-def evaluate_costs(work: Path, features: Path) -> dict[str, float]:
-    """A raw-feature evaluate job with 1 output and with 3 (the features scored once; medians of 3 runs): the job's
-    fixed seconds and the seconds per output."""
-    base = [*HAVANA, "evaluate", "--features", str(features), "--tracking-uri", f"sqlite:///{work / 'eval.db'}"]
-    one = timed([*base, "--out", str(work / "e1" / "seed0.json"), "--seeds", "0"], work, 3)
-    outs = [str(work / "e3" / f"seed{seed}.json") for seed in range(3)]
-    three = timed([*base, "--out", *outs, "--seeds", "0", "1", "2"], work, 3)
-    per_output = (three - one) / 2
-    return {"evaluate_output": per_output, "evaluate_job": one - per_output}
+def evaluate_costs(work: Path, features: Path, heads: list[Path], store: Path) -> dict[str, float]:
+    """Evaluate jobs (medians of 3 runs): the baseline's (raw features, one output) and, from a job scoring one head
+    and one scoring two (`heads`, trained with their runs in `store`), the seconds each head's output adds (the head
+    read, hashed and run over query and gallery, its metrics logged into its own run)."""
+    base = [*HAVANA, "evaluate", "--features", str(features), "--tracking-uri", f"sqlite:///{store}"]
+    raw = timed([*base, "--out", str(work / "raw" / "seed0.json"), "--seeds", "0"], work, 3)
+    one = timed([*base, "--head", str(heads[0]), "--out", str(work / "h1" / "seed0.json"), "--seeds", "0"], work, 3)
+    outs = [str(work / "h2" / f"seed{seed}.json") for seed in (0, 1)]
+    two = timed([*base, "--head", *map(str, heads), "--out", *outs, "--seeds", "0", "1"], work, 3)
+    return {"evaluate_job": raw, "evaluate_head": two - one}
 
 
 def head_job_costs(work: Path, features: Path) -> dict[str, float]:
@@ -261,16 +267,17 @@ def main() -> None:
         manifest, config = demo_dataset(work)
         extractor = extractor_costs(work, manifest, config, starts["torch"])
         print(
-            f"  extractor (64x32, loader included): training {extractor['extractor_train'] / 1e9:.1f} GFLOP/s "
-            f"(a 1-epoch job {extractor['train_extractor_1_epoch']:.1f} s), extraction "
+            f"  extractor (64x32, loader included): training {extractor['extractor_train'] / 1e9:.1f} GFLOP/s, a job "
+            f"{extractor['extractor_job']:.1f} s besides its epochs; extraction "
             f"{extractor['extractor_forward'] / 1e9:.1f} GFLOP/s"
         )
-        evaluated = evaluate_costs(work, extractor["demo_features"])
-        print(f"  evaluate job: {evaluated['evaluate_job']:.2f} s + {evaluated['evaluate_output']:.2f} s per output")
         head = head_job_costs(work, extractor["demo_features"])
         print(
             f"  train-head job (vnae_jst, 2 seeds, demo): {head['head_job']:.2f} s + {head['head_epoch']:.2f} s/epoch"
         )
+        heads = [work / "head1" / f"seed{seed}" / "head.pt" for seed in (0, 1)]
+        evaluated = evaluate_costs(work, extractor["demo_features"], heads, work / "head.db")
+        print(f"  evaluate job: {evaluated['evaluate_job']:.2f} s + {evaluated['evaluate_head']:.2f} s per head")
     print("  stacked head steps, 1 thread:")
     fit = head_step_fit()
     print(
@@ -282,6 +289,7 @@ def main() -> None:
         "torch_job": starts["torch"],
         "table_job": starts["table"],
         "figure_job": starts["figure"],
+        "extractor_job": extractor["extractor_job"],
         "extractor_train": extractor["extractor_train"],
         "extractor_forward": extractor["extractor_forward"],
         "head_job": head["head_job"],

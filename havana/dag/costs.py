@@ -12,11 +12,13 @@ What a job costs (havana.dag.plan):
 - train_head: per stacked step its calls x `head_call` plus its FLOPs and bytes at `head_matmul` and `head_memory`
   (on a GPU the longer of the host's launches and the device's work, which overlap); per epoch the diagnostics of
   every head (one loss_diagnostics each), `head_diagnostics` stacked steps;
-- evaluate: per output its metrics, run and files, plus the scoring FLOPs at `evaluate`.
+- evaluate: per head scored its read, encoding and run (`evaluate_head`), plus the scoring FLOPs at `evaluate`;
+- on a machine that runs several jobs at once (Snakemake keeps every core busy), extractor training and head steps
+  run `busy_*` times slower than alone (extraction, mostly reading and decoding, was not measurably slower).
 
 Units: "FLOP/s", "B/s" (work / rate = seconds), "s/job", "s/call", "s/output" (count x value = seconds),
-"steps" (a multiple of the job's stacked step). To add a device kind: run benchmarks/job_costs.py on it and add its
-figures here, measured.
+"steps" (a multiple of the job's stacked step), "x" (a factor). To add a device kind: run benchmarks/job_costs.py
+on it and add its figures here, measured.
 """
 
 from __future__ import annotations
@@ -44,50 +46,69 @@ RATES: dict[str, dict[str, Rate]] = {
     # The 2-core CPU development machine, one thread per job as Snakemake runs the demo (extractor_threads: 1).
     CPU: {
         "tracked_job": Rate(
-            4.5,
+            4.64,
             "s/job",
             True,
-            f"{_JOB_COSTS}: 4.51 s, a fresh process importing torch, h5py and "
-            "mlflow and writing one run to an existing sqlite store",
+            f"{_JOB_COSTS}: a fresh process importing torch, h5py and mlflow and "
+            "writing one run to an existing sqlite store",
         ),
-        "torch_job": Rate(
-            3.4, "s/job", True, f"{_JOB_COSTS}: 3.43 s, a fresh process importing torch, torchvision, h5py"
-        ),
-        "table_job": Rate(0.21, "s/job", True, f"{_JOB_COSTS}: 0.21 s, a fresh process importing the table command"),
+        "torch_job": Rate(3.36, "s/job", True, f"{_JOB_COSTS}: a fresh process importing torch, torchvision, h5py"),
+        "table_job": Rate(0.21, "s/job", True, f"{_JOB_COSTS}: a fresh process importing the table command"),
         "figure_job": Rate(
-            2.7, "s/job", True, f"{_JOB_COSTS}: 2.70 s, a fresh process importing torch, matplotlib and the figures"
+            2.33, "s/job", True, f"{_JOB_COSTS}: a fresh process importing torch, matplotlib and the figures"
+        ),
+        "extractor_job": Rate(
+            6.7,
+            "s/job",
+            True,
+            f"{_JOB_COSTS}: a 1-epoch train-extractor job (10.5 s) less its "
+            "epoch: start-up, model, MLflow run, model.pt",
         ),
         "extractor_train": Rate(
-            6.0e10,
+            5.65e10,
             "FLOP/s",
             True,
             f"{_JOB_COSTS}: train-extractor, the demo's ResNet-18 at 64x32, 4 epochs less 1 (loader included)",
         ),
         "extractor_forward": Rate(
-            7.1e10,
+            6.33e10,
             "FLOP/s",
             True,
             f"{_JOB_COSTS}: extract, the demo's ResNet-18 at 64x32, less a torch job's start-up (loader included)",
         ),
         "head_job": Rate(
-            8.6,
+            8.23,
             "s/job",
             True,
-            f"{_JOB_COSTS}: train-head, row vnae_jst, 2 seeds, 1 epoch less the epoch "
-            "(21 epochs: 0.24 s each); start-up, the JS table (1.5 s), runs and files",
+            f"{_JOB_COSTS}: a 1-epoch train-head job (row vnae_jst, 2 seeds) less its "
+            "epoch (0.28 s, from 21 epochs): start-up, the JS table (1.2 s), the first step, runs, files",
         ),
-        "head_call": Rate(1.94e-5, "s/call", True, f"{_JOB_COSTS}: stacked steps of 8-d heads, seconds / calls"),
-        "head_matmul": Rate(8.5e10, "FLOP/s", True, f"{_JOB_COSTS}: torch.bmm at the stacked heads' shapes"),
+        "head_call": Rate(1.74e-5, "s/call", True, f"{_JOB_COSTS}: stacked steps of 8-d heads, seconds / calls"),
+        "head_matmul": Rate(7.0e10, "FLOP/s", True, f"{_JOB_COSTS}: torch.bmm at the stacked heads' shapes"),
         "head_memory": Rate(
-            1.7e10,
+            2.46e10,
             "B/s",
             True,
-            f"{_JOB_COSTS}: fitted to 6 timed stacked steps (3 rows, demo and "
-            "paper shapes) after the calls and matmuls; every step within 0.87-1.11x of the model",
+            f"{_JOB_COSTS}: fitted to 6 timed stacked steps (3 rows, the demo's "
+            "and the paper's shapes) after calls and matmuls; each step within 0.95-1.08x of the model",
         ),
-        "head_diagnostics": Rate(0.46, "steps", True, f"{_JOB_COSTS}: heads x loss_diagnostics / stacked step"),
-        "evaluate_job": Rate(4.6, "s/job", True, f"{_JOB_COSTS}: evaluate, raw features, 1 and 3 outputs"),
-        "evaluate_output": Rate(0.04, "s/output", True, f"{_JOB_COSTS}: the same"),
+        "head_diagnostics": Rate(0.48, "steps", True, f"{_JOB_COSTS}: heads x loss_diagnostics / stacked step"),
+        "evaluate_job": Rate(4.77, "s/job", True, f"{_JOB_COSTS}: evaluate, raw features (the baseline's job)"),
+        "evaluate_head": Rate(0.21, "s/output", True, f"{_JOB_COSTS}: evaluate of two heads less evaluate of one"),
+        "busy_extractor": Rate(
+            1.2,
+            "x",
+            True,
+            "the demo (quiet VM, make demo at e0fccaa): its three train_extractor jobs took 128.6 s against 107.6 s by "
+            "the figures above, measured alone",
+        ),
+        "busy_head": Rate(
+            1.23,
+            "x",
+            True,
+            "the demo (same run): vnae_jst's epochs took 0.345 s (its log) against 0.28 s alone (job_costs.py's "
+            "21-epoch job)",
+        ),
         "evaluate": Rate(
             1.60e11,
             "FLOP/s",
@@ -117,6 +138,7 @@ RATES: dict[str, dict[str, Rate]] = {
             "extrapolated: the training rate (forward-only runs faster on the GPU, but the JPEG loader then sets the "
             "pace)",
         ),
+        "extractor_job": Rate(8.0, "s/job", False, "extrapolated: the CPU's and CUDA's initialisation (~2 s)"),
         "head_job": Rate(8.0, "s/job", False, "extrapolated: the CPU's train-head job and CUDA's initialisation"),
         "head_call": Rate(
             8.0e-6,
@@ -141,7 +163,9 @@ RATES: dict[str, dict[str, Rate]] = {
         ),
         "head_diagnostics": Rate(2.0, "steps", False, "extrapolated: the CPU's ratio"),
         "evaluate_job": Rate(4.0, "s/job", False, "evaluate runs on the CPU cores (its rule claims no GPU): the CPU's"),
-        "evaluate_output": Rate(0.3, "s/output", False, "the CPU's"),
+        "evaluate_head": Rate(0.5, "s/output", False, "the CPU's"),
+        "busy_extractor": Rate(1.0, "x", False, "one job per GPU"),
+        "busy_head": Rate(1.0, "x", False, "one job per GPU"),
         "evaluate": Rate(
             1.60e11,
             "FLOP/s",

@@ -328,10 +328,12 @@ def _hours(work: float, device_kind: str, name: str) -> float:
 def head_step_seconds(device_kind: str, counts: StepCounts, flops: float) -> float:
     """Seconds of one stacked head step (havana.engine.train_head) with its ATen calls and bytes `counts` and the
     heads' matmul `flops`: the calls' overhead plus the device's work (FLOPs and bytes at its rates), one after the
-    other on a CPU, the longer of the two where the host launches while the device computes (a GPU)."""
+    other on a CPU, the longer of the two where the host launches while the device computes (a GPU); slowed by
+    `busy_head` (the other jobs on the machine)."""
     host = 3600 * _hours(counts.calls, device_kind, "head_call")
     device = 3600 * (_hours(flops, device_kind, "head_matmul") + _hours(counts.bytes, device_kind, "head_memory"))
-    return max(host, device) if costs.OVERLAPPED[device_kind] else host + device
+    step = max(host, device) if costs.OVERLAPPED[device_kind] else host + device
+    return step * costs.rate(device_kind, "busy_head").value
 
 
 def head_job_seconds(
@@ -397,7 +399,8 @@ def make_plan(config: dict[str, Any], device_kinds: Iterable[str] = (costs.H100,
             train = settings.train
             seen = batches_per_epoch(images, ids, train.p, train.k) * train.p * train.k * train.epochs
             job_hours = {
-                kind: _hours(1, kind, "tracked_job") + _hours(3 * forward * seen, kind, "extractor_train")
+                kind: _hours(1, kind, "extractor_job")
+                + _hours(3 * forward * seen, kind, "extractor_train") * costs.rate(kind, "busy_extractor").value
                 for kind in kinds
             }
             for kind in kinds:
@@ -440,7 +443,7 @@ def make_plan(config: dict[str, Any], device_kinds: Iterable[str] = (costs.H100,
         for kind in kinds:
             estimates["evaluate"].hours[kind] += (
                 _hours(1, kind, "evaluate_job")
-                + _hours(len(job.seeds), kind, "evaluate_output")
+                + (0.0 if job.row == BASELINE else _hours(len(job.seeds), kind, "evaluate_head"))
                 + _hours(work, kind, "evaluate")
             )
         estimates["evaluate"].kept += len(job.seeds) * METRICS_BYTES

@@ -41,6 +41,7 @@ rule import_extractor:
         extractor=names_pattern("import"),
     conda:
         CONDA_ENV
+    priority: 2  # seconds of conversion that unlock a chain of jobs: run them first, not at the DAG's end
     params:
         source=import_args,
     shell:
@@ -58,5 +59,6 @@ rule export_extractor:
         LAYOUT.benchmark("export_extractor/{dataset}/{extractor}.{format}")
     conda:
         CONDA_ENV
+    priority: 2  # seconds of conversion that unlock a chain of jobs: run them first, not at the DAG's end
     shell:
         "havana export-extractor --model {input.model} --format {wildcards.format} --out {output.checkpoint} > {log} 2>&1"

@@ -41,6 +41,7 @@ rule import_features:
         extractor=names_pattern("features"),
     conda:
         CONDA_ENV
+    priority: 2  # seconds of conversion that unlock a chain of jobs: run them first, not at the DAG's end
     shell:
         "havana import-features --source {input.source} --manifest {input.manifest} --dataset {wildcards.dataset} "
         "--extractor {wildcards.extractor} --out {output.features} > {log} 2>&1"
@@ -57,5 +58,6 @@ rule export_features:
         LAYOUT.benchmark("export_features/{dataset}/{extractor}")
     conda:
         CONDA_ENV
+    priority: 2  # seconds of conversion that unlock a chain of jobs: run them first, not at the DAG's end
     shell:
         "havana export-features --features {input.features} --out {output.npz} > {log} 2>&1"
