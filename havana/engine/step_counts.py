@@ -23,6 +23,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 from havana.engine.train_head import StackedHeads, StackedOptimizer
+from havana.errors import HavanaError
 from havana.models.head import HeadTrainConfig, RowConfig, build_head
 
 PROBE_WIDTHS = (8, 16, 32)  # three widths fix the quadratic of bytes in the width
@@ -97,6 +98,9 @@ def _step_counts(row: tuple, train: tuple, dim: int, ids: int, heads: int) -> St
     ]
     calls = {sum(c.calls.values()) for c in counted}
     if len(calls) != 1:
-        raise AssertionError(f"a step's calls depend on the width ({sorted(calls)}): the probe is not valid")
+        raise HavanaError(
+            f"a head step's ATen calls depend on its width ({sorted(calls)}), so step_counts' probe cannot "
+            "stand for it; count a step at the wanted width (count_step)."
+        )
     coefficients = np.polyfit(np.array(PROBE_WIDTHS, dtype=float), [c.bytes for c in counted], 2)
     return StepCounts(calls=calls.pop(), bytes=float(np.polyval(coefficients, dim)))
