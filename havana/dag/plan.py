@@ -3,12 +3,15 @@
 Jobs are the Snakemake DAG's (the same cells and reads the workflow declares: tests compare the counts with
 `snakemake -n`). Work is counted from the code's own shapes: the real extractor and head modules are built on the meta
 device (no memory, no weights) and their FLOPs counted with torch.utils.flop_counter, their state dicts sized
-tensor by tensor; dataset sizes are the registry's official statistics (or the synthetic dataset's rendering plan).
-Rates per device kind are data in havana/dag/costs.py, each marked measured or extrapolated.
+tensor by tensor; a head step's ATen calls and bytes are counted on the engine's own step
+(havana.engine.step_counts); every job pays a fixed cost besides its work. Dataset sizes are the registry's official
+statistics (or the synthetic dataset's rendering plan). Rates and costs per device kind are data in
+havana/dag/costs.py, each marked measured or extrapolated; `calibrated` replaces the cpu ones by a run's measured
+job-seconds (Snakemake's benchmark files), stage by stage.
 
 Disk: results/ only (the prepared dataset images live under resources/ and are not counted; logs, MLflow and
 provenance files are a few kB per job; files the workflow exports for an import of its own, as the demo does, are not
-counted either). Imported models and feature files count as written, with no compute hours. `kept` is what the stage
+counted either). Imported models and feature files count as written, with no training hours. `kept` is what the stage
 leaves; `written` adds the training checkpoints written on the way (weights + Adam's two moments): one per
 `checkpoint_minutes` of the job's time on the first device kind (havana.utils.checkpointing.checkpoints_written),
 none kept once the job's outputs exist.
@@ -320,7 +323,7 @@ def batches_per_epoch(images: int, ids: int, p: int, k: int) -> int:
 
 def _hours(work: float, device_kind: str, name: str) -> float:
     """Hours of `work` on `device_kind`: work / rate for a rate (FLOP/s, B/s), work x cost for a cost (s/job, s/call,
-    s/image, s/output, steps)."""
+    s/output, steps)."""
     rate = costs.rate(device_kind, name)
     return (work / rate.value if rate.unit.endswith("/s") else work * rate.value) / 3600
 
@@ -339,9 +342,8 @@ def head_step_seconds(device_kind: str, counts: StepCounts, flops: float) -> flo
 def head_job_seconds(
     device_kind: str, row: RowConfig, train: HeadTrainConfig, dim: int, ids: int, images: int, heads: int
 ) -> float:
-    """Seconds of one train_head job: its fixed cost, then per epoch the stacked steps of its `heads` heads and each
-    head's diagnostics (havana.engine.train_head.epoch_diagnostics, `head_diagnostics` times a head's share of the
-    stacked step)."""
+    """Seconds of one train_head job: its fixed cost, then per epoch the stacked steps of its `heads` heads and every
+    head's diagnostics (havana.engine.train_head.epoch_diagnostics: `head_diagnostics` stacked steps in all)."""
     with torch.device("meta"):
         flops = head_step_flops(build_head(dim, ids, row, train), train.p * train.k)
     stacked = head_step_seconds(device_kind, step_counts(row, train, dim, ids, heads), heads * flops)
@@ -460,7 +462,7 @@ def make_plan(config: dict[str, Any], device_kinds: Iterable[str] = (costs.H100,
         for stage in ("train_extractor", "extract_features")
         for job in jobs[stage]
         if job.stage not in ("train_extractor", "extract_features")
-    ]  # imports and exports: a tracked job's start-up, no training
+    ]  # imports and exports: a torch job's start-up, no training
     for job in moves:
         stage = "train_extractor" if job.stage.endswith("extractor") else "extract_features"
         for kind in kinds:
