@@ -13,10 +13,10 @@ rule evaluate:
         LAYOUT.log("evaluate/{dataset}/{extractor}/{row}"),
     benchmark:
         LAYOUT.benchmark("evaluate/{dataset}/{extractor}/{row}")
+    priority: 1  # scored as soon as its heads exist, between head jobs, not all at the DAG's end
     conda:
         CONDA_ENV
     threads: 1
-    priority: 1  # scored as soon as its heads exist, between head jobs, not all at the DAG's end
     params:
         config=job_config("evaluate"),
         heads=lambda wildcards, input: f"--head {' '.join(input.heads)}" if "heads" in input.keys() else "",

@@ -39,9 +39,9 @@ rule import_extractor:
         LAYOUT.benchmark("import_extractor/{dataset}/{extractor}")
     wildcard_constraints:
         extractor=names_pattern("import"),
+    priority: 2  # seconds of conversion that unlock a chain of jobs: run them first, not at the DAG's end
     conda:
         CONDA_ENV
-    priority: 2  # seconds of conversion that unlock a chain of jobs: run them first, not at the DAG's end
     params:
         source=import_args,
     shell:
@@ -57,8 +57,8 @@ rule export_extractor:
         LAYOUT.log("export_extractor/{dataset}/{extractor}.{format}"),
     benchmark:
         LAYOUT.benchmark("export_extractor/{dataset}/{extractor}.{format}")
+    priority: 2  # seconds of conversion that unlock a chain of jobs: run them first, not at the DAG's end
     conda:
         CONDA_ENV
-    priority: 2  # seconds of conversion that unlock a chain of jobs: run them first, not at the DAG's end
     shell:
         "havana export-extractor --model {input.model} --format {wildcards.format} --out {output.checkpoint} > {log} 2>&1"

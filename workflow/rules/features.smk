@@ -39,9 +39,9 @@ rule import_features:
         LAYOUT.benchmark("import_features/{dataset}/{extractor}")
     wildcard_constraints:
         extractor=names_pattern("features"),
+    priority: 2  # seconds of conversion that unlock a chain of jobs: run them first, not at the DAG's end
     conda:
         CONDA_ENV
-    priority: 2  # seconds of conversion that unlock a chain of jobs: run them first, not at the DAG's end
     shell:
         "havana import-features --source {input.source} --manifest {input.manifest} --dataset {wildcards.dataset} "
         "--extractor {wildcards.extractor} --out {output.features} > {log} 2>&1"
@@ -56,8 +56,8 @@ rule export_features:
         LAYOUT.log("export_features/{dataset}/{extractor}"),
     benchmark:
         LAYOUT.benchmark("export_features/{dataset}/{extractor}")
+    priority: 2  # seconds of conversion that unlock a chain of jobs: run them first, not at the DAG's end
     conda:
         CONDA_ENV
-    priority: 2  # seconds of conversion that unlock a chain of jobs: run them first, not at the DAG's end
     shell:
         "havana export-features --features {input.features} --out {output.npz} > {log} 2>&1"
