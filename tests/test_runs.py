@@ -155,25 +155,16 @@ def test_every_head_run_holds_its_tags_switches_and_evaluation_metrics(store):
         ]
 
 
+def table3_runs(uri: str, *extra: str) -> list[str]:
+    """`havana runs` on table3's runs with eval/mAP (and `extra` metrics), asserted to succeed; its argv."""
+    argv = ["runs", "--tracking-uri", uri, "--experiment", "synthetic", "--table", "table3", "--metrics", "eval/mAP"]
+    assert cli.main([*argv, *extra]) == 0
+    return argv
+
+
 def test_havana_runs_prints_rows_by_seeds_with_switches_and_metrics(store, capsys):
     tmp, uri = store
-    assert (
-        cli.main(
-            [
-                "runs",
-                "--tracking-uri",
-                uri,
-                "--experiment",
-                "synthetic",
-                "--table",
-                "table3",
-                "--metrics",
-                "eval/mAP",
-                "eval/R1",
-            ]
-        )
-        == 0
-    )
+    table3_runs(uri, "eval/R1")
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == ["row", "config", "seed", "extractor", "switches", "weights", "eval/mAP", "eval/R1"]
     body = [line.split() for line in lines[2:]]
@@ -226,23 +217,7 @@ def test_havana_runs_saves_a_view_of_the_ui_that_selects_exactly_the_tables_runs
     from havana.report.runs import VIEW_TAG, read_runs
 
     _, uri = store
-    assert (
-        cli.main(
-            [
-                "runs",
-                "--tracking-uri",
-                uri,
-                "--experiment",
-                "synthetic",
-                "--table",
-                "table3",
-                "--metrics",
-                "eval/mAP",
-                "eval/R1",
-            ]
-        )
-        == 0
-    )
+    table3_runs(uri, "eval/R1")
     client = MlflowClient(tracking_uri=uri)
     experiment = client.get_experiment_by_name("synthetic")
     state = json.loads(experiment.tags[VIEW_TAG + "havana-table3"])
@@ -280,12 +255,6 @@ def test_view_columns_are_the_switches_that_differ_between_head_rows():
     ]
     assert state["searchFilter"] == "tags.table_cells LIKE '%table4:%'"
     assert view_state(records, None, ["mAP"])["searchFilter"] == "tags.row LIKE '%'"
-
-
-def table3_runs(uri: str, *extra: str) -> list[str]:
-    argv = ["runs", "--tracking-uri", uri, "--experiment", "synthetic", "--table", "table3", "--metrics", "eval/mAP"]
-    assert cli.main([*argv, *extra]) == 0
-    return argv
 
 
 @pytest.fixture(scope="module")
