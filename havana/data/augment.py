@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from havana.data.transforms import IMAGENET_MEAN, normalize_batch
+from havana.data.transforms import erasing_fill, normalize_batch
 from havana.errors import HavanaError
 from havana.models.extractor_config import TransformConfig
 
@@ -126,7 +126,7 @@ def apply_augmentation(images: torch.Tensor, draws: AugmentationDraws, config: T
     out = windows[which, :, draws.top.to(device), draws.left.to(device)]  # [B, C, H, W], contiguous
     out = normalize_batch(out, config)
     if config.random_erasing:
-        fill = IMAGENET_MEAN if config.erasing_fill == "bot" else (0.0, 0.0, 0.0)
+        fill = erasing_fill(config)
         box = [t.to(device)[:, None] for t in (draws.box_top, draws.box_left, draws.box_height, draws.box_width)]
         y, x = torch.arange(height, device=device), torch.arange(width, device=device)
         inside_rows = (y >= box[0]) & (y < box[0] + box[2])  # [B, H]

@@ -70,9 +70,8 @@ def decode_images(
 
 def _record_matches(path: Path, settings: dict[str, Any]) -> bool:
     """Whether the provenance record beside `path` exists, is readable and names exactly `settings`."""
-    record_path = path.with_name(path.name + ".provenance.yaml")
     try:
-        record = yaml.safe_load(record_path.read_text(encoding="utf-8"))
+        record = yaml.safe_load(provenance.beside(path).read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError):
         return False
     return isinstance(record, dict) and record.get("config") == settings
@@ -107,5 +106,5 @@ def load_or_decode(
 def remove_image_cache(path: str | os.PathLike) -> None:
     """Delete a cache and its provenance record (either may be missing)."""
     path = Path(path)
-    path.with_name(path.name + ".provenance.yaml").unlink(missing_ok=True)
+    provenance.beside(path).unlink(missing_ok=True)
     path.unlink(missing_ok=True)

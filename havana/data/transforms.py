@@ -53,13 +53,19 @@ def train_transform(image_size: tuple[int, int], config: TransformConfig) -> T.C
     if config.normalize:
         steps.append(T.Normalize(IMAGENET_MEAN, IMAGENET_STD))
     if config.random_erasing:
-        fill = IMAGENET_MEAN if config.erasing_fill == "bot" else (0.0, 0.0, 0.0)
+        fill = erasing_fill(config)
         scale, ratio = tuple(config.erasing_scale), (config.erasing_ratio, 1.0 / config.erasing_ratio)
         if config.erasing_draw == "bot":
             steps.append(BoTRandomErasing(config.erasing_p, scale, ratio, fill))
         else:
             steps.append(T.RandomErasing(p=config.erasing_p, scale=scale, ratio=ratio, value=fill))
     return T.Compose(steps)
+
+
+def erasing_fill(config: TransformConfig) -> tuple[float, ...]:
+    """What random erasing writes per channel: BoT's PIXEL_MEAN values (`erasing_fill: bot`, after normalisation) or
+    zeros."""
+    return IMAGENET_MEAN if config.erasing_fill == "bot" else (0.0, 0.0, 0.0)
 
 
 def erasing_rectangle(

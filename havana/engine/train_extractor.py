@@ -270,7 +270,7 @@ def train_extractor(
         save_extractor(model_path, model, config, len(labels))
         provenance.write_beside(model_path, params)
         run.log_metrics({f"final/{k}": v for k, v in metrics.items()})
-        run.log_artifact(model_path.with_name(MODEL_FILE + ".provenance.yaml"))
+        run.log_artifact(provenance.beside(model_path))
     checkpointer.remove()
     remove_image_cache(out_dir / IMAGE_CACHE_FILE)
     return TrainResult(model_path=model_path, epochs=train.epochs, last_metrics=metrics)

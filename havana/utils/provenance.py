@@ -124,9 +124,14 @@ def record(config: Any) -> dict[str, Any]:
     }
 
 
+def beside(output: str | os.PathLike) -> Path:
+    """The path of `output`'s provenance record: `<output>.provenance.yaml`."""
+    output = Path(output)
+    return output.with_name(output.name + ".provenance.yaml")
+
+
 def write_beside(output: str | os.PathLike, config: Any) -> Path:
     """Write `<output>.provenance.yaml` (resolved config + git SHA) atomically and return its path."""
-    output = Path(output)
-    path = output.with_name(output.name + ".provenance.yaml")
+    path = beside(output)
     atomic.write_text(path, yaml.safe_dump(record(config), sort_keys=False))
     return path
