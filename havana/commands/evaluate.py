@@ -223,9 +223,10 @@ def write_metrics(
     }
     out = Path(evaluated.out)
     with evaluation_run(args, record, scored.data.attrs, evaluated, config) as tracker:
-        provenance_path = provenance.write_beside(out, record)
+        built = provenance.record(record)  # once: the file beside and the JSON hold the same record
+        provenance_path = provenance.write_record_beside(out, built)
         try:
-            atomic.write_json(out, {"plain": plain, "flip": flip, "provenance": provenance.record(record)})
+            atomic.write_json(out, {"plain": plain, "flip": flip, "provenance": built})
         except BaseException:
             provenance_path.unlink(missing_ok=True)
             raise

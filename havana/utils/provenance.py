@@ -132,6 +132,12 @@ def beside(output: str | os.PathLike) -> Path:
 
 def write_beside(output: str | os.PathLike, config: Any) -> Path:
     """Write `<output>.provenance.yaml` (resolved config + git SHA) atomically and return its path."""
+    return write_record_beside(output, record(config))
+
+
+def write_record_beside(output: str | os.PathLike, built: dict[str, Any]) -> Path:
+    """Write a record already built (`record`) as `<output>.provenance.yaml`, atomically; for an output that also
+    embeds its record, so that both hold the same one."""
     path = beside(output)
-    atomic.write_text(path, yaml.safe_dump(record(config), sort_keys=False))
+    atomic.write_text(path, yaml.safe_dump(built, sort_keys=False))
     return path
