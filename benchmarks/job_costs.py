@@ -36,8 +36,7 @@ import yaml
 
 from havana.config import load_yaml
 from havana.dag.plan import batches_per_epoch, extractor_forward_flops, head_step_flops
-from havana.engine.step_counts import step_counts
-from havana.engine.train_head import StackedHeads, StackedOptimizer
+from havana.engine.step_counts import RandomStep, step_counts
 from havana.models import js_table
 from havana.models.extractor import build_extractor
 from havana.models.extractor_config import extractor_config
@@ -169,30 +168,17 @@ def head_job_costs(work: Path, features: Path) -> dict[str, float]:
 
 def step_seconds(row: RowConfig, dim: int, ids: int, p: int, heads: int, repeats: int) -> tuple[float, float]:
     """(seconds of one stacked step, seconds of one head's loss_diagnostics) on random features."""
-    train = HeadTrainConfig(p=p, k=4)
-    torch.manual_seed(0)
-    stack = StackedHeads([build_head(dim, ids, row, train) for _ in range(heads)], row, train.label_smoothing)
-    optimizer = StackedOptimizer(stack.params, train)
-    batch = p * 4
-    features = torch.randn(heads, batch, dim)
-    labels = (torch.arange(batch) // 4).expand(heads, batch)
-    noise = {name: torch.randn(heads, batch, width) for name, width in stack.noise_widths.items()}
-    active = torch.ones(heads, dtype=torch.bool)
-
-    def step() -> None:
-        grads, _, _ = stack.loss_and_grads(features, labels, noise)
-        optimizer.step(grads, active)
-
+    step = RandomStep.build(row, HeadTrainConfig(p=p, k=4), dim, ids, heads)
     step()
     started = time.perf_counter()
     for _ in range(repeats):
         step()
     stepped = (time.perf_counter() - started) / repeats
-    head = stack.head(0)
-    loss_diagnostics(head, features[0], labels[0], row)
+    head, features, labels = step.stack.head(0), step.features[0], step.labels[0]
+    loss_diagnostics(head, features, labels, row)
     started = time.perf_counter()
     for _ in range(repeats):
-        loss_diagnostics(head, features[0], labels[0], row)
+        loss_diagnostics(head, features, labels, row)
     return stepped, (time.perf_counter() - started) / repeats
 
 

@@ -55,26 +55,43 @@ class StepCounts:
     bytes: float
 
 
+@dataclass
+class RandomStep:
+    """One stacked training step of fresh heads (the engine's StackedHeads and StackedOptimizer) on a fixed random
+    batch; calling it steps once: the real step, to count (count_step) and to time (benchmarks/job_costs.py)."""
+
+    stack: StackedHeads
+    optimizer: StackedOptimizer
+    features: torch.Tensor  # [heads, batch, dim]
+    labels: torch.Tensor  # [heads, batch]
+    noise: dict[str, torch.Tensor]
+    active: torch.Tensor  # [heads], all True: every head steps
+
+    @classmethod
+    def build(cls, row: RowConfig, train: HeadTrainConfig, dim: int, ids: int, heads: int) -> RandomStep:
+        """Heads and batch drawn from seed 0 (P x K labels over `ids` identities), whatever the global RNG holds."""
+        generator = torch.Generator().manual_seed(0)
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            stack = StackedHeads([build_head(dim, ids, row, train) for _ in range(heads)], row, train.label_smoothing)
+        batch = train.p * train.k
+        labels = torch.arange(batch).div(train.k, rounding_mode="floor").remainder(ids).expand(heads, batch)
+        features = torch.randn(heads, batch, dim, generator=generator)
+        noise = {n: torch.randn(heads, batch, width, generator=generator) for n, width in stack.noise_widths.items()}
+        active = torch.ones(heads, dtype=torch.bool)
+        return cls(stack, StackedOptimizer(stack.params, train), features, labels, noise, active)
+
+    def __call__(self) -> None:
+        grads, _, _ = self.stack.loss_and_grads(self.features, self.labels, self.noise)
+        self.optimizer.step(grads, self.active)
+
+
 def count_step(
     row: RowConfig, train: HeadTrainConfig, dim: int, ids: int, heads: int, warm_up: bool = True
 ) -> CountKernels:
     """The calls and bytes of one real stacked step, random features; with `warm_up` after an uncounted step (what is
     built once per process, such as the JS table, is then not counted)."""
-    generator = torch.Generator().manual_seed(0)
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        stack = StackedHeads([build_head(dim, ids, row, train) for _ in range(heads)], row, train.label_smoothing)
-    optimizer = StackedOptimizer(stack.params, train)
-    batch = train.p * train.k
-    labels = torch.arange(batch).div(train.k, rounding_mode="floor").remainder(ids).expand(heads, batch)
-    features = torch.randn(heads, batch, dim, generator=generator)
-    noise = {name: torch.randn(heads, batch, width, generator=generator) for name, width in stack.noise_widths.items()}
-    active = torch.ones(heads, dtype=torch.bool)
-
-    def step() -> None:
-        grads, _, _ = stack.loss_and_grads(features, labels, noise)
-        optimizer.step(grads, active)
-
+    step = RandomStep.build(row, train, dim, ids, heads)
     if warm_up:
         step()
     counter = CountKernels()
