@@ -203,7 +203,7 @@ def test_a_head_job_is_its_fixed_cost_and_epochs_of_steps_and_diagnostics():
     step = plan.head_step_seconds(costs.CPU, step_counts(HAVANA_ROW, train, 64, 10, 2), 2 * flops)
     batches = plan.batches_per_epoch(80, 10, 4, 4)
     expected = rates["head_job"].value + 3 * (batches * step + rates["head_diagnostics"].value * step)
-    assert plan.head_job_seconds(costs.CPU, HAVANA_ROW, train, 64, 10, 80, 2) == pytest.approx(expected)
+    assert plan.head_job_seconds(costs.CPU, HAVANA_ROW, train, 64, 10, 80, 2, flops) == pytest.approx(expected)
 
 
 def test_extractor_model_estimate_matches_the_real_file(tmp_path):

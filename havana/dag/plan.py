@@ -340,12 +340,11 @@ def head_step_seconds(device_kind: str, counts: StepCounts, flops: float) -> flo
 
 
 def head_job_seconds(
-    device_kind: str, row: RowConfig, train: HeadTrainConfig, dim: int, ids: int, images: int, heads: int
+    device_kind: str, row: RowConfig, train: HeadTrainConfig, dim: int, ids: int, images: int, heads: int, flops: int
 ) -> float:
-    """Seconds of one train_head job: its fixed cost, then per epoch the stacked steps of its `heads` heads and every
-    head's diagnostics (havana.engine.train_head.epoch_diagnostics: `head_diagnostics` stacked steps in all)."""
-    with torch.device("meta"):
-        flops = head_step_flops(build_head(dim, ids, row, train), train.p * train.k)
+    """Seconds of one train_head job: its fixed cost, then per epoch the stacked steps of its `heads` heads (`flops`:
+    one head's step, head_step_flops) and every head's diagnostics (havana.engine.train_head.epoch_diagnostics:
+    `head_diagnostics` stacked steps in all)."""
     stacked = head_step_seconds(device_kind, step_counts(row, train, dim, ids, heads), heads * flops)
     per_epoch = batches_per_epoch(images, ids, train.p, train.k) * stacked + 3600 * _hours(
         stacked, device_kind, "head_diagnostics"
@@ -429,7 +428,8 @@ def make_plan(config: dict[str, Any], device_kinds: Iterable[str] = (costs.H100,
         with torch.device("meta"):
             head = build_head(dims[(job.dataset, job.extractor)], ids, row, train)
         heads, dim = len(job.seeds), dims[(job.dataset, job.extractor)]
-        job_hours = {kind: head_job_seconds(kind, row, train, dim, ids, images, heads) / 3600 for kind in kinds}
+        flops = head_step_flops(head, train.p * train.k)
+        job_hours = {kind: head_job_seconds(kind, row, train, dim, ids, images, heads, flops) / 3600 for kind in kinds}
         for kind in kinds:
             estimates["train_head"].hours[kind] += job_hours[kind]
         kept = heads * (state_bytes(head) + (train.epochs + 1) * HISTORY_ROW_BYTES)
