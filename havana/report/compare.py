@@ -17,7 +17,7 @@ from typing import Any
 from havana.errors import HavanaError
 from havana.layout import Layout, producer
 from havana.report.bootstrap import cell_difference
-from havana.report.model import fmt, interval_text, read_metrics
+from havana.report.model import fmt, interval_text, read_metrics, text_table
 
 CellKey = tuple[str, str, str]  # (dataset, extractor, row)
 Side = dict[CellKey, dict[int, Mapping[str, Any]]]
@@ -94,11 +94,4 @@ def compare_lines(before: Side, after: Side, metrics: Sequence[str]) -> list[lis
 
 def render_compare(before: Side, after: Side, metrics: Sequence[str], names: tuple[str, str]) -> str:
     """The comparison as a fixed-width table under a line naming both sides."""
-    lines = compare_lines(before, after, metrics)
-    widths = [max(len(text) for text in column) for column in zip(HEADINGS, *lines)]
-    render = lambda cells: "  ".join(text.ljust(width) for text, width in zip(cells, widths)).rstrip()
-    return (
-        f"before: {names[0]}\nafter:  {names[1]}\n"
-        + "\n".join([render(HEADINGS), "  ".join("-" * w for w in widths), *map(render, lines)])
-        + "\n"
-    )
+    return f"before: {names[0]}\nafter:  {names[1]}\n" + text_table(HEADINGS, compare_lines(before, after, metrics))

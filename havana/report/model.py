@@ -386,6 +386,14 @@ def table_note(
 BASE_LEVEL_TEXT = "95% interval from a paired bootstrap over queries and seeds (havana.report.bootstrap)"
 
 
+def text_table(head: Sequence[str], lines: Sequence[Sequence[str]]) -> str:
+    """Rows of text cells as a fixed-width plain-text table: the headings, a rule, one line per row (columns as wide
+    as their widest cell, two spaces apart, trailing spaces dropped)."""
+    widths = [max(len(text) for text in column) for column in zip(head, *lines)]
+    render = lambda cells: "  ".join(text.ljust(width) for text, width in zip(cells, widths)).rstrip()
+    return "\n".join([render(head), "  ".join("-" * width for width in widths), *map(render, lines)]) + "\n"
+
+
 def fmt(value: float | None, signed: bool = False) -> str:
     """Percent with one decimal ('n/a' for None); `signed` adds + and never prints -0.0."""
     if value is None or (isinstance(value, float) and math.isnan(value)):

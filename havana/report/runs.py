@@ -22,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from havana.errors import HavanaError
+from havana.report.model import text_table
 
 DEFAULT_METRICS = ("eval/mAP", "eval/R1", "eval/mINP", "eval/flip_mAP", "eval/flip_R1")  # as `havana evaluate` logs
 SHORT_HASH = 8  # characters of a config hash shown and accepted as a prefix
@@ -305,10 +306,7 @@ def render_comparison(
                     else f"{statistics.fmean(values):.1f} ± {statistics.stdev(values) if len(values) > 1 else 0.0:.1f}"
                 )
             lines.append([label, _short(config_hash), f"mean of {len(members)}", "", "", "", *summary])
-    widths = [max(len(text) for text in column) for column in zip(head, *lines)]
-    rule = "  ".join("-" * width for width in widths)
-    render = lambda cells: "  ".join(text.ljust(width) for text, width in zip(cells, widths)).rstrip()
-    return "\n".join([render(head), rule, *map(render, lines)]) + "\n"
+    return text_table(head, lines)
 
 
 def mlflow_side(tracking_uri: str, experiment: str, reference: str, table: str | None) -> dict:
